@@ -1,0 +1,58 @@
+# Aerostack: `make run` serves the product, `make test` runs the whole suite. Both work from a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+HOST ?= 127.0.0.1
+# One process with threads: the embedded setup (SQLite + in-process cache) must stay in one process.
+WORKERS ?= 1
+THREADS ?= 8
+
+.PHONY: run test lint typecheck check bench lock clean install install-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,dev]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	@echo "Aerostack on http://$(HOST):$(PORT)/"
+	$(BIN)/gunicorn aerostack.wsgi:application --bind $(HOST):$(PORT) --workers $(WORKERS) --threads $(THREADS) \
+		--worker-class gthread --access-logfile -
+
+test: install-test
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-test
+	$(BIN)/mypy .
+
+check: lint typecheck test
+
+bench: install-test
+	$(BIN)/python -m benchmarks.gateway
+
+lock: | $(BIN)/python
+	rm -rf /tmp/aerostack-lock && $(PYTHON) -m venv /tmp/aerostack-lock
+	/tmp/aerostack-lock/bin/pip install --quiet -e '.[test,dev]'
+	( echo '# Exact versions of every package, direct and transitive. `make` installs with `-c constraints.txt`'; \
+	  echo '# so that every machine gets the same set. Refresh with `make lock`.'; \
+	  /tmp/aerostack-lock/bin/pip freeze --exclude-editable ) > constraints.txt
+
+clean:
+	rm -rf $(VENV) var/test.sqlite3 test-artifacts

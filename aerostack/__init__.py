@@ -1,0 +1,1 @@
+"""Aerostack: a self-hostable MCP workspace gateway."""

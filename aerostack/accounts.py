@@ -1,0 +1,131 @@
+"""Accounts: sign up, log in (throttled per client IP), log out, change password."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model, login, update_session_auth_hash
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
+from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.views import LoginView
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+from django_ratelimit.core import get_usage
+
+from aerostack.net import client_ip_key
+from aerostack.views import ratelimited
+
+User = get_user_model()
+
+
+class SignupForm(forms.Form):
+    email = forms.EmailField(
+        max_length=150, widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True})
+    )
+    password1 = forms.CharField(
+        label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
+    password2 = forms.CharField(
+        label="Password again",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def clean_email(self) -> str:
+        email = str(self.cleaned_data["email"]).strip().lower()
+        if User.objects.filter(username__iexact=email).exists():
+            raise ValidationError("An account with this email already exists. Log in instead.")
+        return email
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        password1, password2 = cleaned.get("password1"), cleaned.get("password2")
+        if password1 and password2 and password1 != password2:
+            self.add_error("password2", "The two passwords differ.")
+        elif password1 and "email" in cleaned:
+            try:
+                validate_password(password1, User(username=cleaned["email"], email=cleaned["email"]))
+            except ValidationError as exc:
+                self.add_error("password1", exc)
+        return cleaned
+
+
+class EmailAuthenticationForm(AuthenticationForm):
+    username = forms.CharField(
+        label="Email",
+        max_length=150,
+        widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "email"}),
+    )
+
+    def clean_username(self) -> str:
+        return str(self.cleaned_data["username"]).strip().lower()
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if not settings.SIGNUP_OPEN:
+        raise Http404("Sign-ups are closed")
+    if request.user.is_authenticated:
+        return redirect("workspace_list")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        email = form.cleaned_data["email"]
+        user = User.objects.create_user(username=email, email=email, password=form.cleaned_data["password1"])
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, "Welcome to Aerostack. Create your first workspace.")
+        return redirect("workspace_list")
+    return render(request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+class ThrottledLoginView(LoginView):
+    """Log-in with failed attempts counted per client IP (``LOGIN_RATE``, default 10 a minute).
+
+    Only failures count, so a person who logs in successfully from a shared office IP is never blocked by it.
+    """
+
+    template_name = "accounts/login.html"
+    authentication_form = EmailAuthenticationForm
+    redirect_authenticated_user = True
+    http_method_names = ["get", "post"]
+
+    def _usage(self, increment: bool) -> dict[str, Any] | None:
+        return get_usage(  # type: ignore[no-any-return]
+            self.request,
+            group="login",
+            key=client_ip_key,
+            rate=settings.LOGIN_RATE,
+            method="POST",
+            increment=increment,
+        )
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        usage = self._usage(increment=False)
+        if usage is not None and usage["count"] >= usage["limit"]:
+            return ratelimited(request, retry_after=int(usage["time_left"]))
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
+        self._usage(increment=True)
+        response = super().form_invalid(form)
+        response.status_code = 400
+        return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def password_change(request: HttpRequest) -> HttpResponse:
+    form = PasswordChangeForm(request.user, request.POST or None)  # type: ignore[arg-type]
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        update_session_auth_hash(request, user)  # keep this session; other sessions of the user end
+        messages.success(request, "Your password was changed.")
+        return redirect("workspace_list")
+    return render(
+        request, "accounts/password_change.html", {"form": form}, status=400 if form.errors else 200
+    )

@@ -1,0 +1,127 @@
+"""Strict readers for settings that come from the environment.
+
+Every reader fails loudly (``ImproperlyConfigured``) on a malformed value instead of guessing: a typo in
+``DEBUG=ture`` must stop the server, not silently run it in the wrong mode. Any value may also be given as
+``NAME_FILE`` (a path whose content is the value), the usual way to pass secrets to containers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    """The raw value of ``name`` (or of the file named by ``name_FILE``), stripped; ``default`` if unset."""
+    file_name = os.environ.get(f"{name}_FILE")
+    if file_name:
+        try:
+            with open(file_name, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={file_name!r} cannot be read: {exc.strerror}") from exc
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env_str(name)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(
+        f"{name}={value!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off"
+    )
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = env_str(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name}={number} is below the minimum of {minimum}")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name}={number} is above the maximum of {maximum}")
+    return number
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list; empty items are dropped."""
+    value = env_str(name)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_url(name: str, *, schemes: tuple[str, ...]) -> str | None:
+    value = env_str(name)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise ImproperlyConfigured(f"{name} must be an absolute URL starting with {' or '.join(schemes)}://")
+    return value
+
+
+@dataclass(frozen=True)
+class _ParsedDatabaseUrl:
+    name: str
+    user: str
+    password: str
+    host: str
+    port: str
+    options: dict[str, str]
+
+
+def database_from_url(url: str) -> dict[str, Any]:
+    """Django ``DATABASES['default']`` for a ``postgres://user:pass@host:port/name?opt=v`` URL.
+
+    Only PostgreSQL is accepted: the embedded SQLite database needs no URL at all.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured("DATABASE_URL must start with postgres:// or postgresql://")
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ImproperlyConfigured("DATABASE_URL must name a database, e.g. postgres://host/aerostack")
+    try:
+        port = str(parts.port or "")
+    except ValueError:
+        raise ImproperlyConfigured("DATABASE_URL has an invalid port") from None
+    parsed = _ParsedDatabaseUrl(
+        name=name,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        host=unquote(parts.hostname or ""),
+        port=port,
+        options=dict(parse_qsl(parts.query)),
+    )
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parsed.name,
+        "USER": parsed.user,
+        "PASSWORD": parsed.password,
+        "HOST": parsed.host,
+        "PORT": parsed.port,
+        "OPTIONS": parsed.options,
+        # Persistent connections: a gateway request must not pay for a new connection each time.
+        "CONN_MAX_AGE": 600,
+        "CONN_HEALTH_CHECKS": True,
+    }

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from aerostack import accounts, views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.health, name="health"),
+    path("accounts/signup/", accounts.signup, name="signup"),
+    path("accounts/login/", accounts.ThrottledLoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password/", accounts.password_change, name="password_change"),
+    path("admin/", admin.site.urls),
+    path("workspaces/", include("workspaces.urls")),
+    path("workspaces/<slug:slug>/tokens/", include("tokens.urls")),
+    path("", include("gateway.urls")),
+]

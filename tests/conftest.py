@@ -1,0 +1,83 @@
+"""Shared personas, as in healthchecks' tests: alice owns the workspace, amy is an admin, bob a member,
+charlie a stranger with a workspace of his own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from django.core.cache import cache, caches
+from django.core.cache.backends.locmem import LocMemCache
+from django.test import Client
+
+from tests.factories import PASSWORD, MemberFactory, UserFactory, WorkspaceFactory
+from workspaces.models import Member, Workspace
+
+
+@dataclass
+class Team:
+    workspace: Workspace
+    alice: Member  # owner
+    amy: Member  # admin
+    bob: Member  # member
+    charlie: Member  # owner of another workspace, stranger here
+    other: Workspace
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings) -> None:  # type: ignore[no-untyped-def]
+    # PBKDF2 with a million rounds costs ~0.3 s a user; tests make dozens. Production keeps the default.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Rate-limit counters, sessions and one-time form ids live in the cache: each test starts from zero.
+
+    A shared Redis is not cleared (FLUSHDB would pull keys from under parallel workers and live servers);
+    each test gets a key prefix of its own instead.
+    """
+    if isinstance(caches["default"], LocMemCache):
+        cache.clear()
+        yield
+        return
+    previous = cache.key_prefix
+    cache.key_prefix = f"{previous}-test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield
+    finally:
+        cache.key_prefix = previous
+
+
+@pytest.fixture
+def team(db: None) -> Team:
+    workspace = WorkspaceFactory(name="Acme Tools", slug="acme-tools")
+    other = WorkspaceFactory(name="Charlie's", slug="charlies")
+    return Team(
+        workspace=workspace,
+        alice=MemberFactory(
+            workspace=workspace, user=UserFactory(username="alice@example.com"), role=Member.Role.OWNER
+        ),
+        amy=MemberFactory(
+            workspace=workspace, user=UserFactory(username="amy@example.com"), role=Member.Role.ADMIN
+        ),
+        bob=MemberFactory(
+            workspace=workspace, user=UserFactory(username="bob@example.com"), role=Member.Role.MEMBER
+        ),
+        charlie=MemberFactory(
+            workspace=other, user=UserFactory(username="charlie@example.com"), role=Member.Role.OWNER
+        ),
+        other=other,
+    )
+
+
+def login(client: Client, member: Member) -> Client:
+    assert client.login(username=member.user.username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture
+def csrf_client() -> Client:
+    return Client(enforce_csrf_checks=True)

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tests.conftest import Team
+from tests.factories import make_token
+from tokens import format as token_format
+from tokens.models import Token
+from tokens.services import (
+    Refusal,
+    TokenError,
+    token_authenticate,
+    token_create,
+    token_revoke,
+    token_status,
+    token_touch,
+)
+from workspaces.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_creates_a_token_storing_only_its_hash(team: Team) -> None:
+    created = make_token(team.alice, name="Alice Cursor")
+    token = Token.objects.get(pk=created.token.pk)
+    assert token.token_hash == token_format.hash_token(created.raw)
+    assert token.hint == token_format.hint_for(created.raw)
+    assert token.member == team.alice and token.created_by == team.alice.user
+    assert token.expires_at is None and token.revoked_at is None and token.last_used_at is None
+    assert created.raw not in str(Token.objects.filter(pk=token.pk).values().get())
+
+
+def test_it_writes_an_audit_row_with_the_create(team: Team) -> None:
+    created = make_token(team.alice, name="CI Bot", expires_in=3600)
+    event = AuditEvent.objects.get(action="token.create")
+    assert event.workspace == team.workspace and event.actor == team.alice.user
+    assert event.target == f"token:{created.token.pk}"
+    assert event.details["name"] == "CI Bot" and event.details["expires_in"] == 3600
+    assert created.raw not in str(event.details)
+
+
+def test_it_sets_expiry_from_seconds(team: Team) -> None:
+    now = timezone.now()
+    created = token_create(
+        workspace=team.workspace,
+        holder=team.alice,
+        name="x",
+        expires_in=86400,
+        created_by=team.alice.user,
+        now=now,
+    )
+    assert created.token.expires_at == now + timedelta(seconds=86400)
+
+
+@pytest.mark.parametrize(
+    ("name", "expires_in", "field"),
+    [
+        ("", None, "name"),
+        ("   ", None, "name"),
+        ("x" * 101, None, "name"),
+        ("ok", 0, "expires_in"),
+        ("ok", -5, "expires_in"),
+        ("ok", True, "expires_in"),
+        ("ok", 10**12, "expires_in"),
+    ],
+)
+def test_it_refuses_bad_input(team: Team, name: str, expires_in: int, field: str) -> None:
+    with pytest.raises(TokenError) as info:
+        token_create(
+            workspace=team.workspace,
+            holder=team.alice,
+            name=name,
+            expires_in=expires_in,
+            created_by=team.alice.user,
+        )
+    assert info.value.field == field
+    assert not Token.objects.exists() and not AuditEvent.objects.filter(action="token.create").exists()
+
+
+def test_it_refuses_a_holder_from_another_workspace(team: Team) -> None:
+    with pytest.raises(TokenError):
+        token_create(
+            workspace=team.workspace,
+            holder=team.charlie,
+            name="x",
+            expires_in=None,
+            created_by=team.alice.user,
+        )
+
+
+def test_it_authenticates_an_active_token(team: Team) -> None:
+    created = make_token(team.bob)
+    result = token_authenticate(raw=created.raw, workspace_slug="acme-tools")
+    assert result.ok and result.token == created.token and result.refusal is None
+    assert result.token is not None and result.token.member == team.bob
+
+
+def test_it_refuses_a_malformed_token_without_touching_the_database(team: Team) -> None:
+    raw = make_token(team.bob).raw
+    tampered = raw[:-1] + ("A" if raw[-1] != "A" else "B")
+    with CaptureQueriesContext(connection) as queries:
+        result = token_authenticate(raw=tampered, workspace_slug="acme-tools")
+        assert (
+            token_authenticate(raw="Bearer nonsense", workspace_slug="acme-tools").refusal
+            == Refusal.MALFORMED
+        )
+    assert result.refusal == Refusal.MALFORMED and result.token is None
+    assert len(queries) == 0
+
+
+def test_it_refuses_an_unknown_token(team: Team) -> None:
+    assert (
+        token_authenticate(raw=token_format.generate(), workspace_slug="acme-tools").refusal
+        == Refusal.UNKNOWN
+    )
+
+
+def test_it_refuses_a_token_of_another_workspace(team: Team) -> None:
+    raw = make_token(team.charlie).raw
+    assert token_authenticate(raw=raw, workspace_slug="acme-tools").refusal == Refusal.WRONG_WORKSPACE
+    assert token_authenticate(raw=raw, workspace_slug="no-such-workspace").refusal == Refusal.WRONG_WORKSPACE
+    assert token_authenticate(raw=raw, workspace_slug="charlies").ok
+
+
+def test_it_refuses_a_revoked_token(team: Team) -> None:
+    created = make_token(team.bob)
+    token_revoke(token=created.token, actor=team.alice.user)
+    assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").refusal == Refusal.REVOKED
+
+
+def test_it_treats_the_expiry_instant_itself_as_expired(team: Team) -> None:
+    now = timezone.now()
+    created = token_create(
+        workspace=team.workspace,
+        holder=team.bob,
+        name="x",
+        expires_in=60,
+        created_by=team.alice.user,
+        now=now,
+    )
+    expires_at = now + timedelta(seconds=60)
+    just_before = expires_at - timedelta(microseconds=1)
+    assert token_authenticate(raw=created.raw, workspace_slug="acme-tools", now=just_before).ok
+    assert (
+        token_authenticate(raw=created.raw, workspace_slug="acme-tools", now=expires_at).refusal
+        == Refusal.EXPIRED
+    )
+    assert token_status(created.token, expires_at) == Token.Status.EXPIRED
+    assert token_status(created.token, just_before) == Token.Status.ACTIVE
+
+
+def test_it_reports_revoked_over_expired(team: Team) -> None:
+    created = make_token(team.bob, expires_in=1)
+    token_revoke(token=created.token, actor=team.alice.user)
+    later = timezone.now() + timedelta(hours=1)
+    assert token_status(created.token, later) == Token.Status.REVOKED
+
+
+def test_it_revokes_once_and_records_it(team: Team) -> None:
+    created = make_token(team.bob)
+    first = token_revoke(token=created.token, actor=team.alice.user)
+    revoked_at = first.revoked_at
+    assert revoked_at is not None and first.revoked_by == team.alice.user
+    second = token_revoke(token=Token.objects.get(pk=created.token.pk), actor=team.amy.user)
+    assert second.revoked_at == revoked_at and second.revoked_by == team.alice.user
+    events = AuditEvent.objects.filter(action="token.revoke")
+    assert events.count() == 1 and events.get().actor == team.alice.user
+    assert Token.objects.filter(pk=created.token.pk).exists()  # soft: kept for audit
+
+
+def test_it_writes_last_used_at_most_once_a_minute(team: Team) -> None:
+    token = make_token(team.bob).token
+    now = timezone.now()
+    assert token_touch(token, now) is True
+    assert token_touch(token, now + timedelta(seconds=59)) is False
+    stale_copy = Token.objects.get(pk=token.pk)
+    stale_copy.last_used_at = None  # another worker that has not seen the write
+    assert token_touch(stale_copy, now + timedelta(seconds=30)) is False
+    assert Token.objects.get(pk=token.pk).last_used_at == now
+    assert token_touch(token, now + timedelta(seconds=61)) is True
+    assert Token.objects.get(pk=token.pk).last_used_at == now + timedelta(seconds=61)

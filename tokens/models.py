@@ -1,0 +1,57 @@
+"""Workspace tokens. The raw value is never stored: only its SHA-256 hash and a short hint."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from workspaces.models import Member, Workspace
+
+
+class Token(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Revoked"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="tokens")
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="tokens")
+    name = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=16)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="token_workspace_created")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint})"
+
+    def status_at(self, now: datetime) -> Token.Status:
+        if self.revoked_at is not None:
+            return self.Status.REVOKED
+        # A token that expires exactly now is already expired: the boundary belongs to the refusal.
+        if self.expires_at is not None and self.expires_at <= now:
+            return self.Status.EXPIRED
+        return self.Status.ACTIVE
+
+    @property
+    def status(self) -> Token.Status:
+        return self.status_at(timezone.now())
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE

@@ -1,0 +1,186 @@
+"""Token lifecycle: create, authenticate, revoke, status, touch.
+
+The dashboard, the REST API, the CLI and the gateway all call these functions; none of them writes a token
+row itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from tokens import format as token_format
+from tokens.models import Token
+from workspaces.models import Member, Workspace
+from workspaces.services import audit_record
+
+NAME_MAX_LENGTH = 100
+# Ten years: longer than any sane lifetime, short enough that the date arithmetic never overflows.
+EXPIRES_IN_MAX_SECONDS = 10 * 365 * 24 * 3600
+# last_used_at is a hint for humans ("used 3 minutes ago"), not an audit trail: writing it on every request
+# would turn every gateway call into a database write. Once a minute per token is precise enough.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class TokenError(ValueError):
+    """A token operation was refused because of its input; ``field`` names the offending input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CreatedToken:
+    token: Token
+    raw: str  # shown once to the user, then forgotten: never stored, logged or put in a session
+
+
+class Refusal(enum.StrEnum):
+    MALFORMED = "malformed"
+    UNKNOWN = "unknown"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    WRONG_WORKSPACE = "wrong_workspace"
+
+
+@dataclass(frozen=True)
+class Authentication:
+    token: Token | None
+    refusal: Refusal | None
+
+    @property
+    def ok(self) -> bool:
+        return self.token is not None
+
+
+def validate_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise TokenError("name", "Give the token a name, e.g. “Alice Cursor”.")
+    if len(name) > NAME_MAX_LENGTH:
+        raise TokenError("name", f"Use at most {NAME_MAX_LENGTH} characters (this one has {len(name)}).")
+    return name
+
+
+def validate_expires_in(expires_in: int | None) -> int | None:
+    if expires_in is None:
+        return None
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
+        raise TokenError("expires_in", "The expiry must be a whole number of seconds.")
+    if expires_in < 1:
+        raise TokenError("expires_in", "The expiry must be at least 1 second.")
+    if expires_in > EXPIRES_IN_MAX_SECONDS:
+        raise TokenError(
+            "expires_in", f"The expiry can be at most {EXPIRES_IN_MAX_SECONDS} seconds (10 years)."
+        )
+    return expires_in
+
+
+def token_create(
+    *,
+    workspace: Workspace,
+    holder: Member,
+    name: str,
+    expires_in: int | None,
+    created_by: User,
+    now: datetime | None = None,
+) -> CreatedToken:
+    """Create a token for ``holder`` and return it with its raw value (the only time the value exists)."""
+    name = validate_name(name)
+    expires_in = validate_expires_in(expires_in)
+    if holder.workspace_id != workspace.pk:
+        raise TokenError("holder", "The holder must be a member of this workspace.")
+    now = now or timezone.now()
+    raw = token_format.generate()
+    with transaction.atomic():
+        token = Token.objects.create(
+            workspace=workspace,
+            member=holder,
+            name=name,
+            token_hash=token_format.hash_token(raw),
+            hint=token_format.hint_for(raw),
+            created_at=now,
+            created_by=created_by,
+            expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
+        )
+        audit_record(
+            workspace=workspace,
+            actor=created_by,
+            action="token.create",
+            target=f"token:{token.pk}",
+            details={
+                "name": name,
+                "hint": token.hint,
+                "holder": holder.display_name,
+                "expires_in": expires_in,
+            },
+        )
+    return CreatedToken(token=token, raw=raw)
+
+
+def token_authenticate(*, raw: str, workspace_slug: str, now: datetime | None = None) -> Authentication:
+    """Who holds ``raw``, or the precise reason it is refused for ``workspace_slug``.
+
+    No positive cache: every call reads the token row (one indexed lookup), so a revocation or expiry is
+    seen by the very next request on every worker and node.
+    """
+    if not token_format.is_well_formed(raw):
+        return Authentication(None, Refusal.MALFORMED)
+    token = (
+        Token.objects.select_related("workspace", "member")
+        .filter(token_hash=token_format.hash_token(raw))
+        .first()
+    )
+    if token is None:
+        return Authentication(None, Refusal.UNKNOWN)
+    if token.workspace.slug != workspace_slug:
+        return Authentication(None, Refusal.WRONG_WORKSPACE)
+    status = token.status_at(now or timezone.now())
+    if status == Token.Status.REVOKED:
+        return Authentication(None, Refusal.REVOKED)
+    if status == Token.Status.EXPIRED:
+        return Authentication(None, Refusal.EXPIRED)
+    return Authentication(token, None)
+
+
+def token_revoke(*, token: Token, actor: User | None, now: datetime | None = None) -> Token:
+    """Revoke ``token`` for good. Idempotent: revoking a revoked token changes nothing and records nothing."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        # The conditional UPDATE settles a race between two revokers: exactly one of them records it.
+        changed = Token.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+            revoked_at=now, revoked_by=actor
+        )
+        if changed:
+            audit_record(
+                workspace=token.workspace,
+                actor=actor,
+                action="token.revoke",
+                target=f"token:{token.pk}",
+                details={"name": token.name, "hint": token.hint},
+            )
+    token.refresh_from_db(fields=["revoked_at", "revoked_by"])
+    return token
+
+
+def token_status(token: Token, now: datetime | None = None) -> Token.Status:
+    return token.status_at(now or timezone.now())
+
+
+def token_touch(token: Token, now: datetime | None = None) -> bool:
+    """Record that ``token`` was used, at most once per ``LAST_USED_RESOLUTION``. True when it wrote."""
+    now = now or timezone.now()
+    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
+        return False
+    stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+    written = Token.objects.filter(stale, pk=token.pk).update(last_used_at=now)
+    token.last_used_at = now
+    return bool(written)

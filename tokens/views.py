@@ -1,0 +1,131 @@
+"""The Tokens tab: list, create (the raw value shown once), revoke."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+
+from tokens.clients import client_snippets, gateway_url, mcp_json
+from tokens.forms import TokenCreateForm
+from tokens.models import Token
+from tokens.services import TokenError, token_create, token_revoke
+from workspaces.models import Member
+from workspaces.selectors import membership_or_404
+from workspaces.views import public_base_url
+
+FORM_ID_TTL = 24 * 3600
+
+
+def visible_tokens(member: Member) -> QuerySet[Token]:
+    """Owners and admins see every token of the workspace; members see their own."""
+    tokens = Token.objects.filter(workspace_id=member.workspace_id).select_related("member__user")
+    return tokens if member.can_manage else tokens.filter(member=member)
+
+
+def _token_or_404(member: Member, token_id: int) -> Token:
+    try:
+        return visible_tokens(member).select_related("workspace").get(pk=token_id)
+    except Token.DoesNotExist:
+        raise Http404("No such token") from None
+
+
+@login_required
+@require_GET
+def token_list(request: HttpRequest, slug: str) -> HttpResponse:
+    member = membership_or_404(request.user, slug)
+    now = timezone.now()
+    rows = [(token, token.status_at(now)) for token in visible_tokens(member)]
+    context = {"member": member, "workspace": member.workspace, "tab": "tokens", "rows": rows}
+    return render(request, "tokens/list.html", context)
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_new(request: HttpRequest, slug: str) -> HttpResponse:
+    """The New Token form; a valid POST answers with the show-once page.
+
+    The raw token exists only in this response: it is never stored, never put in the session, and the
+    response is ``never_cache``. Submitting the same form twice (a reload of the result page re-posts it)
+    is recognised by its one-time ``form_id`` and creates nothing: the value is not shown again.
+    """
+    member = membership_or_404(request.user, slug)
+    workspace = member.workspace
+    if request.method == "GET":
+        form = TokenCreateForm(member=member, initial={"form_id": secrets.token_hex(16)})
+        return render(
+            request,
+            "tokens/new.html",
+            {"member": member, "workspace": workspace, "tab": "tokens", "form": form},
+        )
+    form = TokenCreateForm(request.POST, member=member)
+    if form.is_valid():
+        form_id = form.cleaned_data["form_id"]
+        if form_id and not cache.add(f"token-form:{member.pk}:{form_id}", 1, FORM_ID_TTL):
+            messages.info(
+                request,
+                "That token was already created. Its value is shown only once: "
+                "revoke it and create a new one if you lost it.",
+            )
+            return redirect("token_list", slug=workspace.slug)
+        try:
+            created = token_create(
+                workspace=workspace,
+                holder=form.cleaned_data["holder"],
+                name=form.cleaned_data["name"],
+                expires_in=form.cleaned_data["expires_in"],
+                created_by=request.user,  # type: ignore[arg-type]
+            )
+        except TokenError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            base_url = public_base_url(request)
+            context = {
+                "member": member,
+                "workspace": workspace,
+                "tab": "tokens",
+                "token": created.token,
+                "raw_token": created.raw,
+                "gateway_url": gateway_url(workspace, base_url),
+                "mcp_json": json.dumps(mcp_json(workspace, created.raw, base_url), indent=2),
+                "snippets": client_snippets(workspace, created.raw, base_url),
+            }
+            return render(request, "tokens/created.html", context)
+    return render(
+        request,
+        "tokens/new.html",
+        {"member": member, "workspace": workspace, "tab": "tokens", "form": form},
+        status=400,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_revoke_view(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
+    """GET asks for confirmation (works without JavaScript); POST revokes at once and for good."""
+    member = membership_or_404(request.user, slug)
+    token = _token_or_404(member, token_id)
+    if request.method == "POST":
+        was_active = token.revoked_at is None
+        token_revoke(token=token, actor=request.user)  # type: ignore[arg-type]
+        if was_active:
+            messages.success(request, f"Token “{token.name}” was revoked. It can never be used again.")
+        return redirect("token_list", slug=slug)
+    context = {
+        "member": member,
+        "workspace": member.workspace,
+        "tab": "tokens",
+        "token": token,
+        "status": token.status,
+    }
+    return render(request, "tokens/revoke_confirm.html", context)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from workspaces.models import AuditEvent, Member, Workspace
+
+
+class MemberInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Member
+    extra = 0
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["name", "slug", "created_at", "rate_limit_per_minute"]
+    search_fields = ["name", "slug"]
+    readonly_fields = ["slug", "created_at", "created_by"]
+    inlines = [MemberInline]
+
+
+@admin.register(Member)
+class MemberAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["user", "workspace", "role", "created_at"]
+    list_filter = ["role"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["created_at", "workspace", "actor", "action", "target"]
+    list_filter = ["action"]
+    readonly_fields = ["workspace", "actor", "action", "target", "created_at", "details"]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False

@@ -1,0 +1,86 @@
+"""Workspaces, who belongs to them, and the audit trail of what was done in them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class Workspace(models.Model):
+    name = models.CharField(max_length=100)
+    # Part of the gateway URL that clients are configured with: generated once and never changed.
+    slug = models.SlugField(max_length=50, unique=True, editable=False)
+    description = models.TextField(blank=True, max_length=1000)
+    rate_limit_per_minute = models.PositiveIntegerField(
+        default=120,
+        help_text="Requests per minute each token of this workspace may make through the gateway.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("workspace_detail", args=[self.slug])
+
+    @property
+    def gateway_path(self) -> str:
+        return reverse("gateway", args=[self.slug])
+
+
+class Member(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "user"], name="member_unique_per_workspace")
+        ]
+        ordering = ["workspace_id", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.workspace}"
+
+    @property
+    def can_manage(self) -> bool:
+        """Owners and admins manage the workspace: every token, servers, members."""
+        return self.role in {self.Role.OWNER, self.Role.ADMIN}
+
+    @property
+    def display_name(self) -> str:
+        return str(self.user.get_username())
+
+
+class AuditEvent(models.Model):
+    """One security-relevant action, written in the same transaction as the action itself."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    action = models.CharField(max_length=50)
+    target = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    details: models.JSONField[Any, Any] = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target}"
