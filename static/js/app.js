@@ -25,7 +25,8 @@
     if (!button) { return; }
     var source = document.getElementById(button.getAttribute("data-copy-target"));
     if (!source) { return; }
-    var label = button.textContent;
+    if (!button.hasAttribute("data-label")) { button.setAttribute("data-label", button.textContent); }
+    var label = button.getAttribute("data-label");
     copyText(source.textContent.trim()).then(function () {
       button.textContent = "Copied";
       button.setAttribute("data-copied", "");

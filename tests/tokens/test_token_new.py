@@ -110,7 +110,7 @@ def test_it_shows_bad_input_beside_the_field(
     response = login(client, team.alice).post(URL, data)
     body = response.content.decode()
     assert response.status_code == 400
-    error = re.search(rf'<p class="error" id="id_{field}_error">([^<]*)</p>', body)
+    error = re.search(rf'<div class="error" id="id_{field}_error"><p>([^<]*)</p>', body)
     assert error and message in error.group(1)
     assert not Token.objects.exists() and not RAW.search(body)
 
