@@ -229,3 +229,19 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 CSRF_FAILURE_VIEW = "aerostack.views.csrf_failure"
+
+# --- Gateway ------------------------------------------------------------------------------------------------
+GATEWAY_RATE_LIMIT_DEFAULT = env_int("GATEWAY_RATE_LIMIT", 120, minimum=1)
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+# Failed authentications per client IP before the gateway answers 429 for a while (GitLab does the same).
+GATEWAY_AUTH_FAILURE_RATE = env_str("GATEWAY_AUTH_FAILURE_RATE", "30/3m") or "30/3m"
+GATEWAY_SESSION_TTL_SECONDS = env_int("GATEWAY_SESSION_TTL_SECONDS", 24 * 3600, minimum=60)
+GATEWAY_TOOLS_CACHE_SECONDS = env_int("GATEWAY_TOOLS_CACHE_SECONDS", 30, minimum=0)
+GATEWAY_ALLOWED_ORIGINS = env_list("GATEWAY_ALLOWED_ORIGINS", [])
+# Upstream URLs on private, loopback or link-local addresses are refused (SSRF) unless this is on: a gateway
+# on a laptop or in tests talks to servers on 127.0.0.1, so `make run` turns it on explicitly.
+ALLOW_PRIVATE_UPSTREAMS = env_bool("ALLOW_PRIVATE_UPSTREAMS", False)
+# Usage rows are written by a background thread in batches, off the request path (an INSERT per request
+# costs ~0.8 ms on SQLite). Tests switch it to synchronous writes.
+GATEWAY_USAGE_ASYNC = env_bool("GATEWAY_USAGE_ASYNC", True)
+ENCRYPTION_KEYS = env_list("ENCRYPTION_KEYS", [])

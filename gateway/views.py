@@ -1,12 +1,498 @@
+"""``/ws/<slug>``: the MCP endpoint of a workspace (Streamable HTTP, 2025-06-18 and 2025-11-25 era).
+
+A thin DRF adapter: JSON-RPC parsing, negotiation, SSE and naming live in ``gateway.protocol`` (plain
+Python); tokens in ``tokens.services``; upstream calls in ``gateway.upstream``; the tool catalog in
+``gateway.catalog``. Every answer is a JSON-RPC body with the right HTTP status, never a traceback.
+"""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
-from django.views import View
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.utils import timezone
+from django_ratelimit.core import get_usage
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from aerostack.net import client_ip_key
+from gateway import catalog, protocol, sessions, usage
+from gateway.models import UsageEvent
+from gateway.upstream import UpstreamError, session_for
+from tokens.models import Token
+from tokens.services import Refusal, token_authenticate, token_touch
+from workspaces.models import Workspace
+
+logger = logging.getLogger(__name__)
+Outcome = UsageEvent.Outcome
+
+SERVER_INFO = {"name": "aerostack", "title": "Aerostack MCP gateway", "version": "0.1.0"}
+REALM = "aerostack"
+REFUSAL_MESSAGES = {
+    Refusal.MALFORMED: "Invalid token",
+    Refusal.UNKNOWN: "Invalid token",
+    Refusal.WRONG_WORKSPACE: "Invalid token",
+    Refusal.REVOKED: "Token revoked",
+    Refusal.EXPIRED: "Token expired",
+}
+RELAYED_NOTIFICATIONS = {"notifications/progress", "notifications/message"}
 
 
-class GatewayView(View):
-    def post(self, request: HttpRequest, slug: str) -> JsonResponse:
-        return JsonResponse(
-            {"jsonrpc": "2.0", "id": None, "error": {"code": -32601, "message": "Not available yet"}},
-            status=501,
+def _json(
+    body: dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None
+) -> HttpResponse:
+    content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
+    response = HttpResponse(content, status=status, content_type="application/json")
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _error(exc: protocol.ProtocolError, headers: dict[str, str] | None = None) -> HttpResponse:
+    return _json(exc.to_body(), exc.http_status, headers)
+
+
+class _Context:
+    """What one request has established so far: for the usage log and the response headers."""
+
+    def __init__(self, request: HttpRequest, slug: str) -> None:
+        self.request = request
+        self.slug = slug
+        self.started = time.perf_counter()
+        self.token: Token | None = None
+        self.headers: dict[str, str] = {}
+
+    def record(
+        self,
+        *,
+        outcome: str,
+        status: int,
+        method: str = "",
+        server_id: int | None = None,
+        server_slug: str = "",
+        tool: str = "",
+        detail: str = "",
+        started: float | None = None,
+    ) -> None:
+        token = self.token
+        workspace_id = token.workspace_id if token else _workspace_id(self.slug)
+        usage.record(
+            usage.Usage(
+                workspace_id=workspace_id,
+                token_id=token.pk if token else None,
+                member_id=token.member_id if token else None,
+                server_id=server_id,
+                server_slug=server_slug,
+                tool=tool,
+                method=method,
+                created_at=timezone.now(),
+                duration_ms=(time.perf_counter() - (started or self.started)) * 1000,
+                outcome=outcome,
+                http_status=status,
+                detail=detail,
+            )
         )
+
+
+def _workspace_id(slug: str) -> int | None:
+    return Workspace.objects.filter(slug=slug).values_list("pk", flat=True).first()
+
+
+def _origin_allowed(request: HttpRequest) -> bool:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return True  # desktop clients and SDKs send none; browsers always do
+    allowed = set(settings.GATEWAY_ALLOWED_ORIGINS)
+    if settings.PUBLIC_URL:
+        allowed.add(settings.PUBLIC_URL)
+    allowed.add(f"{request.scheme}://{request.get_host()}")
+    return origin.rstrip("/") in allowed
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+class GatewayView(APIView):
+    """POST carries one JSON-RPC message; DELETE ends a session; GET (a server stream) is not offered: 405."""
+
+    authentication_classes: list[Any] = []  # tokens are checked in post(): the 401 must be a JSON-RPC body
+    permission_classes: list[Any] = []
+    throttle_classes: list[Any] = []
+    parser_classes: list[Any] = []
+
+    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
+        body = protocol.error_body(
+            None, protocol.INVALID_REQUEST, f"Method {request.method} not allowed: use POST"
+        )
+        return _json(body, 405, {"Allow": "POST, DELETE"})
+
+    def get(self, request: Request, slug: str) -> HttpResponse:
+        return self.http_method_not_allowed(request)
+
+    # -- the checks every request passes ---------------------------------------------------------------------
+    def _authenticate(self, ctx: _Context) -> HttpResponse | None:
+        request = ctx.request
+        ip_usage = get_usage(
+            request,
+            group="gateway-auth",
+            key=client_ip_key,
+            rate=settings.GATEWAY_AUTH_FAILURE_RATE,
+            increment=False,
+        )
+        if ip_usage is not None and ip_usage["count"] >= ip_usage["limit"]:
+            retry = max(int(ip_usage["time_left"]), 1)
+            ctx.record(outcome=Outcome.RATE_LIMITED, status=429, detail="too many failed authentications")
+            body = protocol.error_body(None, protocol.SERVER_ERROR, "Too many failed authentications")
+            return _json(body, 429, {"Retry-After": str(retry)})
+        raw = _bearer(request)
+        if raw is None:
+            refusal_message, challenge = "Missing bearer token", f'Bearer realm="{REALM}"'
+        else:
+            result = token_authenticate(raw=raw, workspace_slug=ctx.slug)
+            if result.token is not None:
+                ctx.token = result.token
+                token_touch(result.token)
+                return None
+            assert result.refusal is not None
+            refusal_message = REFUSAL_MESSAGES[result.refusal]
+            challenge = (
+                f'Bearer realm="{REALM}", error="invalid_token", error_description="{refusal_message}"'
+            )
+        get_usage(
+            request,
+            group="gateway-auth",
+            key=client_ip_key,
+            rate=settings.GATEWAY_AUTH_FAILURE_RATE,
+            increment=True,
+        )
+        ctx.record(outcome=Outcome.UNAUTHORIZED, status=401, detail=refusal_message)
+        body = protocol.error_body(None, -32001, refusal_message)
+        return _json(body, 401, {"WWW-Authenticate": challenge})
+
+    def _rate_limit(self, ctx: _Context, message_id: protocol.RequestId | None) -> HttpResponse | None:
+        token = ctx.token
+        assert token is not None
+        limit = token.workspace.rate_limit_per_minute or settings.GATEWAY_RATE_LIMIT_DEFAULT
+        counted = get_usage(
+            ctx.request,
+            group="gateway",
+            key=lambda group, request: str(token.pk),
+            rate=(limit, 60),
+            increment=True,
+        )
+        if counted is None:
+            return None
+        remaining = max(counted["limit"] - counted["count"], 0)
+        reset = max(int(counted["time_left"]), 1)
+        ctx.headers["RateLimit-Policy"] = f'"per-token";q={limit};w=60'
+        ctx.headers["RateLimit"] = f'"per-token";r={remaining};t={reset}'
+        if counted["count"] <= counted["limit"]:
+            return None
+        ctx.record(outcome=Outcome.RATE_LIMITED, status=429, detail=f"over {limit} requests per minute")
+        body = protocol.error_body(message_id, protocol.SERVER_ERROR, "Rate limit exceeded")
+        return _json(body, 429, {**ctx.headers, "Retry-After": str(reset)})
+
+    def _read_body(self, request: HttpRequest) -> bytes | HttpResponse:
+        limit = settings.GATEWAY_MAX_BODY_BYTES
+        too_large = protocol.ProtocolError(
+            413, protocol.INVALID_REQUEST, f"Request body larger than {limit} bytes"
+        )
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return _error(protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Invalid Content-Length"))
+        if declared > limit:
+            return _error(too_large)
+        body = request.read(limit + 1)
+        if len(body) > limit:
+            return _error(too_large)
+        return body
+
+    # -- POST ------------------------------------------------------------------------------------------------
+    def post(self, request: Request, slug: str) -> HttpResponseBase:
+        django_request: HttpRequest = request._request
+        ctx = _Context(django_request, slug)
+        try:
+            return self._post(ctx)
+        except Exception:  # the last line of defence: a JSON-RPC error, never a traceback
+            logger.exception("gateway request failed for workspace %s", slug)
+            body = protocol.error_body(None, protocol.INTERNAL_ERROR, "Internal error")
+            return _json(body, 500, ctx.headers)
+
+    def _post(self, ctx: _Context) -> HttpResponseBase:
+        request = ctx.request
+        if not _origin_allowed(request):
+            return _error(protocol.ProtocolError(403, protocol.INVALID_REQUEST, "Origin not allowed"))
+        body = self._read_body(request)
+        if isinstance(body, HttpResponse):
+            return body
+        refused = self._authenticate(ctx)
+        if refused is not None:
+            return refused
+        try:
+            message = protocol.parse_message(body)
+        except protocol.ProtocolError as exc:
+            limited = self._rate_limit(ctx, exc.id)
+            return limited or _error(exc, ctx.headers)
+        limited = self._rate_limit(ctx, message.id)
+        if limited is not None:
+            return limited
+        try:
+            return self._dispatch(ctx, message)
+        except protocol.ProtocolError as exc:
+            return _error(exc, ctx.headers)
+
+    def _dispatch(self, ctx: _Context, message: protocol.Message) -> HttpResponseBase:
+        request = ctx.request
+        token = ctx.token
+        assert token is not None
+        if message.kind == "request" and protocol.response_mode(request.headers.get("Accept")) is None:
+            raise protocol.ProtocolError(
+                406, protocol.INVALID_REQUEST, "Accept application/json or text/event-stream"
+            )
+        if message.method != "initialize":
+            protocol.check_protocol_version_header(request.headers.get("MCP-Protocol-Version"))
+        if protocol.is_discover_probe(message):
+            raise protocol.discover_probe_error(message.id)
+        if message.method == "initialize" and message.kind == "request":
+            return self._initialize(ctx, message)
+        session_id = request.headers.get("Mcp-Session-Id")
+        if not session_id:
+            raise protocol.ProtocolError(
+                400, protocol.INVALID_REQUEST, "Missing Mcp-Session-Id header: initialize first", message.id
+            )
+        session = sessions.get(session_id, token_id=token.pk)
+        if session is None:
+            raise protocol.ProtocolError(
+                404, protocol.INVALID_REQUEST, "Unknown or expired session: initialize again", message.id
+            )
+        if message.kind != "request":
+            if message.method == "notifications/cancelled":
+                self._forward_cancel(session, message.params or {})
+            return _json(None, 202, ctx.headers)
+        assert message.id is not None
+        if message.method == "ping":
+            return _json(protocol.result_body(message.id, {}), 200, ctx.headers)
+        if message.method == "tools/list":
+            protocol.check_list_cursor(message.params, message.id)
+            tools = catalog.tool_list(token.workspace_id).tools
+            return _json(protocol.result_body(message.id, {"tools": tools}), 200, ctx.headers)
+        if message.method == "tools/call":
+            return self._call_tool(ctx, session, message)
+        raise protocol.ProtocolError(
+            200, protocol.METHOD_NOT_FOUND, f"Method not found: {message.method}", message.id
+        )
+
+    def _initialize(self, ctx: _Context, message: protocol.Message) -> HttpResponse:
+        token = ctx.token
+        assert token is not None and message.id is not None
+        params = message.params or {}
+        version = protocol.negotiate_initialize_version(params.get("protocolVersion"))
+        session = sessions.create(
+            token_id=token.pk, workspace_id=token.workspace_id, protocol_version=version
+        )
+        result: dict[str, object] = {
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": False}},
+            "serverInfo": SERVER_INFO,
+            "instructions": f"Tools of the Aerostack workspace “{token.workspace.name}”: <server>__<tool>.",
+        }
+        return _json(
+            protocol.result_body(message.id, result), 200, {**ctx.headers, "Mcp-Session-Id": session.id}
+        )
+
+    # -- tools/call ------------------------------------------------------------------------------------------
+    def _call_tool(
+        self, ctx: _Context, session: sessions.GatewaySession, message: protocol.Message
+    ) -> HttpResponseBase:
+        token = ctx.token
+        assert token is not None and message.id is not None
+        request_id: protocol.RequestId = message.id
+        params = message.params or {}
+        name, arguments = params.get("name"), params.get("arguments")
+        if not isinstance(name, str) or not name:
+            raise protocol.ProtocolError(
+                200, protocol.INVALID_PARAMS, "tools/call needs a tool name", message.id
+            )
+        if arguments is not None and not isinstance(arguments, dict):
+            raise protocol.ProtocolError(
+                200, protocol.INVALID_PARAMS, "Tool arguments must be an object", message.id
+            )
+        started = time.perf_counter()
+        target = catalog.route(token.workspace_id, name)
+        if target is None or target.server.config is None:
+            ctx.record(
+                outcome=Outcome.BAD_REQUEST,
+                status=200,
+                method="tools/call",
+                tool=name[:200],
+                detail="unknown tool",
+            )
+            raise protocol.ProtocolError(200, protocol.INVALID_PARAMS, f"Unknown tool: {name}", message.id)
+        upstream_params: dict[str, Any] = {"name": target.tool}
+        if arguments is not None:
+            upstream_params["arguments"] = arguments
+        meta = params.get("_meta")
+        client_progress = meta.get("progressToken") if isinstance(meta, dict) else None
+        upstream_progress = None
+        if isinstance(meta, dict):
+            upstream_meta = dict(meta)
+            if client_progress is not None:
+                # Many clients share one upstream session: give the upstream a token only this call uses.
+                upstream_progress = f"aerostack-{secrets.token_hex(8)}"
+                upstream_meta["progressToken"] = upstream_progress
+            upstream_params["_meta"] = upstream_meta
+        upstream_id = f"aerostack-{secrets.token_hex(8)}"
+        upstream = session_for(target.server.config)
+        cache.set(
+            f"gw:inflight:{session.id}:{message.id}",
+            {"server": target.server.id, "upstream_id": upstream_id, "workspace": token.workspace_id},
+            int(target.server.config.timeout) + 5,
+        )
+        messages = upstream.stream("tools/call", upstream_params, request_id=upstream_id)
+        log: dict[str, Any] = {
+            "method": "tools/call",
+            "server_id": target.server.id,
+            "server_slug": target.server.slug,
+            "tool": target.tool,
+        }
+
+        def relay(incoming: dict[str, Any]) -> dict[str, Any] | None:
+            """A notification for the client, with our progress token mapped back; None to drop it."""
+            method = incoming.get("method")
+            if method == "notifications/tools/list_changed":
+                catalog.invalidate(token.workspace_id)
+                return None
+            if method not in RELAYED_NOTIFICATIONS:
+                return None
+            if method == "notifications/progress":
+                note_params = dict(incoming.get("params") or {})
+                if upstream_progress is None or note_params.get("progressToken") != upstream_progress:
+                    return None
+                note_params["progressToken"] = client_progress
+                return {**incoming, "params": note_params}
+            return incoming
+
+        def finish(incoming: dict[str, Any]) -> dict[str, Any]:
+            if "error" in incoming:
+                error = incoming["error"] if isinstance(incoming["error"], dict) else {}
+                upstream_code = error.get("code")
+                code = upstream_code if isinstance(upstream_code, int) else protocol.INTERNAL_ERROR
+                text = str(error.get("message") or "Upstream error")
+                ctx.record(
+                    outcome=Outcome.UPSTREAM_ERROR,
+                    status=200,
+                    started=started,
+                    detail=f"upstream error {code}",
+                    **log,
+                )
+                return protocol.error_body(request_id, code, text, error.get("data"))
+            result = incoming.get("result")
+            if not isinstance(result, dict):
+                ctx.record(
+                    outcome=Outcome.UPSTREAM_ERROR, status=200, started=started, detail="no result", **log
+                )
+                return _failure_result(request_id, f"{target.server.slug} answered without a result")
+            outcome = Outcome.TOOL_ERROR if result.get("isError") else Outcome.OK
+            ctx.record(outcome=outcome, status=200, started=started, **log)
+            return protocol.result_body(request_id, result)
+
+        def failed(exc: UpstreamError) -> dict[str, Any]:
+            outcome = Outcome.TIMEOUT if exc.kind == "timeout" else Outcome.UPSTREAM_ERROR
+            ctx.record(outcome=outcome, status=200, started=started, detail=exc.message[:300], **log)
+            return _failure_result(request_id, f"Upstream {target.server.slug} failed: {exc.message}")
+
+        streaming = protocol.accepts_sse(ctx.request.headers.get("Accept"))
+        try:
+            for incoming in messages:
+                if "method" not in incoming:
+                    return _json(finish(incoming), 200, ctx.headers)
+                note = relay(incoming)
+                if note is not None and streaming:
+                    # A notification came before the result and the client takes SSE: stream from here on.
+                    return self._stream(ctx, note, messages, relay, finish, failed)
+        except UpstreamError as exc:
+            return _json(failed(exc), 200, ctx.headers)
+        return _json(failed(UpstreamError("protocol", "no answer")), 200, ctx.headers)
+
+    def _stream(
+        self,
+        ctx: _Context,
+        first: dict[str, Any],
+        messages: Iterator[dict[str, Any]],
+        relay: Any,
+        finish: Any,
+        failed: Any,
+    ) -> StreamingHttpResponse:
+        def events() -> Iterator[bytes]:
+            yield protocol.encode_sse_event(first)
+            try:
+                for incoming in messages:
+                    if "method" not in incoming:
+                        yield protocol.encode_sse_event(finish(incoming))
+                        return
+                    note = relay(incoming)
+                    if note is not None:
+                        yield protocol.encode_sse_event(note)
+                yield protocol.encode_sse_event(failed(UpstreamError("protocol", "no answer")))
+            except UpstreamError as exc:
+                yield protocol.encode_sse_event(failed(exc))
+            finally:
+                messages.close()  # type: ignore[attr-defined]
+
+        response = StreamingHttpResponse(events(), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        for name, value in ctx.headers.items():
+            response[name] = value
+        return response
+
+    def _forward_cancel(self, session: sessions.GatewaySession, params: dict[str, Any]) -> None:
+        """Send the client's cancellation to the upstream request it belongs to, from any node."""
+        inflight = cache.get(f"gw:inflight:{session.id}:{params.get('requestId')}")
+        if not inflight:
+            return
+        entry = next(
+            (e for e in catalog.servers(inflight["workspace"]).values() if e.id == inflight["server"]), None
+        )
+        if entry is None or entry.config is None:
+            return
+        cancel: dict[str, Any] = {"requestId": inflight["upstream_id"]}
+        if isinstance(params.get("reason"), str):
+            cancel["reason"] = params["reason"]
+        try:
+            session_for(entry.config).notify("notifications/cancelled", cancel)
+        except UpstreamError as exc:
+            logger.info("could not forward a cancellation to %s: %s", entry.slug, exc.message)
+
+    # -- DELETE ----------------------------------------------------------------------------------------------
+    def delete(self, request: Request, slug: str) -> HttpResponse:
+        ctx = _Context(request._request, slug)
+        if not _origin_allowed(ctx.request):
+            return _error(protocol.ProtocolError(403, protocol.INVALID_REQUEST, "Origin not allowed"))
+        refused = self._authenticate(ctx)
+        if refused is not None:
+            return refused
+        assert ctx.token is not None
+        session = sessions.get(ctx.request.headers.get("Mcp-Session-Id") or "", token_id=ctx.token.pk)
+        if session is None:
+            return _error(protocol.ProtocolError(404, protocol.INVALID_REQUEST, "Unknown or expired session"))
+        sessions.end(session)
+        return HttpResponse(status=204)
+
+
+def _failure_result(message_id: protocol.RequestId | None, text: str) -> dict[str, Any]:
+    assert message_id is not None
+    return protocol.result_body(message_id, {"content": [{"type": "text", "text": text}], "isError": True})

@@ -44,6 +44,13 @@ def _fast_password_hasher(settings) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(autouse=True)
+def _gateway_test_settings(settings) -> None:  # type: ignore[no-untyped-def]
+    # Test upstreams listen on 127.0.0.1; usage rows are written at once so tests can read them.
+    settings.ALLOW_PRIVATE_UPSTREAMS = True
+    settings.GATEWAY_USAGE_ASYNC = False
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
     """Rate-limit counters, sessions and one-time form ids live in the cache: each test starts from zero.
 

@@ -1,0 +1,108 @@
+"""Upstream MCP servers of a workspace, and the usage log of the gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.validators import RegexValidator
+from django.db import models
+
+from tokens.models import Token
+from workspaces.models import Member, Workspace
+
+SERVER_SLUG_VALIDATOR = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$",
+    "Use 1 to 32 lowercase letters, digits and dashes, starting and ending with a letter or digit.",
+)
+
+
+class Server(models.Model):
+    class CredentialKind(models.TextChoices):
+        NONE = "none", "None"
+        BEARER = "bearer", "Bearer token (Authorization: Bearer …)"
+        HEADER = "header", "Named header"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="servers")
+    name = models.CharField(max_length=100)
+    # The prefix of every tool of this server (<slug>__<tool>); short because clients add prefixes too.
+    slug = models.CharField(max_length=32, validators=[SERVER_SLUG_VALIDATOR])
+    url = models.URLField(max_length=500)
+    credential_kind = models.CharField(
+        max_length=10, choices=CredentialKind.choices, default=CredentialKind.NONE
+    )
+    credential_header = models.CharField(max_length=100, blank=True)
+    # Fernet ciphertext (gateway/crypto.py); the plain value is never stored and never shown again.
+    credential_encrypted = models.TextField(blank=True)
+    timeout_seconds = models.PositiveIntegerField(default=60)
+    enabled = models.BooleanField(default=True)
+    disabled_tools: models.JSONField[Any, Any] = models.JSONField(default=list, blank=True)
+    # The tools seen at the last successful contact: what the Servers tab lists.
+    tools_snapshot: models.JSONField[Any, Any] = models.JSONField(default=list, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "slug"], name="server_slug_unique_per_workspace")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+    @property
+    def status(self) -> str:
+        if not self.enabled:
+            return "disabled"
+        if self.last_checked_at is None:
+            return "unknown"
+        return "error" if self.last_error else "ok"
+
+    @property
+    def tool_count(self) -> int:
+        return len(self.tools_snapshot)
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.credential_encrypted)
+
+
+class UsageEvent(models.Model):
+    """One gateway request worth recording: every tools/call, and every refused request.
+
+    Never holds arguments, results or secrets: only who, what, when, how long and how it ended.
+    """
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "OK"
+        TOOL_ERROR = "tool_error", "Tool error"
+        UPSTREAM_ERROR = "upstream_error", "Upstream error"
+        TIMEOUT = "timeout", "Timeout"
+        RATE_LIMITED = "rate_limited", "Rate limited"
+        UNAUTHORIZED = "unauthorized", "Unauthorized"
+        BAD_REQUEST = "bad_request", "Bad request"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="usage_events", null=True)
+    token = models.ForeignKey(Token, on_delete=models.SET_NULL, null=True, related_name="usage_events")
+    member = models.ForeignKey(Member, on_delete=models.SET_NULL, null=True, related_name="usage_events")
+    server = models.ForeignKey(Server, on_delete=models.SET_NULL, null=True, related_name="usage_events")
+    server_slug = models.CharField(max_length=32, blank=True)
+    tool = models.CharField(max_length=200, blank=True)
+    method = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    duration_ms = models.FloatField(default=0)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    http_status = models.PositiveSmallIntegerField(default=200)
+    detail = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"], name="usage_workspace_created"),
+            models.Index(fields=["token", "-created_at"], name="usage_token_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.tool} {self.outcome}"

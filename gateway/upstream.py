@@ -1,0 +1,472 @@
+"""The gateway's client for upstream MCP servers (Streamable HTTP, 2025-06-18 / 2025-11-25 era).
+
+One ``UpstreamSession`` per upstream server and process: it initializes once, keeps the upstream's
+``Mcp-Session-Id``, and keeps a small pool of keep-alive connections that all threads share. Re-creating an
+upstream session per call is the most reported performance bug of other gateways; here a call costs one
+HTTP round trip on a warm connection. An upstream 404 (its session ended) re-initializes once and retries.
+
+Uses ``http.client`` directly rather than ``requests``: on this path every 100 µs counts, and
+``requests.Session`` adds proxy/netrc look-ups and charset detection on SSE bodies (see
+shared/guide/performance.md). Replies may be JSON or SSE; SSE may carry notifications before the result.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway import protocol
+from gateway.netguard import check_upstream_url
+
+logger = logging.getLogger(__name__)
+
+CLIENT_INFO = {"name": "aerostack-gateway", "version": "0.1.0"}
+MAX_LIST_PAGES = 100
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+READ_CHUNK = 64 * 1024
+POOL_SIZE = 16
+
+
+class UpstreamError(Exception):
+    """An upstream failed to answer properly. ``kind``: unreachable, timeout, http, protocol, config."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class _SessionExpired(Exception):
+    """The upstream answered 404 to a request carrying our session id: initialize again."""
+
+
+class _StaleConnection(Exception):
+    """A pooled keep-alive connection was closed by the upstream before it answered: retry on a new one."""
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    server_id: int
+    slug: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = 60.0
+    # Changes whenever the server's settings change, so a stale session is never reused for a new config.
+    stamp: str = ""
+
+
+@dataclass
+class _Reply:
+    status: int
+    content_type: str
+    session_id: str | None
+    response: http.client.HTTPResponse
+    connection: http.client.HTTPConnection
+    reused: bool = False
+
+
+@dataclass
+class UpstreamSession:
+    config: UpstreamConfig
+    session_id: str | None = None
+    protocol_version: str | None = None
+    server_info: dict[str, Any] = field(default_factory=dict)
+    _initialized: bool = False
+    _pool: list[http.client.HTTPConnection] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _init_lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _closed: bool = False
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.config.url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+    # -- connections ---------------------------------------------------------------------------------------
+    def _new_connection(self) -> http.client.HTTPConnection:
+        check_upstream_url(self.config.url)  # re-checked per new connection: DNS may have changed
+        connection: http.client.HTTPConnection
+        if self._https:
+            connection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.config.timeout, context=ssl.create_default_context()
+            )
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=self.config.timeout)
+        connection.connect()
+        if connection.sock is not None:
+            # Headers and body leave in separate segments: without this Nagle + delayed ACK add 40 ms.
+            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
+
+    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            if self._pool:
+                return self._pool.pop(), True
+        return self._new_connection(), False
+
+    def _checkin(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if not self._closed and len(self._pool) < POOL_SIZE:
+                self._pool.append(connection)
+                return
+        connection.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, []
+        for connection in pool:
+            connection.close()
+
+    # -- one HTTP exchange ---------------------------------------------------------------------------------
+    def _headers(self, session_id: str | None) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
+        headers.update(self.config.headers)
+        if session_id:
+            headers["Mcp-Session-Id"] = session_id
+        if self.protocol_version:
+            headers["MCP-Protocol-Version"] = self.protocol_version
+        return headers
+
+    def _send(self, body: bytes, session_id: str | None) -> _Reply:
+        for attempt in range(2):
+            try:
+                connection, reused = self._checkout()
+            except UpstreamError:
+                raise
+            except TimeoutError as exc:
+                raise UpstreamError("timeout", f"connecting to {self.config.slug} timed out") from exc
+            except OSError as exc:
+                raise UpstreamError(
+                    "unreachable", f"cannot connect to {self.config.slug}: {exc.strerror or exc}"
+                ) from exc
+            try:
+                connection.request("POST", self._path, body=body, headers=self._headers(session_id))
+                response = connection.getresponse()
+            except TimeoutError as exc:
+                connection.close()
+                raise UpstreamError(
+                    "timeout", f"{self.config.slug} did not answer within {self.config.timeout:g}s"
+                ) from exc
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                connection.close()
+                if reused and attempt == 0:
+                    continue  # the upstream closed an idle keep-alive connection: one retry on a fresh one
+                raise UpstreamError("unreachable", f"{self.config.slug} closed the connection") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                raise UpstreamError("unreachable", f"{self.config.slug}: {exc}") from exc
+            content_type = (response.getheader("Content-Type") or "").split(";", 1)[0].strip().lower()
+            return _Reply(
+                response.status,
+                content_type,
+                response.getheader("Mcp-Session-Id"),
+                response,
+                connection,
+                reused,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _finish(self, reply: _Reply, *, drain: bool) -> None:
+        """Give the connection back when the response was read to its end, else close it."""
+        try:
+            if drain and not reply.response.isclosed():
+                if reply.connection.sock is not None:
+                    reply.connection.sock.settimeout(0.5)
+                reply.response.read()
+                if reply.connection.sock is not None:
+                    reply.connection.sock.settimeout(self.config.timeout)
+        except (OSError, http.client.HTTPException):
+            reply.connection.close()
+            return
+        if reply.response.isclosed() and not reply.response.will_close:
+            self._checkin(reply.connection)
+        else:
+            reply.connection.close()
+
+    def _messages(self, reply: _Reply, deadline: float) -> Iterator[dict[str, Any]]:
+        """The JSON-RPC messages of a reply body, JSON or SSE, as they arrive."""
+        try:
+            if reply.content_type == "text/event-stream":
+                parser = protocol.SSEParser()
+                while True:
+                    if time.monotonic() > deadline:
+                        raise UpstreamError(
+                            "timeout", f"{self.config.slug} did not finish within {self.config.timeout:g}s"
+                        )
+                    chunk = reply.response.read1(READ_CHUNK)
+                    if not chunk:
+                        break
+                    for event in parser.feed(chunk):
+                        if event.event == "message" and event.data:
+                            yield _decode(event.data.encode("utf-8"), self.config.slug)
+                return
+            data = reply.response.read(MAX_RESPONSE_BYTES + 1)
+            if len(data) > MAX_RESPONSE_BYTES:
+                raise UpstreamError(
+                    "protocol", f"{self.config.slug} sent more than {MAX_RESPONSE_BYTES} bytes"
+                )
+            if reply.content_type != "application/json" and not data.strip():
+                return
+            message = _decode(data, self.config.slug)
+            if isinstance(message, list):  # a JSON array from an older server: each item is a message
+                yield from (item for item in message if isinstance(item, dict))
+            else:
+                yield message
+        except TimeoutError as exc:
+            raise UpstreamError(
+                "timeout", f"{self.config.slug} did not answer within {self.config.timeout:g}s"
+            ) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise UpstreamError("unreachable", f"{self.config.slug} broke off the reply: {exc}") from exc
+
+    def _exchange(
+        self, message: dict[str, Any], session_id: str | None, deadline: float
+    ) -> Iterator[dict[str, Any]]:
+        """POST one message; yield every message of the reply up to and including our response."""
+        reply = self._send(json.dumps(message, separators=(",", ":")).encode("utf-8"), session_id)
+        complete = False
+        try:
+            if reply.status == 404 and session_id:
+                raise _SessionExpired()
+            if reply.status >= 400:
+                snippet = reply.response.read(300).decode("utf-8", "replace").strip()
+                raise UpstreamError(
+                    "http",
+                    f"{self.config.slug} answered HTTP {reply.status}" + (f": {snippet}" if snippet else ""),
+                )
+            if "id" not in message:
+                complete = True  # a notification: 202 and no body
+                return
+            for incoming in self._messages(reply, deadline):
+                if "method" in incoming and "id" in incoming:
+                    self._refuse_server_request(incoming)
+                    continue
+                if "method" in incoming:
+                    yield incoming  # a notification (progress, log) that belongs to this request
+                    continue
+                if incoming.get("id") == message["id"]:
+                    complete = True
+                    yield incoming
+                    return
+            raise UpstreamError("protocol", f"{self.config.slug} ended its reply without answering")
+        finally:
+            self._finish(reply, drain=complete)
+
+    def _refuse_server_request(self, request: dict[str, Any]) -> None:
+        """Sampling, elicitation and roots requests cannot be relayed to the client yet: answer them."""
+        answer = protocol.error_body(
+            request["id"], protocol.METHOD_NOT_FOUND, "Not supported through the Aerostack gateway"
+        )
+        try:
+            reply = self._send(json.dumps(answer).encode("utf-8"), self.session_id)
+            self._finish(reply, drain=True)
+        except UpstreamError:
+            logger.info("could not refuse a server request of %s", self.config.slug)
+
+    # -- the MCP session -----------------------------------------------------------------------------------
+    def _initialize(self, deadline: float) -> None:
+        self.protocol_version = None
+        request = {
+            "jsonrpc": "2.0",
+            "id": f"aerostack-init-{next(self._ids)}",
+            "method": "initialize",
+            "params": {
+                "protocolVersion": protocol.LATEST_PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": CLIENT_INFO,
+            },
+        }
+        reply = self._send(json.dumps(request).encode("utf-8"), None)
+        complete = False
+        try:
+            if reply.status >= 400:
+                snippet = reply.response.read(300).decode("utf-8", "replace").strip()
+                raise UpstreamError(
+                    "http",
+                    f"{self.config.slug} refused initialize with HTTP {reply.status}"
+                    + (f": {snippet}" if snippet else ""),
+                )
+            response = None
+            for incoming in self._messages(reply, deadline):
+                if incoming.get("id") == request["id"]:
+                    response = incoming
+                    complete = True
+                    break
+        finally:
+            self._finish(reply, drain=complete)
+        if response is None:
+            raise UpstreamError("protocol", f"{self.config.slug} did not answer initialize")
+        if "error" in response:
+            raise UpstreamError("protocol", f"{self.config.slug} refused initialize: {_error_text(response)}")
+        result = response.get("result") or {}
+        version = result.get("protocolVersion")
+        if version not in protocol.SUPPORTED_PROTOCOL_VERSIONS:
+            raise UpstreamError(
+                "protocol", f"{self.config.slug} speaks unsupported protocol version {version!r}"
+            )
+        self.session_id = reply.session_id
+        self.protocol_version = version
+        self.server_info = dict(result.get("serverInfo") or {})
+        for _ in self._exchange(
+            {"jsonrpc": "2.0", "method": "notifications/initialized"}, self.session_id, deadline
+        ):
+            pass
+        self._initialized = True
+
+    def ensure_initialized(self, deadline: float | None = None) -> None:
+        if self._initialized:
+            return
+        with self._init_lock:
+            if not self._initialized:
+                self._initialize(deadline or time.monotonic() + self.config.timeout)
+
+    def _reinitialize(self, stale_session: str | None, deadline: float) -> None:
+        with self._init_lock:
+            if self.session_id == stale_session:  # another thread may have renewed it already
+                self._initialized = False
+                self._initialize(deadline)
+
+    def stream(
+        self, method: str, params: dict[str, Any] | None, *, request_id: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Send one request; yield the upstream's notifications for it, then its response message."""
+        deadline = time.monotonic() + self.config.timeout
+        self.ensure_initialized(deadline)
+        message: dict[str, Any] = {
+            "jsonrpc": "2.0",
+            "id": request_id or f"aerostack-{next(self._ids)}",
+            "method": method,
+        }
+        if params is not None:
+            message["params"] = params
+        for attempt in range(2):
+            session_id = self.session_id
+            try:
+                yield from self._exchange(message, session_id, deadline)
+                return
+            except _SessionExpired:
+                if attempt:
+                    raise UpstreamError(
+                        "http", f"{self.config.slug} keeps answering 404 for a new session"
+                    ) from None
+                self._reinitialize(session_id, deadline)
+
+    def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send one request and return its result; an upstream JSON-RPC error raises UpstreamError."""
+        response: dict[str, Any] = {}
+        for message in self.stream(method, params):
+            if "method" not in message:
+                response = message
+        if "error" in response:
+            raise UpstreamError("protocol", f"{self.config.slug}: {_error_text(response)}")
+        result = response.get("result")
+        if not isinstance(result, dict):
+            raise UpstreamError("protocol", f"{self.config.slug} answered {method} without a result object")
+        return result
+
+    def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        if not self._initialized:
+            return
+        for _ in self._exchange(message, self.session_id, time.monotonic() + self.config.timeout):
+            pass
+
+    def list_tools(self) -> list[dict[str, Any]]:
+        """Every tool of the upstream, draining every page."""
+        tools: list[dict[str, Any]] = []
+        cursor: object = None
+        for _ in range(MAX_LIST_PAGES):
+            result = self.request("tools/list", {"cursor": cursor} if cursor else None)
+            page = result.get("tools")
+            if not isinstance(page, list):
+                raise UpstreamError(
+                    "protocol", f"{self.config.slug} answered tools/list without a tools array"
+                )
+            tools.extend(
+                tool for tool in page if isinstance(tool, dict) and isinstance(tool.get("name"), str)
+            )
+            cursor = result.get("nextCursor")
+            if not cursor:
+                return tools
+        raise UpstreamError(
+            "protocol", f"{self.config.slug} returned more than {MAX_LIST_PAGES} pages of tools"
+        )
+
+    def end(self) -> None:
+        """End the upstream session (DELETE), best effort, and close the connections."""
+        if self.session_id:
+            try:
+                connection, _ = self._checkout()
+                connection.request("DELETE", self._path, headers=self._headers(self.session_id))
+                connection.getresponse().read()
+                connection.close()
+            except (OSError, http.client.HTTPException, UpstreamError):
+                pass
+        self.close()
+
+
+def _decode(data: bytes, slug: str) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UpstreamError("protocol", f"{slug} sent a reply that is not JSON") from exc
+
+
+def _error_text(response: dict[str, Any]) -> str:
+    error = response.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('message', 'error')} ({error.get('code')})"
+    return "invalid error"
+
+
+# -- the per-process registry of sessions -------------------------------------------------------------------
+_registry: dict[int, UpstreamSession] = {}
+_registry_lock = threading.Lock()
+
+
+def session_for(config: UpstreamConfig) -> UpstreamSession:
+    """The shared session for ``config``; a changed config (new stamp) replaces the old session."""
+    with _registry_lock:
+        session = _registry.get(config.server_id)
+        if session is not None and session.config == config:
+            return session
+        if session is not None:
+            session.close()
+        session = _registry[config.server_id] = UpstreamSession(config)
+        return session
+
+
+def forget(server_id: int) -> None:
+    with _registry_lock:
+        session = _registry.pop(server_id, None)
+    if session is not None:
+        session.close()
+
+
+def probe(config: UpstreamConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Test connection: a fresh session (never the pooled one), initialize + tools/list, then end it."""
+    session = UpstreamSession(config)
+    try:
+        tools = session.list_tools()
+        return session.server_info, tools
+    finally:
+        session.end()
