@@ -27,6 +27,7 @@ from gateway.upstream import UpstreamConfig, UpstreamError, session_for
 
 logger = logging.getLogger(__name__)
 
+FAILED_LIST_CACHE_SECONDS = 5
 _executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="aerostack-upstream")
 
 
@@ -190,13 +191,13 @@ def tool_list(workspace_id: int, *, refresh: bool = False) -> ToolList:
         if cached is not None:
             return ToolList(**cached)
     built = _build(workspace_id)
-    if settings.GATEWAY_TOOLS_CACHE_SECONDS and not built.failures:
-        # A list with an upstream missing is not cached: the next request tries that upstream again.
-        cache.set(
-            key,
-            {"tools": built.tools, "routes": built.routes, "failures": {}},
-            settings.GATEWAY_TOOLS_CACHE_SECONDS,
-        )
+    if settings.GATEWAY_TOOLS_CACHE_SECONDS:
+        # A list with an upstream missing is kept only briefly, so that the upstream is tried again soon, but
+        # a burst of calls for its tools does not knock on every upstream again each time.
+        ttl = settings.GATEWAY_TOOLS_CACHE_SECONDS
+        if built.failures:
+            ttl = min(ttl, FAILED_LIST_CACHE_SECONDS)
+        cache.set(key, {"tools": built.tools, "routes": built.routes, "failures": built.failures}, ttl)
     return built
 
 

@@ -47,7 +47,7 @@ class UpstreamError(Exception):
 
 
 class _SessionExpired(Exception):
-    """The upstream answered 404 to a request carrying our session id: initialize again."""
+    """The upstream no longer knows the session id we sent: initialize again."""
 
 
 class _StaleConnection(Exception):
@@ -243,10 +243,14 @@ class UpstreamSession:
         reply = self._send(json.dumps(message, separators=(",", ":")).encode("utf-8"), session_id)
         complete = False
         try:
-            if reply.status == 404 and session_id:
-                raise _SessionExpired()
             if reply.status >= 400:
                 snippet = reply.response.read(300).decode("utf-8", "replace").strip()
+                # The spec says 404 for an ended session; the TypeScript SDK (server-everything) says 400
+                # "No valid session ID provided". Either means: initialize again.
+                if session_id and (
+                    reply.status == 404 or (reply.status == 400 and "session" in snippet.lower())
+                ):
+                    raise _SessionExpired()
                 raise UpstreamError(
                     "http",
                     f"{self.config.slug} answered HTTP {reply.status}" + (f": {snippet}" if snippet else ""),

@@ -19,6 +19,7 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
 from django_ratelimit.core import get_usage
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -46,17 +47,30 @@ RELAYED_NOTIFICATIONS = {"notifications/progress", "notifications/message"}
 
 
 def _json(
-    body: dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None
+    body: dict[str, Any] | None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    *,
+    sse: bool = False,
 ) -> HttpResponse:
-    content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
-    response = HttpResponse(content, status=status, content_type="application/json")
+    if sse and body is not None and status == 200:
+        # The client accepts only text/event-stream: the answer goes out as a one-event stream.
+        response = HttpResponse(
+            protocol.encode_sse_event(body), status=status, content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+    else:
+        content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
+        response = HttpResponse(content, status=status, content_type="application/json")
     for name, value in (headers or {}).items():
         response[name] = value
     return response
 
 
-def _error(exc: protocol.ProtocolError, headers: dict[str, str] | None = None) -> HttpResponse:
-    return _json(exc.to_body(), exc.http_status, headers)
+def _error(
+    exc: protocol.ProtocolError, headers: dict[str, str] | None = None, *, sse: bool = False
+) -> HttpResponse:
+    return _json(exc.to_body(), exc.http_status, headers, sse=sse)
 
 
 class _Context:
@@ -68,6 +82,10 @@ class _Context:
         self.started = time.perf_counter()
         self.token: Token | None = None
         self.headers: dict[str, str] = {}
+        self.sse_only = False
+
+    def reply(self, body: dict[str, Any]) -> HttpResponse:
+        return _json(body, 200, self.headers, sse=self.sse_only)
 
     def record(
         self,
@@ -124,6 +142,16 @@ def _bearer(request: HttpRequest) -> str | None:
     return value.strip()
 
 
+class _NoNegotiation(BaseContentNegotiation):
+    """The endpoint negotiates Accept itself (leniently, per the MCP spec); DRF must not answer 406."""
+
+    def select_parser(self, request: Request, parsers: Any) -> Any:
+        return None
+
+    def select_renderer(self, request: Request, renderers: Any, format_suffix: str | None = None) -> Any:
+        return (renderers[0], renderers[0].media_type)
+
+
 class GatewayView(APIView):
     """POST carries one JSON-RPC message; DELETE ends a session; GET (a server stream) is not offered: 405."""
 
@@ -131,6 +159,7 @@ class GatewayView(APIView):
     permission_classes: list[Any] = []
     throttle_classes: list[Any] = []
     parser_classes: list[Any] = []
+    content_negotiation_class = _NoNegotiation
 
     def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
         body = protocol.error_body(
@@ -252,7 +281,7 @@ class GatewayView(APIView):
         try:
             return self._dispatch(ctx, message)
         except protocol.ProtocolError as exc:
-            return _error(exc, ctx.headers)
+            return _error(exc, ctx.headers, sse=ctx.sse_only)
 
     def _dispatch(self, ctx: _Context, message: protocol.Message) -> HttpResponseBase:
         request = ctx.request
@@ -284,11 +313,15 @@ class GatewayView(APIView):
             return _json(None, 202, ctx.headers)
         assert message.id is not None
         if message.method == "ping":
-            return _json(protocol.result_body(message.id, {}), 200, ctx.headers)
+            return ctx.reply(protocol.result_body(message.id, {}))
+        if message.method == "logging/setLevel":
+            # Upstream log messages are relayed during tool calls at the upstream's own level; accepting the
+            # request keeps clients that always send it (the Python SDK with log_level=...) working.
+            return ctx.reply(protocol.result_body(message.id, {}))
         if message.method == "tools/list":
             protocol.check_list_cursor(message.params, message.id)
             tools = catalog.tool_list(token.workspace_id).tools
-            return _json(protocol.result_body(message.id, {"tools": tools}), 200, ctx.headers)
+            return ctx.reply(protocol.result_body(message.id, {"tools": tools}))
         if message.method == "tools/call":
             return self._call_tool(ctx, session, message)
         raise protocol.ProtocolError(
@@ -305,13 +338,12 @@ class GatewayView(APIView):
         )
         result: dict[str, object] = {
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": False}},
+            "capabilities": {"tools": {"listChanged": False}, "logging": {}},
             "serverInfo": SERVER_INFO,
             "instructions": f"Tools of the Aerostack workspace “{token.workspace.name}”: <server>__<tool>.",
         }
-        return _json(
-            protocol.result_body(message.id, result), 200, {**ctx.headers, "Mcp-Session-Id": session.id}
-        )
+        ctx.headers["Mcp-Session-Id"] = session.id
+        return ctx.reply(protocol.result_body(message.id, result))
 
     # -- tools/call ------------------------------------------------------------------------------------------
     def _call_tool(
@@ -333,12 +365,21 @@ class GatewayView(APIView):
         started = time.perf_counter()
         target = catalog.route(token.workspace_id, name)
         if target is None or target.server.config is None:
+            slug = name.partition(protocol.SEPARATOR)[0]
+            down = catalog.tool_list(token.workspace_id).failures.get(slug)
+            if down is not None:
+                # The tool belongs to an upstream that is down right now: a tool error the model can read.
+                ctx.record(
+                    outcome=Outcome.UPSTREAM_ERROR,
+                    status=200,
+                    method="tools/call",
+                    server_slug=slug,
+                    tool=name,
+                    detail=down,
+                )
+                return ctx.reply(_failure_result(request_id, f"Upstream {slug} is unavailable: {down}"))
             ctx.record(
-                outcome=Outcome.BAD_REQUEST,
-                status=200,
-                method="tools/call",
-                tool=name[:200],
-                detail="unknown tool",
+                outcome=Outcome.BAD_REQUEST, status=200, method="tools/call", tool=name, detail="unknown tool"
             )
             raise protocol.ProtocolError(200, protocol.INVALID_PARAMS, f"Unknown tool: {name}", message.id)
         upstream_params: dict[str, Any] = {"name": target.tool}
@@ -418,14 +459,14 @@ class GatewayView(APIView):
         try:
             for incoming in messages:
                 if "method" not in incoming:
-                    return _json(finish(incoming), 200, ctx.headers)
+                    return ctx.reply(finish(incoming))
                 note = relay(incoming)
                 if note is not None and streaming:
                     # A notification came before the result and the client takes SSE: stream from here on.
                     return self._stream(ctx, note, messages, relay, finish, failed)
         except UpstreamError as exc:
-            return _json(failed(exc), 200, ctx.headers)
-        return _json(failed(UpstreamError("protocol", "no answer")), 200, ctx.headers)
+            return ctx.reply(failed(exc))
+        return ctx.reply(failed(UpstreamError("protocol", "no answer")))
 
     def _stream(
         self,

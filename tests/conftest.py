@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from django.core.cache import cache, caches
@@ -99,3 +100,28 @@ def login(client: Client, member: Member) -> Client:
 @pytest.fixture
 def csrf_client() -> Client:
     return Client(enforce_csrf_checks=True)
+
+
+@pytest.fixture(scope="session")
+def py_upstream() -> Iterator[Any]:
+    """The official Python SDK's MCP server (tests/e2e/py_upstream.py) on 127.0.0.1, for the whole run."""
+    from tests.e2e.upstreams import start_python_upstream
+
+    upstream = start_python_upstream()
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+@pytest.fixture(scope="session")
+def everything_upstream() -> Iterator[Any]:
+    """@modelcontextprotocol/server-everything (npm, pinned in tests/e2e/package.json) on 127.0.0.1."""
+    from tests.e2e.upstreams import node_available, start_everything_server
+
+    need(node_available(), "node is not installed: these tests need it for server-everything")
+    upstream = start_everything_server()
+    try:
+        yield upstream
+    finally:
+        upstream.stop()

@@ -1,0 +1,102 @@
+"""A real MCP upstream for the Aerostack e2e tests, built on the official Python SDK (mcp 2.3.0).
+
+Usage:
+    python tests/e2e/py_upstream.py PORT [--stateless] [--json-response] [--name NAME]
+
+Serves streamable HTTP on http://127.0.0.1:PORT/mcp (never on another interface).
+Stateful (Mcp-Session-Id) and SSE replies by default; `--stateless` drops sessions,
+`--json-response` makes request replies `application/json` instead of `text/event-stream`.
+
+Because it binds 127.0.0.1, the SDK turns on its DNS-rebinding protection: a Host header
+other than 127.0.0.1:*, localhost:* or [::1]:* gets 421, an Origin other than
+http://127.0.0.1:*, http://localhost:*, http://[::1]:* gets 403.
+
+Tools:
+    add(a: int, b: int) -> int
+    echo(text: str) -> str
+    fail(message: str)            raises ToolError -> result with isError true, text == message
+    slow(seconds: float) -> "done" sends progress notifications (when the request carries a
+                                   progressToken) and log messages while sleeping
+    math.mul(a: int, b: int) -> int  a dotted tool name (the SDK accepts it: SEP-986 allows dots)
+    headers() -> str                 the request headers the call arrived with, as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPDeprecationWarning
+
+HOST = "127.0.0.1"
+PATH = "/mcp"
+
+# ctx.info() & co. are deprecated for 2026-07-28 connections (SEP-2577), still valid for legacy ones.
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
+
+
+def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
+    server = MCPServer(name, version="1.0.0", instructions="Test upstream for Aerostack e2e tests.")
+
+    @server.tool(description="Add two integers.")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @server.tool(description="Echo the text back.")
+    def echo(text: str) -> str:
+        return text
+
+    @server.tool(description="Always fails with the given message (isError result).")
+    def fail(message: str):  # no return annotation: no outputSchema
+        raise ToolError(message)
+
+    @server.tool(description="Sleep for `seconds`, reporting progress and log messages, then return 'done'.")
+    async def slow(seconds: float, ctx: Context) -> str:
+        steps = 4
+        await ctx.info(f"slow: starting, {seconds}s")
+        for step in range(1, steps + 1):
+            await anyio.sleep(max(seconds, 0) / steps)
+            await ctx.report_progress(step, steps, f"step {step}/{steps}")
+            await ctx.info(f"slow: step {step}/{steps}")
+        return "done"
+
+    @server.tool(description="The HTTP request headers this call arrived with (lowercased names), as JSON.")
+    def headers(ctx: Context) -> str:
+        return json.dumps({k.lower(): v for k, v in (ctx.headers or {}).items()}, sort_keys=True)
+
+    @server.tool(name="math.mul", description="Multiply two integers (dotted tool name).")
+    def math_mul(a: int, b: int) -> int:
+        return a * b
+
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("port", type=int)
+    parser.add_argument(
+        "--stateless", action="store_true", help="no Mcp-Session-Id, fresh transport per request"
+    )
+    parser.add_argument("--json-response", action="store_true", help="reply application/json instead of SSE")
+    parser.add_argument("--name", default="aerostack-py-upstream", help="serverInfo.name")
+    args = parser.parse_args(argv)
+
+    server = build_server(args.name)
+    server.run(
+        "streamable-http",
+        host=HOST,
+        port=args.port,
+        streamable_http_path=PATH,
+        stateless_http=args.stateless,
+        json_response=args.json_response,
+    )
+
+
+if __name__ == "__main__":
+    main()
