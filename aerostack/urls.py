@@ -16,5 +16,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("workspaces/", include("workspaces.urls")),
     path("workspaces/<slug:slug>/tokens/", include("tokens.urls")),
+    path("workspaces/<slug:slug>/servers/", include("gateway.dashboard_urls")),
     path("", include("gateway.urls")),
 ]

@@ -102,52 +102,80 @@ def scratch_database(env: dict[str, str]) -> Iterator[None]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _start_gunicorn(
+    port: int, env: dict[str, str], log: Path, workers: int, threads: int
+) -> subprocess.Popen[bytes]:
+    with log.open("ab") as log_file:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "aerostack.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--worker-class",
+                "gthread",
+                "--access-logfile",
+                "-",
+                "--graceful-timeout",
+                "5",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
 @contextmanager
-def live_server(
-    *, workers: int = 1, threads: int = 8, extra_env: dict[str, str] | None = None, migrate: bool = True
-) -> Iterator[LiveServer]:
+def live_cluster(
+    nodes: int = 1, *, workers: int = 1, threads: int = 8, extra_env: dict[str, str] | None = None
+) -> Iterator[list[LiveServer]]:
+    """``nodes`` gunicorn servers sharing one database, one cache and one secret key: the scale-out setup
+    when DATABASE_URL and REDIS_URL are in ``extra_env`` or the environment."""
     with tempfile.TemporaryDirectory(prefix="aerostack-live-") as tmp, ExitStack() as stack:
         data_dir = Path(tmp)
-        port = free_port()
         env = server_env(data_dir, extra_env)
-        log = data_dir / "server.log"
-        server = LiveServer(url=f"http://127.0.0.1:{port}", port=port, data_dir=data_dir, log=log, env=env)
+        env.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
         stack.enter_context(scratch_database(env))
-        if migrate:
-            server.manage("migrate", "--noinput")
-        with log.open("wb") as log_file:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "aerostack.wsgi:application",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    str(workers),
-                    "--threads",
-                    str(threads),
-                    "--worker-class",
-                    "gthread",
-                    "--access-logfile",
-                    "-",
-                    "--graceful-timeout",
-                    "5",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
+        servers = []
+        for index in range(nodes):
+            port = free_port()
+            log = data_dir / f"server-{index}.log"
+            servers.append(
+                LiveServer(url=f"http://127.0.0.1:{port}", port=port, data_dir=data_dir, log=log, env=env)
             )
-        server.processes.append(process)
+        servers[0].manage("migrate", "--noinput")
         try:
-            wait_for_port(port, process, log)
-            yield server
+            for server in servers:
+                process = _start_gunicorn(server.port, env, server.log, workers, threads)
+                server.processes.append(process)
+            for server in servers:
+                wait_for_port(server.port, server.processes[0], server.log)
+            yield servers
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            for server in servers:
+                for process in server.processes:
+                    _stop(process)
+
+
+@contextmanager
+def live_server(
+    *, workers: int = 1, threads: int = 8, extra_env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
+    with live_cluster(1, workers=workers, threads=threads, extra_env=extra_env) as servers:
+        yield servers[0]

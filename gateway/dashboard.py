@@ -1,0 +1,206 @@
+"""The Servers tab: list, add, edit, enable/disable, delete, test connection, per-tool switches.
+
+Every member may look; only owners and admins act (others get 403). All writes go through
+gateway/services.py, which audits them and refreshes the gateway catalog.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from gateway import services
+from gateway.forms import ServerForm
+from gateway.models import Server
+from gateway.protocol import build_tool_names
+from workspaces.models import Member
+from workspaces.selectors import membership_or_404
+
+SLUG_TAKEN = "Another server of this workspace already uses this slug."
+
+
+def _server_or_404(member: Member, server_id: int) -> Server:
+    try:
+        return Server.objects.select_related("workspace").get(workspace_id=member.workspace_id, pk=server_id)
+    except Server.DoesNotExist:
+        raise Http404("No such server") from None
+
+
+def _manager_or_403(request: HttpRequest, slug: str) -> Member:
+    """Strangers get 404 (membership_or_404), members who may only look get 403."""
+    member = membership_or_404(request.user, slug)
+    if not member.can_manage:
+        raise PermissionDenied("Only owners and admins manage servers.")
+    return member
+
+
+def _actor(request: HttpRequest) -> User:
+    assert isinstance(request.user, User)  # login_required ran first
+    return request.user
+
+
+def _page(
+    request: HttpRequest, member: Member, template: str, status: int = 200, **extra: Any
+) -> HttpResponse:
+    context = {"member": member, "workspace": member.workspace, "tab": "servers", **extra}
+    return render(request, f"gateway/{template}", context, status=status)
+
+
+def _tool_rows(server: Server) -> list[dict[str, Any]]:
+    """Each tool of the last snapshot under the name gateway clients see, with its switch state."""
+    descriptions = {tool["name"]: tool.get("description", "") for tool in server.tools_snapshot}
+    disabled = set(server.disabled_tools or [])
+    exposed = build_tool_names([(server.slug, name) for name in descriptions])
+    return [
+        {"tool": t, "description": descriptions[t.original_name], "on": t.original_name not in disabled}
+        for t in exposed
+    ]
+
+
+def _report_test(request: HttpRequest, server: Server) -> None:
+    result = services.server_test(server=server)
+    if result.ok:
+        count = result.tool_count
+        messages.success(request, f"Connected to {server.name}: {count} tool{pluralize(count)}")
+    else:
+        messages.error(request, f"Could not connect to {server.name}: {result.error}")
+
+
+def _flag(request: HttpRequest) -> bool | None:
+    """The ``enabled`` field of a switch form: "1" on, "0" off, anything else None."""
+    return {"1": True, "0": False}.get(request.POST.get("enabled", ""))
+
+
+def _bad_switch(request: HttpRequest, member: Member, server: Server, message: str) -> HttpResponse:
+    messages.error(request, message)
+    return _page(request, member, "server_detail.html", 400, server=server, tools=_tool_rows(server))
+
+
+def _bound(request: HttpRequest) -> Any:
+    return request.POST if request.method == "POST" else None
+
+
+@login_required
+@require_GET
+def server_list(request: HttpRequest, slug: str) -> HttpResponse:
+    member = membership_or_404(request.user, slug)
+    servers = Server.objects.filter(workspace=member.workspace)
+    return _page(request, member, "server_list.html", servers=servers)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def server_new(request: HttpRequest, slug: str) -> HttpResponse:
+    """Add a server, then test it once so the list shows its tools (or the exact error) right away."""
+    member = _manager_or_403(request, slug)
+    form = ServerForm(_bound(request), workspace=member.workspace)
+    if request.method == "POST" and form.is_valid():
+        try:
+            server = services.server_create(
+                workspace=member.workspace,
+                actor=_actor(request),
+                credential=form.cleaned_data["credential"],
+                **form.server_values,
+            )
+        except IntegrityError:  # a concurrent add took the slug between the form's check and the insert
+            form.add_error("slug", SLUG_TAKEN)
+        else:
+            messages.success(request, f"Added {server.name}.")
+            _report_test(request, server)
+            return redirect("server_list", slug=slug)
+    return _page(request, member, "server_form.html", 400 if form.is_bound else 200, form=form)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def server_edit(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:
+    member = _manager_or_403(request, slug)
+    server = _server_or_404(member, server_id)
+    form = ServerForm(_bound(request), workspace=member.workspace, server=server)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.server_update(
+                server=server,
+                actor=_actor(request),
+                credential=form.cleaned_data["credential"] or None,  # empty: keep the stored secret
+                **form.server_values,
+            )
+        except IntegrityError:
+            server.refresh_from_db()  # server_update had already set the refused values on it
+            form.add_error("slug", SLUG_TAKEN)
+        else:
+            messages.success(request, f"Saved {server.name}.")
+            return redirect("server_detail", slug=slug, server_id=server.pk)
+    context = {"form": form, "server": server}
+    return _page(request, member, "server_form.html", 400 if form.is_bound else 200, **context)
+
+
+@login_required
+@require_GET
+def server_detail(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:
+    member = membership_or_404(request.user, slug)
+    server = _server_or_404(member, server_id)
+    return _page(request, member, "server_detail.html", server=server, tools=_tool_rows(server))
+
+
+@login_required
+@require_POST
+def server_toggle(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:
+    """An explicit target state ("1"/"0"), not a flip: a double submit cannot undo itself."""
+    member = _manager_or_403(request, slug)
+    server = _server_or_404(member, server_id)
+    enabled = _flag(request)
+    if enabled is None:
+        return _bad_switch(request, member, server, "Send enabled=1 (on) or enabled=0 (off).")
+    services.server_set_enabled(server=server, actor=_actor(request), enabled=enabled)
+    if enabled:
+        messages.success(request, f"Enabled {server.name}: its tools are offered again.")
+    else:
+        messages.success(request, f"Disabled {server.name}: its tools are no longer offered.")
+    return redirect("server_detail", slug=slug, server_id=server.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def server_delete(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:
+    """GET asks for confirmation (works without JavaScript); POST deletes."""
+    member = _manager_or_403(request, slug)
+    server = _server_or_404(member, server_id)
+    if request.method == "POST":
+        services.server_delete(server=server, actor=_actor(request))
+        messages.success(request, f"Deleted {server.name}. Its tools are gone from the gateway.")
+        return redirect("server_list", slug=slug)
+    return _page(request, member, "server_delete_confirm.html", server=server)
+
+
+@login_required
+@require_POST
+def server_test(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:
+    member = _manager_or_403(request, slug)
+    server = _server_or_404(member, server_id)
+    _report_test(request, server)
+    return redirect("server_detail", slug=slug, server_id=server.pk)
+
+
+@login_required
+@require_POST
+def tool_toggle(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:
+    member = _manager_or_403(request, slug)
+    server = _server_or_404(member, server_id)
+    tool, enabled = request.POST.get("tool", ""), _flag(request)
+    if tool not in {t["name"] for t in server.tools_snapshot}:
+        return _bad_switch(request, member, server, f"{server.name} has no tool “{tool}”.")
+    if enabled is None:
+        return _bad_switch(request, member, server, "Send enabled=1 (on) or enabled=0 (off).")
+    services.tool_set_enabled(server=server, actor=_actor(request), tool=tool, enabled=enabled)
+    messages.success(request, f"Turned {'on' if enabled else 'off'} {tool} of {server.name}.")
+    return redirect("server_detail", slug=slug, server_id=server.pk)
