@@ -142,11 +142,19 @@ def test_it_relays_progress_and_logs_to_the_sdk_client(stack: Stack) -> None:
 
 # -- raw HTTP, to check status codes and headers exactly --------------------------------------------------------
 class Raw:
-    def __init__(self, stack: Stack, token: str) -> None:
-        self.stack, self.token = stack, token
-        self.connection = http.client.HTTPConnection("127.0.0.1", stack.gateway.port, timeout=30)
+    """A raw MCP client over one keep-alive connection, to check status codes and headers exactly."""
+
+    def __init__(self, port: int, slug: str, token: str) -> None:
+        self.port, self.slug, self.token = port, slug, token
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.session_id: str | None = None
         self.next_id = 0
+
+    def on(self, port: int) -> Raw:
+        """The same client (token, session, ids) talking to another node."""
+        moved = Raw(port, self.slug, self.token)
+        moved.session_id, moved.next_id = self.session_id, self.next_id
+        return moved
 
     def post(
         self, message: dict[str, Any], accept: str = "application/json, text/event-stream"
@@ -159,7 +167,7 @@ class Raw:
         }
         if self.session_id:
             headers["Mcp-Session-Id"] = self.session_id
-        self.connection.request("POST", f"/ws/{self.stack.slug}", body=json.dumps(message), headers=headers)
+        self.connection.request("POST", f"/ws/{self.slug}", body=json.dumps(message), headers=headers)
         response = self.connection.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
 
@@ -183,7 +191,7 @@ class Raw:
 
 
 def test_it_limits_each_token_to_120_requests_a_minute(stack: Stack) -> None:
-    raw = Raw(stack, stack.tokens[1])
+    raw = Raw(stack.gateway.port, stack.slug, stack.tokens[1])
     raw.initialize()
     statuses = [raw.request("ping")[0] for _ in range(119)]
     assert statuses == [200] * 119
@@ -198,7 +206,7 @@ def test_it_limits_each_token_to_120_requests_a_minute(stack: Stack) -> None:
 
 
 def test_it_refuses_a_revoked_token_on_its_very_next_request(stack: Stack) -> None:
-    raw = Raw(stack, stack.tokens[2])
+    raw = Raw(stack.gateway.port, stack.slug, stack.tokens[2])
     raw.initialize()
     assert raw.request("ping")[0] == 200
     stack.gateway.manage(
@@ -215,13 +223,13 @@ def test_it_refuses_a_revoked_token_on_its_very_next_request(stack: Stack) -> No
 
 
 def test_it_forwards_a_cancellation_to_the_upstream(stack: Stack) -> None:
-    raw = Raw(stack, stack.tokens[0])
+    raw = Raw(stack.gateway.port, stack.slug, stack.tokens[0])
     raw.initialize()
     outcome: dict[str, Any] = {}
 
     def slow_call() -> None:
         started = time.monotonic()
-        caller = Raw(stack, stack.tokens[0])
+        caller = Raw(stack.gateway.port, stack.slug, stack.tokens[0])
         caller.session_id = raw.session_id
         caller.next_id = 500
         outcome["reply"] = caller.request("tools/call", {"name": "py__slow", "arguments": {"seconds": 8}})
@@ -244,7 +252,7 @@ def test_it_forwards_a_cancellation_to_the_upstream(stack: Stack) -> None:
 
 
 def test_it_keeps_serving_the_other_upstream_when_one_dies(stack: Stack) -> None:
-    raw = Raw(stack, stack.tokens[3])
+    raw = Raw(stack.gateway.port, stack.slug, stack.tokens[3])
     raw.initialize()
     stack.python.stop()
     status, _, body = raw.request("tools/call", {"name": "py__add", "arguments": {"a": 1, "b": 1}})

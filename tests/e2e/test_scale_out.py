@@ -1,0 +1,152 @@
+"""Two gunicorn nodes behind no load balancer but the test itself, sharing PostgreSQL and Redis, must behave
+exactly like one: same sessions, same rate limits, same revocations, same dashboard log-ins, same catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import need
+from tests.e2e.test_gateway_e2e import Raw
+from tests.live import LiveServer, live_cluster
+
+pytestmark = [pytest.mark.e2e, pytest.mark.services]
+
+DATABASE_URL = os.environ.get("DATABASE_URL") or os.environ.get(
+    "AEROSTACK_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("REDIS_URL") or os.environ.get(
+    "AEROSTACK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
+)
+
+SETUP = """
+import json
+from django.contrib.auth.models import User
+from workspaces.services import workspace_create
+from gateway.services import server_create
+from tokens.services import token_create
+owner = User.objects.create_user(username="owner@example.com", password="a-long-password-1")
+ws = workspace_create(name="Scale Team", owner=owner)
+member = ws.members.get()
+server_create(workspace=ws, actor=owner, name="Python", slug="py", url="{python}")
+tokens = [token_create(workspace=ws, holder=member, name=f"t{{i}}", expires_in=None, created_by=owner).raw for i in range(3)]
+print(json.dumps({{"slug": ws.slug, "tokens": tokens}}))
+"""
+
+
+def _services_reachable() -> bool:
+    try:
+        import psycopg
+        import redis
+
+        with psycopg.connect(DATABASE_URL, connect_timeout=3):
+            pass
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping())
+    except Exception:
+        return False
+
+
+@dataclass
+class Cluster:
+    a: LiveServer
+    b: LiveServer
+    slug: str
+    tokens: list[str]
+
+
+@pytest.fixture(scope="module")
+def cluster(py_upstream: Any) -> Iterator[Cluster]:
+    need(
+        _services_reachable(),
+        f"PostgreSQL ({DATABASE_URL}) and Redis ({REDIS_URL}) are needed for the scale-out tests",
+    )
+    env = {"DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL, "ALLOW_PRIVATE_UPSTREAMS": "true"}
+    with live_cluster(2, extra_env=env) as (a, b):
+        data = json.loads(
+            a.manage("shell", "-c", SETUP.format(python=py_upstream.url)).strip().splitlines()[-1]
+        )
+        yield Cluster(a, b, data["slug"], data["tokens"])
+
+
+def _raw(cluster: Cluster, node: LiveServer, token: str) -> Raw:
+    return Raw(node.port, cluster.slug, token)
+
+
+def test_a_session_opened_on_one_node_works_on_the_other(cluster: Cluster) -> None:
+    on_a = _raw(cluster, cluster.a, cluster.tokens[0])
+    on_a.initialize()
+    on_b = on_a.on(cluster.b.port)
+    status, _, body = on_b.request("tools/call", {"name": "py__add", "arguments": {"a": 2, "b": 3}})
+    assert status == 200 and json.loads(body)["result"]["content"][0]["text"] == "5"
+
+
+def test_the_rate_limit_holds_across_nodes(cluster: Cluster) -> None:
+    on_a = _raw(cluster, cluster.a, cluster.tokens[1])
+    on_a.initialize()  # request 1
+    on_b = on_a.on(cluster.b.port)
+    statuses = [(on_a if n % 2 else on_b).request("ping")[0] for n in range(119)]  # requests 2..120
+    assert statuses == [200] * 119
+    assert on_b.request("ping")[0] == 429 and on_a.request("ping")[0] == 429
+
+
+def test_a_revocation_is_seen_by_every_node_at_once(cluster: Cluster) -> None:
+    on_a = _raw(cluster, cluster.a, cluster.tokens[2])
+    on_a.initialize()
+    on_b = on_a.on(cluster.b.port)
+    assert on_a.request("ping")[0] == 200 and on_b.request("ping")[0] == 200
+    cluster.a.manage(
+        "shell",
+        "-c",
+        (
+            "from tokens.models import Token; from tokens.services import token_revoke\n"
+            "[token_revoke(token=t, actor=None) for t in Token.objects.filter(name='t2')]"
+        ),
+    )
+    assert on_b.request("ping")[0] == 401 and on_a.request("ping")[0] == 401
+
+
+def test_a_dashboard_login_on_one_node_is_valid_on_the_other(cluster: Cluster) -> None:
+    browser = requests.Session()
+    browser.trust_env = False
+    page = browser.get(f"{cluster.a.url}/accounts/login/", timeout=10)
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    assert csrf
+    response = browser.post(
+        f"{cluster.a.url}/accounts/login/",
+        timeout=10,
+        allow_redirects=False,
+        data={
+            "username": "owner@example.com",
+            "password": "a-long-password-1",
+            "csrfmiddlewaretoken": csrf.group(1),
+        },
+        headers={"Referer": f"{cluster.a.url}/accounts/login/"},
+    )
+    assert response.status_code == 302
+    other = browser.get(f"{cluster.b.url}/workspaces/", timeout=10, allow_redirects=False)
+    assert other.status_code == 200 and "Scale Team" in other.text
+
+
+def test_a_tool_switched_off_on_one_node_disappears_on_the_other(cluster: Cluster) -> None:
+    on_b = _raw(cluster, cluster.b, cluster.tokens[0])
+    on_b.initialize()
+    names = [tool["name"] for tool in json.loads(on_b.request("tools/list")[2])["result"]["tools"]]
+    assert "py__echo" in names
+    cluster.a.manage(
+        "shell",
+        "-c",
+        (
+            "from gateway.models import Server; from gateway.services import tool_set_enabled\n"
+            "from django.contrib.auth.models import User\n"
+            "tool_set_enabled(server=Server.objects.get(slug='py'), actor=User.objects.get(), tool='echo', enabled=False)"
+        ),
+    )
+    names = [tool["name"] for tool in json.loads(on_b.request("tools/list")[2])["result"]["tools"]]
+    assert "py__echo" not in names and "py__add" in names
