@@ -26,6 +26,9 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# A laptop's upstream MCP servers usually listen on 127.0.0.1: `make run` allows them explicitly.
+# A deployment leaves ALLOW_PRIVATE_UPSTREAMS unset (false) so upstream URLs cannot reach internal addresses.
+run: export ALLOW_PRIVATE_UPSTREAMS ?= true
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	@echo "Aerostack on http://$(HOST):$(PORT)/"

@@ -160,15 +160,14 @@ class GatewayView(APIView):
     throttle_classes: list[Any] = []
     parser_classes: list[Any] = []
     content_negotiation_class = _NoNegotiation
+    # No GET: the gateway offers no server-initiated stream, which the spec allows (405).
+    http_method_names = ["post", "delete"]
 
     def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
         body = protocol.error_body(
             None, protocol.INVALID_REQUEST, f"Method {request.method} not allowed: use POST"
         )
         return _json(body, 405, {"Allow": "POST, DELETE"})
-
-    def get(self, request: Request, slug: str) -> HttpResponse:
-        return self.http_method_not_allowed(request)
 
     # -- the checks every request passes ---------------------------------------------------------------------
     def _authenticate(self, ctx: _Context) -> HttpResponse | None:

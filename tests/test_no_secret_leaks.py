@@ -48,3 +48,37 @@ def test_it_keeps_the_raw_token_out_of_database_logs_and_sql(
     assert all(raw not in str(query) for query in queries.captured_queries)
     assert raw not in caplog.text
     assert "token.create" in dump_database()  # the dump did see the audit rows: the search is real
+
+
+def test_it_keeps_tokens_and_upstream_credentials_out_of_everything_after_gateway_use(
+    team: Team, py_upstream: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.services import server_create
+    from tests.factories import make_token
+    from tests.gateway.helpers import McpTestClient
+
+    caplog.set_level(logging.DEBUG)
+    credential = "upstream-credential-never-logged"
+    with CaptureQueriesContext(connection) as queries:
+        server_create(
+            workspace=team.workspace,
+            actor=team.alice.user,
+            name="Py",
+            slug="py",
+            url=py_upstream.url,
+            credential_kind="bearer",
+            credential=credential,
+        )  # type: ignore[attr-defined]
+        raw = make_token(team.bob).raw
+        client = McpTestClient(raw)
+        client.initialize()
+        client.request("tools/list")
+        client.request("tools/call", {"name": "py__add", "arguments": {"a": 1, "b": 2}})
+        client.request("tools/call", {"name": "py__nope"})
+        McpTestClient(raw[:-1] + ("A" if raw[-1] != "A" else "B")).request(
+            "ping"
+        )  # a refused, mistyped token
+    everything = dump_database() + caplog.text + "\n".join(str(q) for q in queries.captured_queries)
+    for secret in (raw, raw[4:-6], credential):
+        assert secret not in everything
+    assert "tools/call" in dump_database()  # the usage rows are there: the search is real

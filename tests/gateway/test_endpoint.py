@@ -105,7 +105,7 @@ def test_it_refuses_get_and_other_methods_with_405(mcp: McpTestClient) -> None:
     for method in (mcp.client.get, mcp.client.put, mcp.client.patch):
         response = method("/ws/acme-tools", **mcp.headers())
         assert response.status_code == 405 and response.json()["error"]["code"] == -32600
-        assert "POST" in response["Allow"]
+        assert response["Allow"] == "POST, DELETE"
 
 
 # -- malformed input ---------------------------------------------------------------------------------------------

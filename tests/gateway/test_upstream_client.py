@@ -132,3 +132,31 @@ def test_it_refuses_private_addresses_unless_allowed(settings: Any) -> None:
     settings.ALLOW_PRIVATE_UPSTREAMS = False
     with pytest.raises(ValueError, match="private, loopback or link-local"):
         probe(UpstreamConfig(server_id=1, slug="x", url="http://127.0.0.1:9/mcp", timeout=5))
+
+
+@pytest.mark.parametrize(
+    "flags", [("--json-response",), ("--stateless",), ("--stateless", "--json-response")]
+)
+def test_it_speaks_to_json_and_stateless_upstreams(flags: tuple[str, ...], settings: Any) -> None:
+    from tests.e2e.upstreams import start_python_upstream
+
+    settings.ALLOW_PRIVATE_UPSTREAMS = True
+    upstream = start_python_upstream(*flags)
+    session = UpstreamSession(UpstreamConfig(server_id=1, slug="py", url=upstream.url, timeout=10))
+    try:
+        assert (
+            session.request("tools/call", {"name": "add", "arguments": {"a": 2, "b": 2}})["content"][0][
+                "text"
+            ]
+            == "4"
+        )
+        assert (session.session_id is None) == ("--stateless" in flags)
+        notes = [
+            m
+            for m in session.stream("tools/call", {"name": "slow", "arguments": {"seconds": 0.1}})
+            if "method" in m
+        ]
+        assert bool(notes) == ("--json-response" not in flags)  # JSON replies carry the result alone
+    finally:
+        session.end()
+        upstream.stop()
