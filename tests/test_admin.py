@@ -1,0 +1,44 @@
+"""The Django admin shows tokens and servers read-only, hashes and ciphertexts included or left out."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from gateway.services import server_create
+from tests.conftest import Team
+from tests.factories import make_token
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client_logged(team: Team) -> Client:
+    get_user_model().objects.create_superuser("root@example.com", "root@example.com", "a-long-admin-password")
+    client = Client()
+    assert client.login(username="root@example.com", password="a-long-admin-password")
+    return client
+
+
+def test_it_shows_tokens_read_only(admin_client_logged: Client, team: Team) -> None:
+    created = make_token(team.alice)
+    page = admin_client_logged.get(f"/admin/tokens/token/{created.token.pk}/change/")
+    body = page.content.decode()
+    assert page.status_code == 200 and created.token.token_hash in body and created.raw not in body
+    assert 'name="token_hash"' not in body  # no editable field
+    assert admin_client_logged.get("/admin/tokens/token/add/").status_code == 403
+
+
+def test_it_never_shows_upstream_credentials(admin_client_logged: Client, team: Team) -> None:
+    server = server_create(
+        workspace=team.workspace,
+        actor=team.alice.user,
+        name="S",
+        slug="s",
+        url="https://example.com/mcp",
+        credential_kind="bearer",
+        credential="admin-should-not-see",
+    )
+    body = admin_client_logged.get(f"/admin/gateway/server/{server.pk}/change/").content.decode()
+    assert "admin-should-not-see" not in body and server.credential_encrypted not in body
