@@ -8,6 +8,7 @@ Every reader fails loudly (``ImproperlyConfigured``) on a malformed value instea
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -68,6 +69,27 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"30/3m"`` -> (30, 180): a count per period, in django-ratelimit's notation."""
+    match = _RATE.match(rate)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"invalid rate {rate!r}: use e.g. 120/m or 30/3m")
+    count, multiplier, unit = match.groups()
+    return int(count), int(multiplier or 1) * _UNIT_SECONDS[unit]
+
+
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    value = env_str(name, default) or default
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
 
 
 def env_url(name: str, *, schemes: tuple[str, ...]) -> str | None:

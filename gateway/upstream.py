@@ -35,6 +35,7 @@ MAX_LIST_PAGES = 100
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 READ_CHUNK = 64 * 1024
 POOL_SIZE = 16
+IDLE_SECONDS = 4.0
 
 
 class UpstreamError(Exception):
@@ -82,7 +83,7 @@ class UpstreamSession:
     protocol_version: str | None = None
     server_info: dict[str, Any] = field(default_factory=dict)
     _initialized: bool = False
-    _pool: list[http.client.HTTPConnection] = field(default_factory=list)
+    _pool: list[tuple[http.client.HTTPConnection, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _init_lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -111,16 +112,33 @@ class UpstreamSession:
             connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return connection
 
-    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
-        with self._lock:
-            if self._pool:
-                return self._pool.pop(), True
+    def _checkout(self, *, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """A pooled keep-alive connection (True) or a new one (False).
+
+        Connections idle for longer than ``IDLE_SECONDS`` are dropped rather than reused: servers close idle
+        keep-alive connections (uvicorn after 5 s), and a request sent on a closing one fails.
+        """
+        stale: list[http.client.HTTPConnection] = []
+        found: http.client.HTTPConnection | None = None
+        if not fresh:
+            now = time.monotonic()
+            with self._lock:
+                while self._pool:
+                    connection, idle_since = self._pool.pop()
+                    if now - idle_since < IDLE_SECONDS:
+                        found = connection
+                        break
+                    stale.append(connection)
+        for connection in stale:
+            connection.close()
+        if found is not None:
+            return found, True
         return self._new_connection(), False
 
     def _checkin(self, connection: http.client.HTTPConnection) -> None:
         with self._lock:
             if not self._closed and len(self._pool) < POOL_SIZE:
-                self._pool.append(connection)
+                self._pool.append((connection, time.monotonic()))
                 return
         connection.close()
 
@@ -128,7 +146,7 @@ class UpstreamSession:
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, []
-        for connection in pool:
+        for connection, _ in pool:
             connection.close()
 
     # -- one HTTP exchange ---------------------------------------------------------------------------------
@@ -147,7 +165,8 @@ class UpstreamSession:
     def _send(self, body: bytes, session_id: str | None) -> _Reply:
         for attempt in range(2):
             try:
-                connection, reused = self._checkout()
+                # The retry after a stale pooled connection always takes a new one.
+                connection, reused = self._checkout(fresh=attempt > 0)
             except UpstreamError:
                 raise
             except TimeoutError as exc:
@@ -385,13 +404,17 @@ class UpstreamSession:
             raise UpstreamError("protocol", f"{self.config.slug} answered {method} without a result object")
         return result
 
-    def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+    def notify(
+        self, method: str, params: dict[str, Any] | None = None, *, session_id: str | None = None
+    ) -> None:
+        """Send a notification, on ``session_id`` when given (e.g. another process's upstream session)."""
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = params
-        if not self._initialized:
-            return
-        for _ in self._exchange(message, self.session_id, time.monotonic() + self.config.timeout):
+        if session_id is None:
+            self.ensure_initialized()
+            session_id = self.session_id
+        for _ in self._exchange(message, session_id, time.monotonic() + self.config.timeout):
             pass
 
     def list_tools(self) -> list[dict[str, Any]]:

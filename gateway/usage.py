@@ -11,6 +11,7 @@ import atexit
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -98,8 +99,7 @@ class _Writer:
                 written += len(batch)
             except Exception:
                 logger.exception("could not write %d usage rows", len(batch))
-            finally:
-                close_old_connections()
+                close_old_connections()  # a broken connection is replaced on the next batch
         return written
 
     def _run(self) -> None:
@@ -108,6 +108,8 @@ class _Writer:
                 first = self.queue.get(timeout=FLUSH_INTERVAL_SECONDS)
             except queue.Empty:
                 continue
+            # Let a batch gather: one INSERT per interval instead of one per call under load.
+            time.sleep(FLUSH_INTERVAL_SECONDS)
             self.write([first])
 
 

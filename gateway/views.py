@@ -18,13 +18,12 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
-from django_ratelimit.core import get_usage
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from aerostack.net import client_ip_key
-from gateway import catalog, protocol, sessions, usage
+from aerostack.net import client_ip
+from gateway import catalog, limits, protocol, sessions, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, session_for
 from tokens.models import Token
@@ -83,6 +82,7 @@ class _Context:
         self.token: Token | None = None
         self.headers: dict[str, str] = {}
         self.sse_only = False
+        self.session_data: dict[str, Any] | None = None  # read together with the failure counter
 
     def reply(self, body: dict[str, Any]) -> HttpResponse:
         return _json(body, 200, self.headers, sse=self.sse_only)
@@ -172,18 +172,16 @@ class GatewayView(APIView):
     # -- the checks every request passes ---------------------------------------------------------------------
     def _authenticate(self, ctx: _Context) -> HttpResponse | None:
         request = ctx.request
-        ip_usage = get_usage(
-            request,
-            group="gateway-auth",
-            key=client_ip_key,
-            rate=settings.GATEWAY_AUTH_FAILURE_RATE,
-            increment=False,
-        )
-        if ip_usage is not None and ip_usage["count"] >= ip_usage["limit"]:
-            retry = max(int(ip_usage["time_left"]), 1)
+        limit, period = settings.GATEWAY_AUTH_FAILURE_LIMIT
+        failures = limits.window("gw:authfail", client_ip(request), period)
+        # One cache round trip for the failure counter and the session this request names.
+        session_key = sessions.cache_key(request.headers.get("Mcp-Session-Id") or "")
+        found = cache.get_many([failures.key, session_key] if session_key else [failures.key])
+        ctx.session_data = found.get(session_key) if session_key else None
+        if int(found.get(failures.key) or 0) >= limit:
             ctx.record(outcome=Outcome.RATE_LIMITED, status=429, detail="too many failed authentications")
             body = protocol.error_body(None, protocol.SERVER_ERROR, "Too many failed authentications")
-            return _json(body, 429, {"Retry-After": str(retry)})
+            return _json(body, 429, {"Retry-After": str(failures.reset)})
         raw = _bearer(request)
         if raw is None:
             refusal_message, challenge = "Missing bearer token", f'Bearer realm="{REALM}"'
@@ -198,13 +196,7 @@ class GatewayView(APIView):
             challenge = (
                 f'Bearer realm="{REALM}", error="invalid_token", error_description="{refusal_message}"'
             )
-        get_usage(
-            request,
-            group="gateway-auth",
-            key=client_ip_key,
-            rate=settings.GATEWAY_AUTH_FAILURE_RATE,
-            increment=True,
-        )
+        limits.hit(failures, period)
         ctx.record(outcome=Outcome.UNAUTHORIZED, status=401, detail=refusal_message)
         body = protocol.error_body(None, -32001, refusal_message)
         return _json(body, 401, {"WWW-Authenticate": challenge})
@@ -213,24 +205,15 @@ class GatewayView(APIView):
         token = ctx.token
         assert token is not None
         limit = token.workspace.rate_limit_per_minute or settings.GATEWAY_RATE_LIMIT_DEFAULT
-        counted = get_usage(
-            ctx.request,
-            group="gateway",
-            key=lambda group, request: str(token.pk),
-            rate=(limit, 60),
-            increment=True,
-        )
-        if counted is None:
-            return None
-        remaining = max(counted["limit"] - counted["count"], 0)
-        reset = max(int(counted["time_left"]), 1)
+        current = limits.window("gw:rate", str(token.pk), 60)
+        count = limits.hit(current, 60)
         ctx.headers["RateLimit-Policy"] = f'"per-token";q={limit};w=60'
-        ctx.headers["RateLimit"] = f'"per-token";r={remaining};t={reset}'
-        if counted["count"] <= counted["limit"]:
+        ctx.headers["RateLimit"] = f'"per-token";r={max(limit - count, 0)};t={current.reset}'
+        if count <= limit:
             return None
         ctx.record(outcome=Outcome.RATE_LIMITED, status=429, detail=f"over {limit} requests per minute")
         body = protocol.error_body(message_id, protocol.SERVER_ERROR, "Rate limit exceeded")
-        return _json(body, 429, {**ctx.headers, "Retry-After": str(reset)})
+        return _json(body, 429, {**ctx.headers, "Retry-After": str(current.reset)})
 
     def _read_body(self, request: HttpRequest) -> bytes | HttpResponse:
         limit = settings.GATEWAY_MAX_BODY_BYTES
@@ -301,7 +284,7 @@ class GatewayView(APIView):
             raise protocol.ProtocolError(
                 400, protocol.INVALID_REQUEST, "Missing Mcp-Session-Id header: initialize first", message.id
             )
-        session = sessions.get(session_id, token_id=token.pk)
+        session = sessions.from_cache(session_id, ctx.session_data, token_id=token.pk)
         if session is None:
             raise protocol.ProtocolError(
                 404, protocol.INVALID_REQUEST, "Unknown or expired session: initialize again", message.id
@@ -396,12 +379,6 @@ class GatewayView(APIView):
             upstream_params["_meta"] = upstream_meta
         upstream_id = f"aerostack-{secrets.token_hex(8)}"
         upstream = session_for(target.server.config)
-        cache.set(
-            f"gw:inflight:{session.id}:{message.id}",
-            {"server": target.server.id, "upstream_id": upstream_id, "workspace": token.workspace_id},
-            int(target.server.config.timeout) + 5,
-        )
-        messages = upstream.stream("tools/call", upstream_params, request_id=upstream_id)
         log: dict[str, Any] = {
             "method": "tools/call",
             "server_id": target.server.id,
@@ -454,6 +431,22 @@ class GatewayView(APIView):
             ctx.record(outcome=outcome, status=200, started=started, detail=exc.message[:300], **log)
             return _failure_result(request_id, f"Upstream {target.server.slug} failed: {exc.message}")
 
+        try:
+            upstream.ensure_initialized()
+        except UpstreamError as exc:
+            return ctx.reply(failed(exc))
+        # Where a cancellation for this call must go, readable by whichever node receives it.
+        cache.set(
+            f"gw:inflight:{session.id}:{message.id}",
+            {
+                "server": target.server.id,
+                "upstream_id": upstream_id,
+                "upstream_session": upstream.session_id,
+                "workspace": token.workspace_id,
+            },
+            int(target.server.config.timeout) + 5,
+        )
+        messages = upstream.stream("tools/call", upstream_params, request_id=upstream_id)
         streaming = protocol.accepts_sse(ctx.request.headers.get("Accept"))
         try:
             for incoming in messages:
@@ -513,7 +506,9 @@ class GatewayView(APIView):
         if isinstance(params.get("reason"), str):
             cancel["reason"] = params["reason"]
         try:
-            session_for(entry.config).notify("notifications/cancelled", cancel)
+            session_for(entry.config).notify(
+                "notifications/cancelled", cancel, session_id=inflight.get("upstream_session")
+            )
         except UpstreamError as exc:
             logger.info("could not forward a cancellation to %s: %s", entry.slug, exc.message)
 
@@ -526,7 +521,8 @@ class GatewayView(APIView):
         if refused is not None:
             return refused
         assert ctx.token is not None
-        session = sessions.get(ctx.request.headers.get("Mcp-Session-Id") or "", token_id=ctx.token.pk)
+        session_id = ctx.request.headers.get("Mcp-Session-Id") or ""
+        session = sessions.from_cache(session_id, ctx.session_data, token_id=ctx.token.pk)
         if session is None:
             return _error(protocol.ProtocolError(404, protocol.INVALID_REQUEST, "Unknown or expired session"))
         sessions.end(session)

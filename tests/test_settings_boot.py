@@ -46,7 +46,7 @@ def test_it_switches_to_postgres_and_redis(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[1:] == [
         "django.db.backends.postgresql",
-        "django.core.cache.backends.redis.RedisCache",
+        "aerostack.cache.RedisCache",
     ]
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 from django.utils import timezone
 
@@ -134,11 +136,7 @@ def token_authenticate(*, raw: str, workspace_slug: str, now: datetime | None = 
     """
     if not token_format.is_well_formed(raw):
         return Authentication(None, Refusal.MALFORMED)
-    token = (
-        Token.objects.select_related("workspace", "member")
-        .filter(token_hash=token_format.hash_token(raw))
-        .first()
-    )
+    token = _token_by_hash(token_format.hash_token(raw))
     if token is None:
         return Authentication(None, Refusal.UNKNOWN)
     if token.workspace.slug != workspace_slug:
@@ -149,6 +147,63 @@ def token_authenticate(*, raw: str, workspace_slug: str, now: datetime | None = 
     if status == Token.Status.EXPIRED:
         return Authentication(None, Refusal.EXPIRED)
     return Authentication(token, None)
+
+
+class _TokenLookup:
+    """``Token.objects.select_related("workspace").get(token_hash=...)`` as one prepared SQL text.
+
+    The gateway runs this lookup on every request. Built through the ORM it costs ~0.4 ms of CPU per call
+    (query compilation) where the SQL itself takes ~20 µs on SQLite; so the statement and the column
+    converters are built once per database vendor, and rows become model instances through
+    ``Model.from_db``, exactly as the ORM makes them.
+    """
+
+    def __init__(self, db: BaseDatabaseWrapper) -> None:
+        quote = db.ops.quote_name
+        self.token_fields = list(Token._meta.concrete_fields)
+        self.workspace_fields = list(Workspace._meta.concrete_fields)
+        columns = [f"t.{quote(str(f.column))}" for f in self.token_fields]
+        columns += [f"w.{quote(str(f.column))}" for f in self.workspace_fields]
+        # Only model metadata goes into the text; the hash is a bound parameter.
+        self.sql = (
+            f"SELECT {', '.join(columns)} FROM {quote(Token._meta.db_table)} t "  # noqa: S608
+            f"JOIN {quote(Workspace._meta.db_table)} w ON w.{quote('id')} = t.{quote('workspace_id')} "
+            f"WHERE t.{quote('token_hash')} = %s"
+        )
+        self.converters: list[tuple[Any, list[Any]]] = []
+        for field in self.token_fields + self.workspace_fields:
+            column = field.get_col(field.model._meta.db_table)
+            self.converters.append(
+                (column, [*db.ops.get_db_converters(column), *field.get_db_converters(db)])
+            )
+        self.token_names = [f.attname for f in self.token_fields]
+        self.workspace_names = [f.attname for f in self.workspace_fields]
+
+    def fetch(self, db: BaseDatabaseWrapper, token_hash: str) -> Token | None:
+        with db.cursor() as cursor:
+            cursor.execute(self.sql, [token_hash])
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        values = list(row)
+        for index, (column, converters) in enumerate(self.converters):
+            for converter in converters:
+                values[index] = converter(values[index], column, db)
+        split = len(self.token_names)
+        token = Token.from_db(db.alias, self.token_names, values[:split])
+        workspace = Workspace.from_db(db.alias, self.workspace_names, values[split:])
+        Token.workspace.field.set_cached_value(token, workspace)
+        return token
+
+
+_lookups: dict[str, _TokenLookup] = {}
+
+
+def _token_by_hash(token_hash: str) -> Token | None:
+    lookup = _lookups.get(connection.vendor)
+    if lookup is None:
+        lookup = _lookups[connection.vendor] = _TokenLookup(connection)
+    return lookup.fetch(connection, token_hash)
 
 
 def token_revoke(*, token: Token, actor: User | None, now: datetime | None = None) -> Token:

@@ -184,3 +184,19 @@ def test_it_writes_last_used_at_most_once_a_minute(team: Team) -> None:
     assert Token.objects.get(pk=token.pk).last_used_at == now
     assert token_touch(token, now + timedelta(seconds=61)) is True
     assert Token.objects.get(pk=token.pk).last_used_at == now + timedelta(seconds=61)
+
+
+def test_it_loads_the_token_exactly_as_the_orm_does(team: Team) -> None:
+    created = make_token(team.bob, expires_in=3600)
+    token_touch(created.token)
+    result = token_authenticate(raw=created.raw, workspace_slug="acme-tools")
+    assert result.token is not None
+    orm = Token.objects.select_related("workspace").get(pk=created.token.pk)
+    fields = [f.attname for f in Token._meta.concrete_fields]
+    assert {f: getattr(result.token, f) for f in fields} == {f: getattr(orm, f) for f in fields}
+    assert result.token.expires_at is not None and result.token.expires_at.tzinfo is not None
+    workspace_fields = [f.attname for f in result.token.workspace._meta.concrete_fields]
+    assert {f: getattr(result.token.workspace, f) for f in workspace_fields} == {
+        f: getattr(orm.workspace, f) for f in workspace_fields
+    }
+    assert result.token._state.adding is False and result.token._state.db == "default"

@@ -1,0 +1,42 @@
+"""Django's Redis cache, with two changes that matter on the gateway's hot path.
+
+1. Django's ``RedisCacheClient.get_client`` builds a new ``redis.Redis`` object for every operation
+   (70-140 µs each, with the interpreter lock held); here each connection pool keeps one client.
+2. ``hit_window`` counts a hit in a fixed window with INCR + EXPIRE in one round trip, where Django's
+   ``add`` + ``incr`` takes three (SET NX, EXISTS, INCR).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.cache.backends import redis as django_redis
+from django.utils.functional import cached_property
+
+
+class _KeptClientRedisCacheClient(django_redis.RedisCacheClient):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kept: dict[int, Any] = {}
+
+    def get_client(self, key: Any = None, *, write: bool = False) -> Any:
+        index = self._get_connection_pool_index(write)
+        client = self._kept.get(index)
+        if client is None:
+            client = self._kept[index] = self._client(connection_pool=self._get_connection_pool(write))
+        return client
+
+
+class RedisCache(django_redis.RedisCache):
+    @cached_property
+    def _cache(self) -> _KeptClientRedisCacheClient:
+        return _KeptClientRedisCacheClient(self._servers, **self._options)
+
+    def hit_window(self, key: str, window_seconds: int) -> int:
+        """Count one hit on ``key`` (expiring with its window) and return the count so far."""
+        redis_key = self.make_and_validate_key(key)
+        pipeline = self._cache.get_client(redis_key, write=True).pipeline(transaction=False)
+        pipeline.incr(redis_key)
+        pipeline.expire(redis_key, window_seconds + 1)
+        count, _ = pipeline.execute()
+        return int(count)

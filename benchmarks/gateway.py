@@ -1,0 +1,647 @@
+"""What the gateway adds to a ``tools/call``: the same client, the same tool, directly and through Aerostack.
+
+Run with ``make bench`` (or ``.venv/bin/python -m benchmarks.gateway [--calls N] [--concurrency C]
+[--per-thread M] [--json]``). With ``DATABASE_URL`` / ``REDIS_URL`` in the environment the gateway gets a
+scratch PostgreSQL database and Redis (see ``tests/live.py``); without them, SQLite and the in-process cache.
+
+1. Starts the official Python SDK upstream (``tests/e2e/py_upstream.py``) twice, stateful with JSON replies
+   (``--json-response``) and stateful with SSE replies (the default), measures direct calls on both and keeps
+   the faster one for both paths.
+2. Starts Aerostack under gunicorn (1 worker, 8 threads) and creates a user, a workspace, a server pointing at
+   the upstream and a token through the services, in the live server's own database. The raw token stays in
+   this process's memory only.
+3. Calls ``add(a=1, b=2)`` with one minimal keep-alive ``http.client`` client per thread: sequential calls
+   alternating between both paths in blocks (so both see the same machine noise), then C threads with one
+   connection each.
+4. Prints median, p99, requests/s, the added latency against the targets, and the gateway worker's CPU
+   seconds per 1000 calls (from ``/proc``). A miss is reported, never an exit status: this is a measurement.
+
+Everything runs on 127.0.0.1, and everything started here is stopped before the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import importlib
+import itertools
+import json
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests.live import LiveServer, live_server
+
+# Imported by name so that mypy does not follow it: tests/ is outside the strict type check (tests/e2e/
+# upstreams.py has an unannotated helper), and this module only needs start_python_upstream().
+_upstreams: Any = importlib.import_module("tests.e2e.upstreams")
+start_python_upstream: Callable[..., Any] = _upstreams.start_python_upstream
+RunningUpstream = Any
+
+PROTOCOL_VERSION = "2025-11-25"
+ACCEPT = "application/json, text/event-stream"
+TOOL = "add"
+ARGUMENTS = {"a": 1, "b": 2}
+EXPECTED_TEXT = "3"
+SERVER_SLUG = "py"
+RATE_LIMIT = 1_000_000
+TARGET_ADDED_MEDIAN_MS = 1.0
+TARGET_ADDED_P99_MS = 5.0
+SETUP_MARKER = "AEROSTACK-BENCH-SETUP "
+HTTP_TIMEOUT = 30.0
+JOIN_TIMEOUT = 600.0
+MODE_PROBE_CALLS = 300
+MODE_PROBE_BLOCK = 50
+CONCURRENT_WARMUP = 5
+MAX_FAILURES = 50  # per path and phase label; beyond it the figures would mean nothing
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on: a server did not start, a handshake failed, too many calls failed."""
+
+
+class CallFailed(BenchError):
+    """One tools/call did not return the expected result: counted and reported, not timed."""
+
+
+class Failures:
+    """Failed calls per path (thread-safe), with the first message of each; too many stop the run."""
+
+    def __init__(self, limit: int = MAX_FAILURES) -> None:
+        self.limit = limit
+        self.counts: dict[str, int] = {}
+        self.first: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def add(self, label: str, exc: CallFailed) -> None:
+        with self._lock:
+            self.counts[label] = self.counts.get(label, 0) + 1
+            self.first.setdefault(label, str(exc)[:300])
+            if self.counts[label] > self.limit:
+                raise BenchError(f"{label}: more than {self.limit} failed calls; first: {self.first[label]}")
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class _Connection(http.client.HTTPConnection):
+    """Keep-alive connection with TCP_NODELAY, also when http.client reconnects by itself."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _parse_sse(body: bytes) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for block in body.replace(b"\r\n", b"\n").split(b"\n\n"):
+        data = [line[5:].removeprefix(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
+        payload = b"\n".join(data).strip()
+        if payload:
+            messages.append(json.loads(payload))
+    return messages
+
+
+class McpClient:
+    """A minimal legacy-era Streamable HTTP client: one keep-alive connection, its own MCP session."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        parts = urlsplit(url)
+        self.path = parts.path or "/"
+        self.connection = _Connection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=HTTP_TIMEOUT)
+        self.headers = {"Accept": ACCEPT, "Content-Type": "application/json"}
+        if token is not None:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.ids = itertools.count(1)
+        self.reconnects = 0
+        self.session_id: str | None = None
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def _post(self, message: dict[str, Any]) -> tuple[int, http.client.HTTPResponse, bytes]:
+        body = json.dumps(message, separators=(",", ":")).encode()
+        for attempt in range(2):
+            try:
+                self.connection.request("POST", self.path, body=body, headers=self.headers)
+                response = self.connection.getresponse()
+                return response.status, response, response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed an idle keep-alive connection (gunicorn's keep-alive is 2 s): reconnect.
+                self.connection.close()
+                if attempt:
+                    raise
+                self.reconnects += 1
+        raise AssertionError("unreachable")
+
+    def _reply(self, message: dict[str, Any]) -> tuple[http.client.HTTPResponse, dict[str, Any]]:
+        status, response, raw = self._post(message)
+        if status != 200:
+            raise CallFailed(f"{message['method']} answered HTTP {status}: {raw[:300]!r}")
+        content_type = (response.getheader("Content-Type") or "").lower()
+        replies = _parse_sse(raw) if content_type.startswith("text/event-stream") else [json.loads(raw)]
+        for reply in replies:
+            if reply.get("id") == message["id"]:
+                return response, reply
+        raise BenchError(f"{message['method']}: no response with id {message['id']} in {raw[:300]!r}")
+
+    def initialize(self) -> None:
+        request = {
+            "jsonrpc": "2.0",
+            "id": next(self.ids),
+            "method": "initialize",
+            "params": {
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "aerostack-bench", "version": "0"},
+            },
+        }
+        response, reply = self._reply(request)
+        if "result" not in reply:
+            raise BenchError(f"initialize failed: {reply}")
+        self.session_id = response.getheader("Mcp-Session-Id")
+        if self.session_id:
+            self.headers["Mcp-Session-Id"] = self.session_id
+        self.headers["MCP-Protocol-Version"] = str(reply["result"]["protocolVersion"])
+        status, _, raw = self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        if status != 202:
+            raise BenchError(f"notifications/initialized answered HTTP {status}: {raw[:300]!r}")
+
+    def call(self, name: str, arguments: dict[str, Any]) -> float:
+        """One ``tools/call``; returns its latency in seconds after checking the result."""
+        message = {
+            "jsonrpc": "2.0",
+            "id": next(self.ids),
+            "method": "tools/call",
+            "params": {"name": name, "arguments": arguments},
+        }
+        started = time.perf_counter()
+        _, reply = self._reply(message)
+        elapsed = time.perf_counter() - started
+        result = reply.get("result")
+        if not isinstance(result, dict) or result.get("isError"):
+            raise CallFailed(f"tools/call {name} failed: {reply}")
+        content = result.get("content") or [{}]
+        if content[0].get("text") != EXPECTED_TEXT:
+            raise CallFailed(f"tools/call {name} answered {content!r}, expected {EXPECTED_TEXT!r}")
+        return elapsed
+
+
+@dataclass
+class Target:
+    """One path to measure: where the client connects, with which token and tool name."""
+
+    label: str
+    url: str
+    tool: str
+    token: str | None = None
+
+    def client(self) -> McpClient:
+        client = McpClient(self.url, self.token)
+        client.initialize()
+        return client
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"Target({self.label!r}, {self.url!r}, {self.tool!r})"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@dataclass
+class Figure:
+    path: str
+    mode: str
+    calls: int
+    median_ms: float
+    p99_ms: float
+    requests_per_s: float
+    failed: int = 0
+    gateway_cpu_s_per_1000: float | None = None
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of ``values`` (seconds in, seconds out)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-fraction * len(ordered) // 1))))
+    return ordered[rank - 1]
+
+
+def figure(
+    path: str, mode: str, latencies: list[float], wall: float, cpu: float | None, failed: int
+) -> Figure:
+    calls = len(latencies)
+    if not calls:
+        raise BenchError(f"{path} {mode}: every call failed")
+    return Figure(
+        path=path,
+        mode=mode,
+        calls=calls,
+        median_ms=percentile(latencies, 0.5) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        requests_per_s=calls / wall if wall > 0 else 0.0,
+        failed=failed,
+        gateway_cpu_s_per_1000=None if cpu is None else cpu / (calls + failed) * 1000,
+    )
+
+
+class ProcessCpu:
+    """user + system CPU seconds of one process (all its threads), read from /proc/<pid>/stat."""
+
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+
+    def seconds(self) -> float | None:
+        if self.pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.pid}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        # Fields after "(comm)": state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
+        return (int(fields[11]) + int(fields[12])) / self.ticks
+
+
+def gunicorn_worker_pid(master: int, timeout: float = 10.0) -> int | None:
+    """The (single) worker process of a gunicorn master, from /proc/<master>/task/*/children."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children: list[int] = []
+        try:
+            for task in os.listdir(f"/proc/{master}/task"):
+                with open(f"/proc/{master}/task/{task}/children", encoding="ascii") as handle:
+                    children.extend(int(pid) for pid in handle.read().split())
+        except OSError:
+            return None
+        if children:
+            return min(children)
+        time.sleep(0.1)
+    return None
+
+
+def cpu_delta(cpu: ProcessCpu, before: float | None) -> float | None:
+    after = cpu.seconds()
+    return None if before is None or after is None else after - before
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def timed_call(client: McpClient, target: Target, failures: Failures, label: str) -> float | None:
+    """The latency of one call, or None when it failed (counted under ``label``)."""
+    try:
+        return client.call(target.tool, ARGUMENTS)
+    except CallFailed as exc:
+        failures.add(label, exc)
+        return None
+
+
+def warm_up(client: McpClient, target: Target, calls: int, failures: Failures) -> None:
+    for _ in range(calls):
+        timed_call(client, target, failures, f"{target.label} warm-up")
+
+
+def sequential_alternating(
+    pairs: list[tuple[Target, McpClient]], calls: int, block: int, failures: Failures
+) -> dict[str, list[float]]:
+    """``calls`` calls per path, in blocks of ``block`` that alternate between the paths (and their order)."""
+    latencies: dict[str, list[float]] = {target.label: [] for target, _ in pairs}
+    done = 0
+    for round_number in itertools.count():
+        if done >= calls:
+            break
+        size = min(block, calls - done)
+        order = pairs if round_number % 2 == 0 else list(reversed(pairs))
+        for target, client in order:
+            bucket = latencies[target.label]
+            label = f"{target.label} sequential"
+            for _ in range(size):
+                latency = timed_call(client, target, failures, label)
+                if latency is not None:
+                    bucket.append(latency)
+        done += size
+    return latencies
+
+
+def concurrent(
+    target: Target, threads: int, per_thread: int, failures: Failures, label: str
+) -> tuple[list[float], float]:
+    """``threads`` threads, each with its own connection and MCP session, ``per_thread`` calls each."""
+    clients: list[McpClient] = []
+    try:
+        for _ in range(threads):
+            client = target.client()
+            clients.append(client)
+            warm_up(client, target, CONCURRENT_WARMUP, failures)
+        results: list[list[float]] = [[] for _ in range(threads)]
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(threads + 1, timeout=60)
+
+        def run(client: McpClient, out: list[float]) -> None:
+            try:
+                barrier.wait()
+                for _ in range(per_thread):
+                    latency = timed_call(client, target, failures, label)
+                    if latency is not None:
+                        out.append(latency)
+            except BaseException as exc:
+                errors.append(exc)
+
+        workers = [
+            threading.Thread(target=run, args=(client, out), name=f"bench-{i}", daemon=True)
+            for i, (client, out) in enumerate(zip(clients, results, strict=True))
+        ]
+        for worker in workers:
+            worker.start()
+        barrier.wait()
+        started = time.perf_counter()
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        for worker in workers:
+            worker.join(timeout=max(deadline - time.monotonic(), 0.1))
+        wall = time.perf_counter() - started
+        if any(worker.is_alive() for worker in workers):
+            raise BenchError(f"{target.label}: concurrent calls did not finish within {JOIN_TIMEOUT:g}s")
+        if errors:
+            raise BenchError(f"{target.label}: {len(errors)} client threads failed: {errors[0]!r}")
+        return [value for out in results for value in out], wall
+    finally:
+        for client in clients:
+            client.close()
+
+
+def pick_upstream(
+    candidates: dict[str, RunningUpstream], warmup: int, failures: Failures
+) -> tuple[str, dict[str, float]]:
+    """The mode whose direct median is the lowest, measured alternately on the same machine noise."""
+    pairs: list[tuple[Target, McpClient]] = []
+    try:
+        for mode, upstream in candidates.items():
+            target = Target(mode, upstream.url, TOOL)
+            client = target.client()
+            pairs.append((target, client))
+            warm_up(client, target, warmup, failures)
+        latencies = sequential_alternating(pairs, MODE_PROBE_CALLS, MODE_PROBE_BLOCK, failures)
+    finally:
+        for _, client in pairs:
+            client.close()
+    medians = {mode: percentile(values, 0.5) * 1000 for mode, values in latencies.items()}
+    return min(medians, key=lambda mode: medians[mode]), medians
+
+
+# --------------------------------------------------------------------------- the live gateway
+
+SETUP_CODE = """
+import json
+from django.conf import settings
+from django.contrib.auth.models import User
+from gateway.services import server_create
+from tokens.services import token_create
+from workspaces.models import Member, Workspace
+from workspaces.services import workspace_create
+
+user = User.objects.create_user(username="bench@example.com", email="bench@example.com")
+workspace = workspace_create(name="Bench", owner=user)
+Workspace.objects.filter(pk=workspace.pk).update(rate_limit_per_minute={rate})
+workspace.refresh_from_db()
+server = server_create(
+    workspace=workspace, actor=user, name="Python SDK upstream", slug={slug}, url={url}, timeout_seconds=30
+)
+member = Member.objects.get(workspace=workspace, user=user)
+created = token_create(workspace=workspace, holder=member, name="bench", expires_in=None, created_by=user)
+print({marker} + json.dumps({{
+    "token": created.raw,
+    "workspace": workspace.slug,
+    "server": server.slug,
+    "rate_limit_per_minute": workspace.rate_limit_per_minute,
+    "database": settings.DATABASES["default"]["ENGINE"],
+    "cache": settings.CACHES["default"]["BACKEND"],
+    "usage_async": settings.GATEWAY_USAGE_ASYNC,
+}}))
+"""
+
+
+def provision(server: LiveServer, upstream_url: str) -> dict[str, Any]:
+    """User, workspace, server and token in the live server's database; the token only in memory."""
+    code = SETUP_CODE.format(
+        rate=RATE_LIMIT,
+        slug=json.dumps(SERVER_SLUG),
+        url=json.dumps(upstream_url),
+        marker=json.dumps(SETUP_MARKER),
+    )
+    output = server.manage("shell", "-c", code)
+    for line in output.splitlines():
+        if line.startswith(SETUP_MARKER):
+            return dict(json.loads(line[len(SETUP_MARKER) :]))
+    raise BenchError("the setup snippet printed no result")  # its output may hold the token: not shown
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def report(results: dict[str, Any], figures: list[Figure], emit: Callable[[str], None] = print) -> None:
+    env = results["environment"]
+    emit("")
+    emit("Aerostack gateway benchmark: tools/call add(a=1, b=2), keep-alive http.client, 127.0.0.1")
+    emit(
+        f"  database {env['database']}, cache {env['cache']}, usage log async={env['usage_async']}, "
+        f"gunicorn 1 worker x 8 threads (gthread)"
+    )
+    emit(
+        f"  python {env['python']}, {env['cpus']} CPUs; upstream: Python SDK, {env['upstream_mode']} "
+        f"(direct medians while choosing: "
+        + ", ".join(f"{mode} {ms:.3f} ms" for mode, ms in env["upstream_probe_ms"].items())
+        + ")"
+    )
+    emit("")
+    header = (
+        f"{'path':<8} {'mode':<15} {'calls':>6} {'median ms':>10} {'p99 ms':>8} "
+        f"{'req/s':>8} {'failed':>6} {'gw CPU s/1000':>14}"
+    )
+    emit(header)
+    emit("-" * len(header))
+    for item in figures:
+        emit(
+            f"{item.path:<8} {item.mode:<15} {item.calls:>6} {item.median_ms:>10.3f} {item.p99_ms:>8.3f} "
+            f"{item.requests_per_s:>8.1f} {item.failed:>6} {_fmt(item.gateway_cpu_s_per_1000):>14}"
+        )
+    emit("")
+    added = results["added"]
+    for mode, values in added.items():
+        emit(
+            f"added by the gateway ({mode}): median {values['median_ms']:+.3f} ms, "
+            f"p99 {values['p99_ms']:+.3f} ms"
+        )
+    for name, target in results["targets"].items():
+        emit(
+            f"target {name}: {target['value_ms']:+.3f} ms <= {target['limit_ms']:g} ms  "
+            f"{'PASS' if target['pass'] else 'MISS'}"
+        )
+    for label, count in results["failures"]["counts"].items():
+        emit(f"FAILED calls ({label}): {count}, first: {results['failures']['first'][label]}")
+    if results.get("reconnects"):
+        emit(f"client reconnects (idle keep-alive closed by a server): {results['reconnects']}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    figures: list[Figure] = []
+    with contextlib.ExitStack() as stack:
+        print("starting the Python SDK upstream (stateful JSON and stateful SSE)...", flush=True)
+        candidates: dict[str, RunningUpstream] = {}
+        for mode, extra in (("stateful+json", ("--json-response",)), ("stateful+sse", ())):
+            upstream = start_python_upstream(*extra)
+            stack.callback(upstream.stop)
+            candidates[mode] = upstream
+        failures = Failures()
+        mode, probe = pick_upstream(candidates, args.warmup, failures)
+        for other, upstream in candidates.items():
+            if other != mode:
+                upstream.stop()
+        upstream = candidates[mode]
+        print(f"upstream mode for both paths: {mode} ({upstream.url})", flush=True)
+
+        print("starting Aerostack under gunicorn...", flush=True)
+        server = stack.enter_context(
+            live_server(
+                workers=1,
+                threads=8,
+                extra_env={"ALLOW_PRIVATE_UPSTREAMS": "true", "GATEWAY_RATE_LIMIT": str(RATE_LIMIT)},
+            )
+        )
+        setup = provision(server, upstream.url)
+        token = str(setup.pop("token"))
+        direct = Target("direct", upstream.url, TOOL)
+        gateway = Target(
+            "gateway", f"{server.url}/ws/{setup['workspace']}", f"{setup['server']}__{TOOL}", token
+        )
+        results["environment"] = {
+            "database": setup["database"],
+            "cache": setup["cache"],
+            "usage_async": setup["usage_async"],
+            "rate_limit_per_minute": setup["rate_limit_per_minute"],
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "upstream_mode": mode,
+            "upstream_probe_ms": {key: round(value, 3) for key, value in probe.items()},
+            "database_url_set": bool(os.environ.get("DATABASE_URL")),
+            "redis_url_set": bool(os.environ.get("REDIS_URL")),
+        }
+        cpu = ProcessCpu(gunicorn_worker_pid(server.processes[0].pid))
+        results["gateway_worker_cpu_readable"] = cpu.seconds() is not None
+
+        pairs = [(direct, direct.client()), (gateway, gateway.client())]
+        for _, client in pairs:
+            stack.callback(client.close)
+        print(f"warm-up: {args.warmup} calls per path...", flush=True)
+        for target, client in pairs:
+            warm_up(client, target, args.warmup, failures)
+
+        print(f"sequential: {args.calls} calls per path, alternating blocks of {args.block}...", flush=True)
+        before = cpu.seconds()
+        sequential = sequential_alternating(pairs, args.calls, args.block, failures)
+        gateway_cpu = cpu_delta(cpu, before)
+        for target, _ in pairs:
+            values = sequential[target.label]
+            figures.append(
+                figure(
+                    target.label,
+                    "sequential",
+                    values,
+                    sum(values),
+                    gateway_cpu if target is gateway else None,
+                    failures.counts.get(f"{target.label} sequential", 0),
+                )
+            )
+
+        mode_label = f"concurrent-{args.concurrency}"
+        print(f"{mode_label}: {args.concurrency} threads x {args.per_thread} calls per path...", flush=True)
+        for target in (direct, gateway):
+            before = cpu.seconds()
+            label = f"{target.label} {mode_label}"
+            values, wall = concurrent(target, args.concurrency, args.per_thread, failures, label)
+            used = cpu_delta(cpu, before) if target is gateway else None
+            figures.append(
+                figure(target.label, mode_label, values, wall, used, failures.counts.get(label, 0))
+            )
+
+        results["reconnects"] = sum(client.reconnects for _, client in pairs)
+        results["failures"] = {"counts": dict(failures.counts), "first": dict(failures.first)}
+
+    by_key = {(item.path, item.mode): item for item in figures}
+    added: dict[str, dict[str, float]] = {}
+    for label in ("sequential", mode_label):
+        d, g = by_key[("direct", label)], by_key[("gateway", label)]
+        added[label] = {
+            "median_ms": round(g.median_ms - d.median_ms, 3),
+            "p99_ms": round(g.p99_ms - d.p99_ms, 3),
+        }
+    seq = added["sequential"]
+    results["figures"] = [
+        {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(item).items()} for item in figures
+    ]
+    results["added"] = added
+    results["targets"] = {
+        "added median (sequential)": {
+            "value_ms": seq["median_ms"],
+            "limit_ms": TARGET_ADDED_MEDIAN_MS,
+            "pass": seq["median_ms"] <= TARGET_ADDED_MEDIAN_MS,
+        },
+        "added p99 (sequential)": {
+            "value_ms": seq["p99_ms"],
+            "limit_ms": TARGET_ADDED_P99_MS,
+            "pass": seq["p99_ms"] <= TARGET_ADDED_P99_MS,
+        },
+    }
+    report(results, figures)
+    return results
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gateway",
+        description="Latency the Aerostack gateway adds to a tools/call, against the same upstream directly.",
+    )
+    parser.add_argument("--calls", type=positive, default=1000, help="sequential calls per path (1000)")
+    parser.add_argument("--concurrency", type=positive, default=16, help="client threads (16)")
+    parser.add_argument("--per-thread", type=positive, default=100, help="calls per client thread (100)")
+    parser.add_argument("--warmup", type=positive, default=100, help="warm-up calls per path (100)")
+    parser.add_argument("--block", type=positive, default=50, help="sequential calls per alternation block")
+    parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run(args)
+    if args.json:
+        print(json.dumps(results, separators=(",", ":")), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Fixed-window counters in the shared cache: the per-token rate limit and the failed-auth throttle.
+
+Windows are aligned to the clock (shifted per key, so that not every token's window turns over in the same
+second), so every node computes the same window without asking the cache. One cache round trip per hit on
+Redis (see aerostack/cache.py); add + incr elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+
+from django.core.cache import cache
+
+
+@dataclass(frozen=True)
+class Window:
+    key: str
+    reset: int  # whole seconds until this window ends (at least 1)
+
+
+def window(prefix: str, ident: str, period: int, now: float | None = None) -> Window:
+    now = time.time() if now is None else now
+    shifted = now + zlib.crc32(ident.encode()) % period
+    index = int(shifted // period)
+    return Window(key=f"{prefix}:{ident}:{period}:{index}", reset=max(int(period - shifted % period), 1))
+
+
+def hit(current: Window, period: int) -> int:
+    """Count one hit in ``current`` and return the count so far."""
+    hit_window = getattr(cache, "hit_window", None)
+    if hit_window is not None:
+        return int(hit_window(current.key, period))
+    cache.add(current.key, 0, period + 1)
+    try:
+        return int(cache.incr(current.key))
+    except ValueError:  # evicted between add and incr
+        cache.set(current.key, 1, period + 1)
+        return 1

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+
+from aerostack.environ import parse_rate
+from gateway.limits import hit, window
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"), [("120/m", (120, 60)), ("30/3m", (30, 180)), ("5/s", (5, 1)), ("10/2h", (10, 7200))]
+)
+def test_it_parses_rates(rate: str, expected: tuple[int, int]) -> None:
+    assert parse_rate(rate) == expected
+
+
+@pytest.mark.parametrize("rate", ["", "120", "x/m", "10/3y", "-1/m", "0/m"])
+def test_it_refuses_bad_rates(rate: str) -> None:
+    with pytest.raises(ValueError):
+        parse_rate(rate)
+
+
+def test_it_counts_within_a_window_and_starts_over_in_the_next() -> None:
+    first = window("t", "token-1", 60, now=1_000_000.0)
+    same = window("t", "token-1", 60, now=1_000_000.0 + first.reset - 0.5)
+    assert same.key == first.key
+    following = window("t", "token-1", 60, now=1_000_000.0 + first.reset + 0.01)
+    assert following.key != first.key and following.reset >= 59
+    assert [hit(first, 60) for _ in range(3)] == [1, 2, 3]
+    assert hit(following, 60) == 1
+
+
+def test_it_shifts_windows_per_key() -> None:
+    resets = {window("t", f"token-{n}", 60, now=1_000_000.0).reset for n in range(50)}
+    assert len(resets) > 10  # not every token's window turns over in the same second
