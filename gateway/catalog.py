@@ -54,12 +54,12 @@ class ToolList:
     failures: dict[str, str]  # server slug -> why it was left out
 
 
-def _version_key(workspace_id: int) -> str:
+def version_key(workspace_id: int) -> str:
     return f"gw:catalog:{workspace_id}"
 
 
 def version(workspace_id: int) -> int:
-    key = _version_key(workspace_id)
+    key = version_key(workspace_id)
     value = cache.get(key)
     if value is None:
         # A random start (not 0) so a cache that lost the key can never fall back onto an old version.
@@ -71,7 +71,7 @@ def version(workspace_id: int) -> int:
 def invalidate(workspace_id: int) -> None:
     """Call after any change to a workspace's servers or tool settings: every node sees it at once."""
     try:
-        cache.incr(_version_key(workspace_id))
+        cache.incr(version_key(workspace_id))
     except ValueError:
         version(workspace_id)
 
@@ -183,9 +183,9 @@ def _record_health(
             )
 
 
-def tool_list(workspace_id: int, *, refresh: bool = False) -> ToolList:
+def tool_list(workspace_id: int, *, refresh: bool = False, current: int | None = None) -> ToolList:
     """The merged tool list, from the shared cache when fresh."""
-    key = f"gw:tools:{workspace_id}:{version(workspace_id)}"
+    key = f"gw:tools:{workspace_id}:{version(workspace_id) if current is None else current}"
     if not refresh and settings.GATEWAY_TOOLS_CACHE_SECONDS:
         cached = cache.get(key)
         if cached is not None:
@@ -204,18 +204,18 @@ def tool_list(workspace_id: int, *, refresh: bool = False) -> ToolList:
 _routes: dict[int, tuple[int, dict[str, tuple[str, str]]]] = {}
 
 
-def route(workspace_id: int, exposed_name: str) -> Route | None:
+def route(workspace_id: int, exposed_name: str, current: int | None = None) -> Route | None:
     """Where a ``tools/call`` for ``exposed_name`` goes, or None for an unknown or switched-off tool.
 
     The name map is kept in this process for the current catalog version, so a call usually costs no
     tool-list fetch at all; an unknown name refreshes it once (an upstream may have added a tool).
     """
-    current = version(workspace_id)
+    current = version(workspace_id) if current is None else int(current)
     entries = servers(workspace_id, current)
     cached = _routes.get(workspace_id)
     routes = cached[1] if cached is not None and cached[0] == current else None
     if routes is None or exposed_name not in routes:
-        routes = tool_list(workspace_id).routes
+        routes = tool_list(workspace_id, current=current).routes
         with _local_lock:
             _routes[workspace_id] = (current, routes)
     target = routes.get(exposed_name)

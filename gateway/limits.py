@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from django.core.cache import cache
 
@@ -27,14 +28,16 @@ def window(prefix: str, ident: str, period: int, now: float | None = None) -> Wi
     return Window(key=f"{prefix}:{ident}:{period}:{index}", reset=max(int(period - shifted % period), 1))
 
 
-def hit(current: Window, period: int) -> int:
-    """Count one hit in ``current`` and return the count so far."""
+def hit(current: Window, period: int, also_get: str | None = None) -> tuple[int, Any]:
+    """Count one hit in ``current``; return the count so far and the cached value of ``also_get``."""
     hit_window = getattr(cache, "hit_window", None)
     if hit_window is not None:
-        return int(hit_window(current.key, period))
+        count, extra = hit_window(current.key, period, also_get)
+        return int(count), extra
     cache.add(current.key, 0, period + 1)
     try:
-        return int(cache.incr(current.key))
+        count = int(cache.incr(current.key))
     except ValueError:  # evicted between add and incr
         cache.set(current.key, 1, period + 1)
-        return 1
+        count = 1
+    return count, cache.get(also_get) if also_get is not None else None

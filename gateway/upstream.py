@@ -16,11 +16,12 @@ import http.client
 import itertools
 import json
 import logging
+import select
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +37,7 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 READ_CHUNK = 64 * 1024
 POOL_SIZE = 16
 IDLE_SECONDS = 4.0
+SLOW_SECONDS = 0.05
 
 
 class UpstreamError(Exception):
@@ -162,7 +164,7 @@ class UpstreamSession:
             headers["MCP-Protocol-Version"] = self.protocol_version
         return headers
 
-    def _send(self, body: bytes, session_id: str | None) -> _Reply:
+    def _send(self, body: bytes, session_id: str | None, on_slow: Callable[[], None] | None = None) -> _Reply:
         for attempt in range(2):
             try:
                 # The retry after a stale pooled connection always takes a new one.
@@ -177,6 +179,12 @@ class UpstreamSession:
                 ) from exc
             try:
                 connection.request("POST", self._path, body=body, headers=self._headers(session_id))
+                slow_reported = False
+                if on_slow is not None and connection.sock is not None:
+                    ready, _, _ = select.select([connection.sock], [], [], SLOW_SECONDS)
+                    if not ready:
+                        on_slow()
+                        slow_reported = True
                 response = connection.getresponse()
             except TimeoutError as exc:
                 connection.close()
@@ -192,6 +200,8 @@ class UpstreamSession:
                 connection.close()
                 raise UpstreamError("unreachable", f"{self.config.slug}: {exc}") from exc
             content_type = (response.getheader("Content-Type") or "").split(";", 1)[0].strip().lower()
+            if on_slow is not None and not slow_reported and content_type == "text/event-stream":
+                on_slow()  # a streamed reply may run long even though its headers came at once
             return _Reply(
                 response.status,
                 content_type,
@@ -256,10 +266,14 @@ class UpstreamSession:
             raise UpstreamError("unreachable", f"{self.config.slug} broke off the reply: {exc}") from exc
 
     def _exchange(
-        self, message: dict[str, Any], session_id: str | None, deadline: float
+        self,
+        message: dict[str, Any],
+        session_id: str | None,
+        deadline: float,
+        on_slow: Callable[[], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """POST one message; yield every message of the reply up to and including our response."""
-        reply = self._send(json.dumps(message, separators=(",", ":")).encode("utf-8"), session_id)
+        reply = self._send(json.dumps(message, separators=(",", ":")).encode("utf-8"), session_id, on_slow)
         complete = False
         try:
             if reply.status >= 400:
@@ -367,9 +381,17 @@ class UpstreamSession:
                 self._initialize(deadline)
 
     def stream(
-        self, method: str, params: dict[str, Any] | None, *, request_id: str | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        request_id: str | None = None,
+        on_slow: Callable[[], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Send one request; yield the upstream's notifications for it, then its response message."""
+        """Send one request; yield the upstream's notifications for it, then its response message.
+
+        ``on_slow`` is called once if the upstream has not started answering within ``SLOW_SECONDS``.
+        """
         deadline = time.monotonic() + self.config.timeout
         self.ensure_initialized(deadline)
         message: dict[str, Any] = {
@@ -382,7 +404,7 @@ class UpstreamSession:
         for attempt in range(2):
             session_id = self.session_id
             try:
-                yield from self._exchange(message, session_id, deadline)
+                yield from self._exchange(message, session_id, deadline, on_slow)
                 return
             except _SessionExpired:
                 if attempt:

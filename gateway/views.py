@@ -83,6 +83,7 @@ class _Context:
         self.headers: dict[str, str] = {}
         self.sse_only = False
         self.session_data: dict[str, Any] | None = None  # read together with the failure counter
+        self.catalog_version: int | None = None  # read together with the rate-limit counter
 
     def reply(self, body: dict[str, Any]) -> HttpResponse:
         return _json(body, 200, self.headers, sse=self.sse_only)
@@ -206,7 +207,8 @@ class GatewayView(APIView):
         assert token is not None
         limit = token.workspace.rate_limit_per_minute or settings.GATEWAY_RATE_LIMIT_DEFAULT
         current = limits.window("gw:rate", str(token.pk), 60)
-        count = limits.hit(current, 60)
+        # The catalog version rides along in the same round trip: tools/call needs it next.
+        count, ctx.catalog_version = limits.hit(current, 60, also_get=catalog.version_key(token.workspace_id))
         ctx.headers["RateLimit-Policy"] = f'"per-token";q={limit};w=60'
         ctx.headers["RateLimit"] = f'"per-token";r={max(limit - count, 0)};t={current.reset}'
         if count <= limit:
@@ -345,7 +347,7 @@ class GatewayView(APIView):
                 200, protocol.INVALID_PARAMS, "Tool arguments must be an object", message.id
             )
         started = time.perf_counter()
-        target = catalog.route(token.workspace_id, name)
+        target = catalog.route(token.workspace_id, name, ctx.catalog_version)
         if target is None or target.server.config is None:
             slug = name.partition(protocol.SEPARATOR)[0]
             down = catalog.tool_list(token.workspace_id).failures.get(slug)
@@ -431,22 +433,26 @@ class GatewayView(APIView):
             ctx.record(outcome=outcome, status=200, started=started, detail=exc.message[:300], **log)
             return _failure_result(request_id, f"Upstream {target.server.slug} failed: {exc.message}")
 
-        try:
-            upstream.ensure_initialized()
-        except UpstreamError as exc:
-            return ctx.reply(failed(exc))
-        # Where a cancellation for this call must go, readable by whichever node receives it.
-        cache.set(
-            f"gw:inflight:{session.id}:{message.id}",
-            {
-                "server": target.server.id,
-                "upstream_id": upstream_id,
-                "upstream_session": upstream.session_id,
-                "workspace": token.workspace_id,
-            },
-            int(target.server.config.timeout) + 5,
+        def register_inflight() -> None:
+            """Where a cancellation for this call must go, readable by whichever node receives it.
+
+            Called only once the upstream has been silent for a moment: most calls finish sooner, and a
+            cancellation of those would arrive too late anyway, so they cost no cache write.
+            """
+            cache.set(
+                f"gw:inflight:{session.id}:{message.id}",
+                {
+                    "server": target.server.id,
+                    "upstream_id": upstream_id,
+                    "upstream_session": upstream.session_id,
+                    "workspace": token.workspace_id,
+                },
+                int(target.server.config.timeout if target.server.config else 60) + 5,
+            )
+
+        messages = upstream.stream(
+            "tools/call", upstream_params, request_id=upstream_id, on_slow=register_inflight
         )
-        messages = upstream.stream("tools/call", upstream_params, request_id=upstream_id)
         streaming = protocol.accepts_sse(ctx.request.headers.get("Accept"))
         try:
             for incoming in messages:

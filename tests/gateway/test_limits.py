@@ -25,10 +25,18 @@ def test_it_counts_within_a_window_and_starts_over_in_the_next() -> None:
     assert same.key == first.key
     following = window("t", "token-1", 60, now=1_000_000.0 + first.reset + 0.01)
     assert following.key != first.key and following.reset >= 59
-    assert [hit(first, 60) for _ in range(3)] == [1, 2, 3]
-    assert hit(following, 60) == 1
+    assert [hit(first, 60)[0] for _ in range(3)] == [1, 2, 3]
+    assert hit(following, 60) == (1, None)
 
 
 def test_it_shifts_windows_per_key() -> None:
     resets = {window("t", f"token-{n}", 60, now=1_000_000.0).reset for n in range(50)}
     assert len(resets) > 10  # not every token's window turns over in the same second
+
+
+def test_it_reads_another_key_in_the_same_round_trip() -> None:
+    from django.core.cache import cache
+
+    cache.set("some-version", 42)
+    assert hit(window("t", "token-2", 60), 60, also_get="some-version") == (1, 42)
+    assert hit(window("t", "token-2", 60), 60, also_get="missing-key") == (2, None)

@@ -160,3 +160,49 @@ def test_it_speaks_to_json_and_stateless_upstreams(flags: tuple[str, ...], setti
     finally:
         session.end()
         upstream.stop()
+
+
+def test_it_reports_slow_calls_only(settings: Any) -> None:
+    """on_slow (which registers a call for cancellation) fires for slow or streamed replies, not fast ones."""
+    from tests.e2e.upstreams import start_python_upstream
+
+    settings.ALLOW_PRIVATE_UPSTREAMS = True
+    upstream = start_python_upstream("--json-response")
+    session = UpstreamSession(UpstreamConfig(server_id=1, slug="py", url=upstream.url, timeout=10))
+    calls: list[str] = []
+    try:
+        list(
+            session.stream(
+                "tools/call",
+                {"name": "add", "arguments": {"a": 1, "b": 1}},
+                on_slow=lambda: calls.append("fast"),
+            )
+        )
+        list(
+            session.stream(
+                "tools/call",
+                {"name": "slow", "arguments": {"seconds": 0.3}},
+                on_slow=lambda: calls.append("slow"),
+            )
+        )
+        assert calls == ["slow"]
+    finally:
+        session.end()
+        upstream.stop()
+
+
+def test_it_reports_streamed_replies_as_slow(py_upstream: Any, settings: Any) -> None:
+    settings.ALLOW_PRIVATE_UPSTREAMS = True
+    session = UpstreamSession(UpstreamConfig(server_id=1, slug="py", url=py_upstream.url, timeout=10))
+    calls: list[str] = []
+    try:
+        list(
+            session.stream(
+                "tools/call",
+                {"name": "add", "arguments": {"a": 1, "b": 1}},
+                on_slow=lambda: calls.append("sse"),
+            )
+        )
+        assert calls == ["sse"]
+    finally:
+        session.end()
