@@ -249,3 +249,9 @@ ALLOW_PRIVATE_UPSTREAMS = env_bool("ALLOW_PRIVATE_UPSTREAMS", False)
 # costs ~0.8 ms on SQLite). Tests switch it to synchronous writes.
 GATEWAY_USAGE_ASYNC = env_bool("GATEWAY_USAGE_ASYNC", True)
 ENCRYPTION_KEYS = env_list("ENCRYPTION_KEYS", [])
+# Active tokens may be kept in the shared cache (see tokens.services.token_authenticate): a gateway request
+# then needs no database round trip, and revocation still reaches every node at once. Only with a shared
+# cache: an in-process cache cannot hear of a revocation made by another process (manage.py, a worker).
+TOKEN_CACHE_SECONDS = env_int("TOKEN_CACHE_SECONDS", 60 if REDIS_URL else 0, minimum=0, maximum=3600)
+if TOKEN_CACHE_SECONDS and not REDIS_URL:
+    raise ImproperlyConfigured("TOKEN_CACHE_SECONDS needs REDIS_URL: revocations must reach every process")

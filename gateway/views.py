@@ -27,7 +27,7 @@ from gateway import catalog, limits, protocol, sessions, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, session_for
 from tokens.models import Token
-from tokens.services import Refusal, token_authenticate, token_touch
+from tokens.services import Refusal, token_authenticate, token_cache_key, token_touch
 from workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)
@@ -175,19 +175,22 @@ class GatewayView(APIView):
         request = ctx.request
         limit, period = settings.GATEWAY_AUTH_FAILURE_LIMIT
         failures = limits.window("gw:authfail", client_ip(request), period)
-        # One cache round trip for the failure counter and the session this request names.
+        # One cache round trip for the failure counter, the session this request names and (with a shared
+        # cache) the token's cached state.
+        raw = _bearer(request)
+        token_key = token_cache_key(raw) if raw and settings.TOKEN_CACHE_SECONDS else None
         session_key = sessions.cache_key(request.headers.get("Mcp-Session-Id") or "")
-        found = cache.get_many([failures.key, session_key] if session_key else [failures.key])
+        found = cache.get_many([key for key in (failures.key, session_key, token_key) if key])
         ctx.session_data = found.get(session_key) if session_key else None
         if int(found.get(failures.key) or 0) >= limit:
             ctx.record(outcome=Outcome.RATE_LIMITED, status=429, detail="too many failed authentications")
             body = protocol.error_body(None, protocol.SERVER_ERROR, "Too many failed authentications")
             return _json(body, 429, {"Retry-After": str(failures.reset)})
-        raw = _bearer(request)
         if raw is None:
             refusal_message, challenge = "Missing bearer token", f'Bearer realm="{REALM}"'
         else:
-            result = token_authenticate(raw=raw, workspace_slug=ctx.slug)
+            cached = found.get(token_key) if token_key else None
+            result = token_authenticate(raw=raw, workspace_slug=ctx.slug, cached=cached)
             if result.token is not None:
                 ctx.token = result.token
                 token_touch(result.token)

@@ -1,5 +1,23 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.models.signals import post_save
+
+
+def _workspace_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    # Cached tokens carry their workspace (slug, rate limit): a changed workspace must not be served stale.
+    if not created:
+        from tokens.services import tokens_invalidate_cached
+
+        tokens_invalidate_cached(workspace_id=instance.pk)
 
 
 class TokensConfig(AppConfig):
     name = "tokens"
+
+    def ready(self) -> None:
+        from workspaces.models import Workspace
+
+        post_save.connect(_workspace_saved, sender=Workspace, dispatch_uid="tokens-workspace-saved")

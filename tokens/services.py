@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
@@ -128,17 +130,48 @@ def token_create(
     return CreatedToken(token=token, raw=raw)
 
 
-def token_authenticate(*, raw: str, workspace_slug: str, now: datetime | None = None) -> Authentication:
+# The shared-cache entry of a token that may have become invalid: every node goes back to the database.
+_CHECK_DATABASE = "check-database"
+_NOT_FETCHED: Any = object()
+# Longer than any read-then-add race can take, so a stale positive entry can never be added after it.
+TOMBSTONE_SECONDS = 600
+
+
+def token_cache_key(raw: str) -> str | None:
+    """The shared-cache key of a raw token (by its hash), or None when the value is not a token at all."""
+    if not token_format.is_well_formed(raw):
+        return None
+    return f"tok:{token_format.hash_token(raw)}"
+
+
+def token_authenticate(
+    *, raw: str, workspace_slug: str, now: datetime | None = None, cached: Any = _NOT_FETCHED
+) -> Authentication:
     """Who holds ``raw``, or the precise reason it is refused for ``workspace_slug``.
 
-    No positive cache: every call reads the token row (one indexed lookup), so a revocation or expiry is
-    seen by the very next request on every worker and node.
+    Without a shared cache (``TOKEN_CACHE_SECONDS=0``, the embedded setup) every call reads the token row.
+    With one (Redis), an active token is kept there for ``TOKEN_CACHE_SECONDS`` so a gateway request needs
+    no database round trip; ``token_revoke`` replaces the entry with a marker that sends every node back to
+    the database, and entries are only ever *added*, never overwritten, so a read that raced the revocation
+    cannot put the old state back. Revocation is therefore seen by the very next request on every node,
+    and expiry is checked against the clock on every request. ``cached`` is the entry when the caller
+    already fetched it (the gateway reads it together with its other per-request keys).
     """
-    if not token_format.is_well_formed(raw):
+    key = token_cache_key(raw)
+    if key is None:
         return Authentication(None, Refusal.MALFORMED)
-    token = _token_by_hash(token_format.hash_token(raw))
-    if token is None:
-        return Authentication(None, Refusal.UNKNOWN)
+    use_cache = settings.TOKEN_CACHE_SECONDS > 0
+    if use_cache and cached is _NOT_FETCHED:
+        cached = cache.get(key)
+    if use_cache and isinstance(cached, Token):
+        token: Token | None = cached
+    else:
+        token = _token_by_hash(token_format.hash_token(raw))
+        if token is None:
+            return Authentication(None, Refusal.UNKNOWN)
+        if use_cache and cached is None and token.revoked_at is None:
+            cache.add(key, token, settings.TOKEN_CACHE_SECONDS)
+    assert token is not None
     if token.workspace.slug != workspace_slug:
         return Authentication(None, Refusal.WRONG_WORKSPACE)
     status = token.status_at(now or timezone.now())
@@ -147,6 +180,21 @@ def token_authenticate(*, raw: str, workspace_slug: str, now: datetime | None = 
     if status == Token.Status.EXPIRED:
         return Authentication(None, Refusal.EXPIRED)
     return Authentication(token, None)
+
+
+def _invalidate_cached(token: Token) -> None:
+    if settings.TOKEN_CACHE_SECONDS > 0:
+        cache.set(f"tok:{token.token_hash}", _CHECK_DATABASE, TOMBSTONE_SECONDS)
+
+
+def tokens_invalidate_cached(*, workspace_id: int) -> None:
+    """Send every node back to the database for all tokens of a workspace, e.g. after its settings (the
+    rate limit travels with the cached token) changed. Rare writes; a query and one cache write."""
+    if settings.TOKEN_CACHE_SECONDS > 0:
+        hashes = Token.objects.filter(workspace_id=workspace_id, revoked_at__isnull=True).values_list(
+            "token_hash", flat=True
+        )
+        cache.set_many({f"tok:{token_hash}": _CHECK_DATABASE for token_hash in hashes}, TOMBSTONE_SECONDS)
 
 
 class _TokenLookup:
@@ -222,6 +270,8 @@ def token_revoke(*, token: Token, actor: User | None, now: datetime | None = Non
                 target=f"token:{token.pk}",
                 details={"name": token.name, "hint": token.hint},
             )
+    # Synchronously, before the caller hears "revoked": no node may keep serving a cached positive answer.
+    _invalidate_cached(token)
     token.refresh_from_db(fields=["revoked_at", "revoked_by"])
     return token
 
@@ -230,12 +280,21 @@ def token_status(token: Token, now: datetime | None = None) -> Token.Status:
     return token.status_at(now or timezone.now())
 
 
+_touched: dict[str, datetime] = {}  # by token hash: ids can be reused by tests that roll back
+
+
 def token_touch(token: Token, now: datetime | None = None) -> bool:
-    """Record that ``token`` was used, at most once per ``LAST_USED_RESOLUTION``. True when it wrote."""
+    """Record that ``token`` was used, at most once per ``LAST_USED_RESOLUTION``. True when it wrote.
+
+    The conditional UPDATE keeps it to one write a minute across all nodes; the in-process note of the last
+    touch spares the query itself when the token came from the shared cache with an old ``last_used_at``.
+    """
     now = now or timezone.now()
-    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
+    seen = max(filter(None, (token.last_used_at, _touched.get(token.token_hash))), default=None)
+    if seen is not None and now - seen < LAST_USED_RESOLUTION:
         return False
     stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
     written = Token.objects.filter(stale, pk=token.pk).update(last_used_at=now)
     token.last_used_at = now
+    _touched[token.token_hash] = now
     return bool(written)

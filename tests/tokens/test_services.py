@@ -15,6 +15,7 @@ from tokens.services import (
     Refusal,
     TokenError,
     token_authenticate,
+    token_cache_key,
     token_create,
     token_revoke,
     token_status,
@@ -200,3 +201,69 @@ def test_it_loads_the_token_exactly_as_the_orm_does(team: Team) -> None:
         f: getattr(orm.workspace, f) for f in workspace_fields
     }
     assert result.token._state.adding is False and result.token._state.db == "default"
+
+
+class TestSharedTokenCache:
+    """With a shared cache (TOKEN_CACHE_SECONDS > 0) active tokens skip the database, revocation does not."""
+
+    @pytest.fixture(autouse=True)
+    def _enabled(self, settings) -> None:  # type: ignore[no-untyped-def]
+        settings.TOKEN_CACHE_SECONDS = 60
+
+    def test_it_serves_an_active_token_without_a_query(self, team: Team) -> None:
+        created = make_token(team.bob)
+        assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").ok
+        with CaptureQueriesContext(connection) as queries:
+            result = token_authenticate(raw=created.raw, workspace_slug="acme-tools")
+        assert result.ok and result.token is not None and result.token.pk == created.token.pk
+        assert result.token.workspace.slug == "acme-tools" and len(queries) == 0
+
+    def test_it_refuses_on_the_next_request_after_a_revocation(self, team: Team) -> None:
+        created = make_token(team.bob)
+        assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").ok  # now cached
+        token_revoke(token=created.token, actor=team.alice.user)
+        assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").refusal == Refusal.REVOKED
+
+    def test_it_cannot_put_back_a_state_read_before_the_revocation(self, team: Team) -> None:
+        created = make_token(team.bob)
+        # A request that found nothing in the cache, then lost the race against the revocation:
+        token_revoke(token=created.token, actor=team.alice.user)
+        assert (
+            token_authenticate(raw=created.raw, workspace_slug="acme-tools", cached=None).refusal
+            == Refusal.REVOKED
+        )
+        from django.core.cache import cache
+
+        assert cache.get(token_cache_key(created.raw)) == "check-database"  # the marker stayed
+
+    def test_it_still_checks_expiry_on_every_request(self, team: Team) -> None:
+        now = timezone.now()
+        created = token_create(
+            workspace=team.workspace,
+            holder=team.bob,
+            name="x",
+            expires_in=60,
+            created_by=team.alice.user,
+            now=now,
+        )
+        assert token_authenticate(raw=created.raw, workspace_slug="acme-tools", now=now).ok
+        later = now + timedelta(seconds=60)
+        assert (
+            token_authenticate(raw=created.raw, workspace_slug="acme-tools", now=later).refusal
+            == Refusal.EXPIRED
+        )
+
+    def test_it_keeps_the_workspace_check(self, team: Team) -> None:
+        created = make_token(team.bob)
+        assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").ok
+        assert (
+            token_authenticate(raw=created.raw, workspace_slug="charlies").refusal == Refusal.WRONG_WORKSPACE
+        )
+
+    def test_it_forgets_cached_tokens_when_their_workspace_changes(self, team: Team) -> None:
+        created = make_token(team.bob)
+        assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").ok
+        team.workspace.rate_limit_per_minute = 7
+        team.workspace.save()
+        result = token_authenticate(raw=created.raw, workspace_slug="acme-tools")
+        assert result.token is not None and result.token.workspace.rate_limit_per_minute == 7
