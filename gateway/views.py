@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
 from rest_framework.negotiation import BaseContentNegotiation
@@ -122,6 +123,15 @@ class _Context:
 
 def _workspace_id(slug: str) -> int | None:
     return Workspace.objects.filter(slug=slug).values_list("pk", flat=True).first()
+
+
+def _host_allowed(request: HttpRequest) -> bool:
+    """ALLOWED_HOSTS, checked here because the gateway's lean middleware chain has no CommonMiddleware."""
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return False
+    return True
 
 
 def _origin_allowed(request: HttpRequest) -> bool:
@@ -249,6 +259,8 @@ class GatewayView(APIView):
 
     def _post(self, ctx: _Context) -> HttpResponseBase:
         request = ctx.request
+        if not _host_allowed(request):
+            return _error(protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Host not allowed"))
         if not _origin_allowed(request):
             return _error(protocol.ProtocolError(403, protocol.INVALID_REQUEST, "Origin not allowed"))
         body = self._read_body(request)
@@ -524,6 +536,8 @@ class GatewayView(APIView):
     # -- DELETE ----------------------------------------------------------------------------------------------
     def delete(self, request: Request, slug: str) -> HttpResponse:
         ctx = _Context(request._request, slug)
+        if not _host_allowed(ctx.request):
+            return _error(protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Host not allowed"))
         if not _origin_allowed(ctx.request):
             return _error(protocol.ProtocolError(403, protocol.INVALID_REQUEST, "Origin not allowed"))
         refused = self._authenticate(ctx)

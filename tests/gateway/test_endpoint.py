@@ -523,3 +523,9 @@ def test_it_sends_the_upstreams_own_credential(
         ]
     )
     assert seen[expected_name] == expected_value
+
+
+def test_it_refuses_hosts_outside_allowed_hosts(mcp: McpTestClient) -> None:
+    # Through the test client the full middleware chain answers first; tests/test_wsgi.py checks the
+    # gateway's own lean chain, which answers with a JSON-RPC body.
+    assert mcp.request("ping", HTTP_HOST="evil.example").status_code == 400
