@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from django.core.signals import request_started
+from django.db import close_old_connections
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +36,12 @@ def _call(
     def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         captured["status"], captured["headers"] = status, dict(response_headers)
 
-    content = b"".join(application(environ, start_response))
+    # As Django's test client does: the test's transaction must survive the request_started signal.
+    request_started.disconnect(close_old_connections)
+    try:
+        content = b"".join(application(environ, start_response))
+    finally:
+        request_started.connect(close_old_connections)
     return captured["status"], captured["headers"], content
 
 
