@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,9 @@ from gateway.upstream import UpstreamConfig, UpstreamError, session_for
 logger = logging.getLogger(__name__)
 
 FAILED_LIST_CACHE_SECONDS = 5
+# How long tools/list waits for all upstreams together. Upstream fetches run on a shared pool of threads,
+# so this also bounds how long one workspace's slow upstreams can occupy it for everyone else.
+LIST_DEADLINE_SECONDS = 15
 _executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="aerostack-upstream")
 
 
@@ -138,9 +143,14 @@ def _build(workspace_id: int) -> ToolList:
     futures = {slug: _executor.submit(_fetch, entry) for slug, entry in entries.items()}
     fetched: dict[str, list[dict[str, Any]]] = {}
     failures: dict[str, str] = {}
+    # One deadline for the whole list: a slow upstream is left out rather than holding the caller.
+    deadline = time.monotonic() + LIST_DEADLINE_SECONDS
     for slug, future in futures.items():
         try:
-            fetched[slug] = future.result()
+            fetched[slug] = future.result(timeout=max(deadline - time.monotonic(), 0))
+        except FutureTimeout:
+            failures[slug] = f"did not list its tools within {LIST_DEADLINE_SECONDS}s"
+            logger.warning("upstream %s left out of tools/list: too slow", slug)
         except UpstreamError as exc:
             failures[slug] = exc.message
             logger.warning("upstream %s left out of tools/list: %s", slug, exc.message)

@@ -131,6 +131,9 @@ class ServerForm(forms.Form):
         # It becomes an HTTP header value: a line break would inject another header.
         if any(ord(char) < 32 or ord(char) == 127 for char in credential):
             raise forms.ValidationError("The credential cannot contain line breaks or control characters.")
+        if not credential.isascii():
+            # HTTP header values are bytes; a pasted “…” or “ would fail on every request instead of here.
+            raise forms.ValidationError("The credential can only contain ASCII characters.")
         return credential
 
     def clean(self) -> dict[str, Any]:

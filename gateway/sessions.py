@@ -59,11 +59,17 @@ def from_cache(session_id: str, data: dict[str, Any] | None, *, token_id: int) -
 
     Lets the gateway read the session in the same round trip as its other per-request keys.
     """
-    if not data or data.get("token_id") != token_id or data.get("id") != session_id:
+    if not isinstance(data, dict) or data.get("token_id") != token_id or data.get("id") != session_id:
         return None
-    session = GatewaySession(**data)
+    try:
+        session = GatewaySession(**data)
+    except TypeError:  # written by another release with other fields: the client initializes again
+        return None
     ttl = settings.GATEWAY_SESSION_TTL_SECONDS
-    if session.expires_at - time.time() < ttl * REFRESH_FRACTION:
+    # Only a session that still exists is refreshed (touch first), so a session ended by a concurrent DELETE
+    # is not written back, except in the microseconds between the two calls, once per half-lifetime.
+    stale = session.expires_at - time.time() < ttl * REFRESH_FRACTION
+    if stale and cache.touch(f"gw:session:{session.id}", ttl):
         session = GatewaySession(**{**data, "expires_at": time.time() + ttl})
         cache.set(f"gw:session:{session.id}", session.__dict__, ttl)
     return session

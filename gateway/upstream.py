@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway import protocol
-from gateway.netguard import check_upstream_url
+from gateway.netguard import UpstreamAddressRefused, resolve_upstream
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 READ_CHUNK = 64 * 1024
 POOL_SIZE = 16
 IDLE_SECONDS = 4.0
+DRAIN_BYTES = 64 * 1024
 SLOW_SECONDS = 0.05
 
 
@@ -49,7 +50,7 @@ class UpstreamError(Exception):
         self.message = message
 
 
-class _SessionExpired(Exception):
+class _SessionExpired(UpstreamError):
     """The upstream no longer knows the session id we sent: initialize again."""
 
 
@@ -100,7 +101,12 @@ class UpstreamSession:
 
     # -- connections ---------------------------------------------------------------------------------------
     def _new_connection(self) -> http.client.HTTPConnection:
-        check_upstream_url(self.config.url)  # re-checked per new connection: DNS may have changed
+        # Resolved and checked per new connection (DNS may have changed), and the socket goes to exactly the
+        # addresses checked: a second look-up could answer differently (DNS rebinding).
+        try:
+            addresses = resolve_upstream(self.config.url)
+        except UpstreamAddressRefused as exc:
+            raise UpstreamError("unreachable", str(exc)) from exc
         connection: http.client.HTTPConnection
         if self._https:
             connection = http.client.HTTPSConnection(
@@ -108,6 +114,7 @@ class UpstreamSession:
             )
         else:
             connection = http.client.HTTPConnection(self._host, self._port, timeout=self.config.timeout)
+        connection._create_connection = _pinned(addresses)  # type: ignore[attr-defined]
         connection.connect()
         if connection.sock is not None:
             # Headers and body leave in separate segments: without this Nagle + delayed ACK add 40 ms.
@@ -152,7 +159,7 @@ class UpstreamSession:
             connection.close()
 
     # -- one HTTP exchange ---------------------------------------------------------------------------------
-    def _headers(self, session_id: str | None) -> dict[str, str]:
+    def _headers(self, session_id: str | None, *, initialize: bool = False) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",
@@ -160,11 +167,18 @@ class UpstreamSession:
         headers.update(self.config.headers)
         if session_id:
             headers["Mcp-Session-Id"] = session_id
-        if self.protocol_version:
+        if self.protocol_version and not initialize:
             headers["MCP-Protocol-Version"] = self.protocol_version
         return headers
 
-    def _send(self, body: bytes, session_id: str | None, on_slow: Callable[[], None] | None = None) -> _Reply:
+    def _send(
+        self,
+        body: bytes,
+        session_id: str | None,
+        on_slow: Callable[[], None] | None = None,
+        *,
+        initialize: bool = False,
+    ) -> _Reply:
         for attempt in range(2):
             try:
                 # The retry after a stale pooled connection always takes a new one.
@@ -173,16 +187,24 @@ class UpstreamSession:
                 raise
             except TimeoutError as exc:
                 raise UpstreamError("timeout", f"connecting to {self.config.slug} timed out") from exc
+            except ssl.SSLError as exc:
+                raise UpstreamError(
+                    "unreachable", f"TLS with {self.config.slug} failed: {exc.reason}"
+                ) from exc
             except OSError as exc:
                 raise UpstreamError(
                     "unreachable", f"cannot connect to {self.config.slug}: {exc.strerror or exc}"
                 ) from exc
             try:
-                connection.request("POST", self._path, body=body, headers=self._headers(session_id))
+                connection.request(
+                    "POST", self._path, body=body, headers=self._headers(session_id, initialize=initialize)
+                )
                 slow_reported = False
                 if on_slow is not None and connection.sock is not None:
-                    ready, _, _ = select.select([connection.sock], [], [], SLOW_SECONDS)
-                    if not ready:
+                    # poll, not select: select fails on descriptors above 1024 in a busy process.
+                    poller = select.poll()
+                    poller.register(connection.sock, select.POLLIN)
+                    if not poller.poll(SLOW_SECONDS * 1000):
                         on_slow()
                         slow_reported = True
                 response = connection.getresponse()
@@ -199,6 +221,9 @@ class UpstreamSession:
             except (OSError, http.client.HTTPException) as exc:
                 connection.close()
                 raise UpstreamError("unreachable", f"{self.config.slug}: {exc}") from exc
+            except BaseException:
+                connection.close()  # never leak a socket, whatever went wrong (e.g. a header not encodable)
+                raise
             content_type = (response.getheader("Content-Type") or "").split(";", 1)[0].strip().lower()
             if on_slow is not None and not slow_reported and content_type == "text/event-stream":
                 on_slow()  # a streamed reply may run long even though its headers came at once
@@ -216,9 +241,11 @@ class UpstreamSession:
         """Give the connection back when the response was read to its end, else close it."""
         try:
             if drain and not reply.response.isclosed():
+                # What follows our response is read only briefly and boundedly; an upstream that keeps the
+                # stream open loses the connection instead of holding this thread.
                 if reply.connection.sock is not None:
                     reply.connection.sock.settimeout(0.5)
-                reply.response.read()
+                reply.response.read(DRAIN_BYTES)
                 if reply.connection.sock is not None:
                     reply.connection.sock.settimeout(self.config.timeout)
         except (OSError, http.client.HTTPException):
@@ -234,6 +261,7 @@ class UpstreamSession:
         try:
             if reply.content_type == "text/event-stream":
                 parser = protocol.SSEParser()
+                received = 0
                 while True:
                     if time.monotonic() > deadline:
                         raise UpstreamError(
@@ -242,9 +270,16 @@ class UpstreamSession:
                     chunk = reply.response.read1(READ_CHUNK)
                     if not chunk:
                         break
+                    received += len(chunk)
+                    if received > MAX_RESPONSE_BYTES:
+                        raise UpstreamError(
+                            "protocol", f"{self.config.slug} sent more than {MAX_RESPONSE_BYTES} bytes"
+                        )
                     for event in parser.feed(chunk):
                         if event.event == "message" and event.data:
-                            yield _decode(event.data.encode("utf-8"), self.config.slug)
+                            yield _message(
+                                _decode(event.data.encode("utf-8"), self.config.slug), self.config.slug
+                            )
                 return
             data = reply.response.read(MAX_RESPONSE_BYTES + 1)
             if len(data) > MAX_RESPONSE_BYTES:
@@ -255,9 +290,10 @@ class UpstreamSession:
                 return
             message = _decode(data, self.config.slug)
             if isinstance(message, list):  # a JSON array from an older server: each item is a message
-                yield from (item for item in message if isinstance(item, dict))
+                for item in message:
+                    yield _message(item, self.config.slug)
             else:
-                yield message
+                yield _message(message, self.config.slug)
         except TimeoutError as exc:
             raise UpstreamError(
                 "timeout", f"{self.config.slug} did not answer within {self.config.timeout:g}s"
@@ -283,11 +319,10 @@ class UpstreamSession:
                 if session_id and (
                     reply.status == 404 or (reply.status == 400 and "session" in snippet.lower())
                 ):
-                    raise _SessionExpired()
-                raise UpstreamError(
-                    "http",
-                    f"{self.config.slug} answered HTTP {reply.status}" + (f": {snippet}" if snippet else ""),
-                )
+                    raise _SessionExpired("http", f"{self.config.slug} no longer knows our session")
+                # The body stays in our log: it may echo what the upstream was sent (a credential).
+                logger.info("upstream %s answered HTTP %s: %s", self.config.slug, reply.status, snippet[:200])
+                raise UpstreamError("http", f"{self.config.slug} answered HTTP {reply.status}")
             if "id" not in message:
                 complete = True  # a notification: 202 and no body
                 return
@@ -319,7 +354,6 @@ class UpstreamSession:
 
     # -- the MCP session -----------------------------------------------------------------------------------
     def _initialize(self, deadline: float) -> None:
-        self.protocol_version = None
         request = {
             "jsonrpc": "2.0",
             "id": f"aerostack-init-{next(self._ids)}",
@@ -330,16 +364,18 @@ class UpstreamSession:
                 "clientInfo": CLIENT_INFO,
             },
         }
-        reply = self._send(json.dumps(request).encode("utf-8"), None)
+        reply = self._send(json.dumps(request).encode("utf-8"), None, initialize=True)
         complete = False
         try:
             if reply.status >= 400:
                 snippet = reply.response.read(300).decode("utf-8", "replace").strip()
-                raise UpstreamError(
-                    "http",
-                    f"{self.config.slug} refused initialize with HTTP {reply.status}"
-                    + (f": {snippet}" if snippet else ""),
+                logger.info(
+                    "upstream %s refused initialize, HTTP %s: %s",
+                    self.config.slug,
+                    reply.status,
+                    snippet[:200],
                 )
+                raise UpstreamError("http", f"{self.config.slug} refused initialize with HTTP {reply.status}")
             response = None
             for incoming in self._messages(reply, deadline):
                 if incoming.get("id") == request["id"]:
@@ -352,7 +388,9 @@ class UpstreamSession:
             raise UpstreamError("protocol", f"{self.config.slug} did not answer initialize")
         if "error" in response:
             raise UpstreamError("protocol", f"{self.config.slug} refused initialize: {_error_text(response)}")
-        result = response.get("result") or {}
+        result = response.get("result")
+        if not isinstance(result, dict):
+            raise UpstreamError("protocol", f"{self.config.slug} answered initialize without a result object")
         version = result.get("protocolVersion")
         if version not in protocol.SUPPORTED_PROTOCOL_VERSIONS:
             raise UpstreamError(
@@ -360,7 +398,8 @@ class UpstreamSession:
             )
         self.session_id = reply.session_id
         self.protocol_version = version
-        self.server_info = dict(result.get("serverInfo") or {})
+        info = result.get("serverInfo")
+        self.server_info = dict(info) if isinstance(info, dict) else {}
         for _ in self._exchange(
             {"jsonrpc": "2.0", "method": "notifications/initialized"}, self.session_id, deadline
         ):
@@ -440,10 +479,15 @@ class UpstreamSession:
             pass
 
     def list_tools(self) -> list[dict[str, Any]]:
-        """Every tool of the upstream, draining every page."""
+        """Every tool of the upstream, draining every page, all within the server's timeout."""
         tools: list[dict[str, Any]] = []
         cursor: object = None
+        deadline = time.monotonic() + self.config.timeout
         for _ in range(MAX_LIST_PAGES):
+            if time.monotonic() > deadline:
+                raise UpstreamError(
+                    "timeout", f"{self.config.slug} did not list its tools within {self.config.timeout:g}s"
+                )
             result = self.request("tools/list", {"cursor": cursor} if cursor else None)
             page = result.get("tools")
             if not isinstance(page, list):
@@ -473,11 +517,39 @@ class UpstreamSession:
         self.close()
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _decode(data: bytes, slug: str) -> Any:
     try:
-        return json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
+        # NaN/Infinity are not JSON: accepting them would make our own (strict) encoding fail later.
+        return json.loads(data, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UpstreamError("protocol", f"{slug} sent a reply that is not JSON") from exc
+
+
+def _message(value: Any, slug: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UpstreamError("protocol", f"{slug} sent a JSON-RPC message that is not an object")
+    return value
+
+
+def _pinned(addresses: list[str]) -> Callable[..., socket.socket]:
+    """A ``create_connection`` for http.client that connects to the already checked addresses only."""
+
+    def create_connection(
+        address: tuple[str, int], timeout: Any = None, source_address: Any = None
+    ) -> socket.socket:
+        last: OSError | None = None
+        for ip in addresses:
+            try:
+                return socket.create_connection((ip, address[1]), timeout)
+            except OSError as exc:
+                last = exc
+        raise last or OSError("no address to connect to")
+
+    return create_connection
 
 
 def _error_text(response: dict[str, Any]) -> str:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import IntegrityError, close_old_connections
 
 from gateway.models import UsageEvent
+from workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +98,34 @@ class _Writer:
             try:
                 UsageEvent.objects.bulk_create([usage.to_model() for usage in batch])
                 written += len(batch)
+            except IntegrityError:
+                # A token or server deleted meanwhile fails the whole batch: save the rows one by one, without
+                # the references that are gone, so other workspaces' rows are not lost with it.
+                written += self._write_one_by_one(batch)
             except Exception:
                 logger.exception("could not write %d usage rows", len(batch))
                 close_old_connections()  # a broken connection is replaced on the next batch
+        return written
+
+    def _write_one_by_one(self, batch: list[Usage]) -> int:
+        written = 0
+        for usage in batch:
+            row = usage.to_model()
+            for attempt in range(2):
+                try:
+                    row.save()
+                    written += 1
+                    break
+                except IntegrityError:
+                    if attempt:
+                        logger.warning("dropped a usage row that references deleted objects")
+                    row.pk = None
+                    row.token_id = row.member_id = row.server_id = None
+                    if (
+                        row.workspace_id is not None
+                        and not Workspace.objects.filter(pk=row.workspace_id).exists()
+                    ):
+                        row.workspace_id = None
         return written
 
     def _run(self) -> None:
@@ -120,13 +146,7 @@ def record(usage: Usage) -> None:
     if settings.GATEWAY_USAGE_ASYNC:
         _writer.put(usage)
     else:
-        UsageEvent.objects.create(
-            **{
-                f.name: getattr(usage.to_model(), f.name)
-                for f in UsageEvent._meta.concrete_fields
-                if f.name != "id"
-            }
-        )
+        usage.to_model().save()
 
 
 def flush() -> int:

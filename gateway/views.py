@@ -193,7 +193,7 @@ class GatewayView(APIView):
         found = cache.get_many([key for key in (failures.key, session_key, token_key) if key])
         ctx.session_data = found.get(session_key) if session_key else None
         if int(found.get(failures.key) or 0) >= limit:
-            ctx.record(outcome=Outcome.RATE_LIMITED, status=429, detail="too many failed authentications")
+            # Not recorded: a blocked client must not be able to fill the usage log (or cost a query) at will.
             body = protocol.error_body(None, protocol.SERVER_ERROR, "Too many failed authentications")
             return _json(body, 429, {"Retry-After": str(failures.reset)})
         if raw is None:
@@ -286,14 +286,22 @@ class GatewayView(APIView):
         request = ctx.request
         token = ctx.token
         assert token is not None
-        if message.kind == "request" and protocol.response_mode(request.headers.get("Accept")) is None:
-            raise protocol.ProtocolError(
-                406, protocol.INVALID_REQUEST, "Accept application/json or text/event-stream"
-            )
-        if message.method != "initialize":
-            protocol.check_protocol_version_header(request.headers.get("MCP-Protocol-Version"))
+        if message.kind == "request":
+            mode = protocol.response_mode(request.headers.get("Accept"))
+            if mode is None:
+                raise protocol.ProtocolError(
+                    406, protocol.INVALID_REQUEST, "Accept application/json or text/event-stream", message.id
+                )
+            ctx.sse_only = mode == "sse"
+        # The probe of 2026-era clients carries MCP-Protocol-Version 2026-07-28: answer it before the version
+        # check, with its own id, so the client falls back to initialize at once.
         if protocol.is_discover_probe(message):
             raise protocol.discover_probe_error(message.id)
+        if message.method != "initialize":
+            try:
+                protocol.check_protocol_version_header(request.headers.get("MCP-Protocol-Version"))
+            except protocol.ProtocolError as exc:
+                raise protocol.ProtocolError(exc.http_status, exc.code, exc.message, message.id) from None
         if message.method == "initialize" and message.kind == "request":
             return self._initialize(ctx, message)
         session_id = request.headers.get("Mcp-Session-Id")
@@ -412,7 +420,10 @@ class GatewayView(APIView):
             if method not in RELAYED_NOTIFICATIONS:
                 return None
             if method == "notifications/progress":
-                note_params = dict(incoming.get("params") or {})
+                raw_params = incoming.get("params")
+                if not isinstance(raw_params, dict):
+                    return None
+                note_params = dict(raw_params)
                 if upstream_progress is None or note_params.get("progressToken") != upstream_progress:
                     return None
                 note_params["progressToken"] = client_progress
@@ -503,6 +514,11 @@ class GatewayView(APIView):
                 yield protocol.encode_sse_event(failed(UpstreamError("protocol", "no answer")))
             except UpstreamError as exc:
                 yield protocol.encode_sse_event(failed(exc))
+            except Exception:  # mid-stream the status line is gone: end with an error result, never cut off
+                logger.exception("gateway stream failed")
+                yield protocol.encode_sse_event(
+                    failed(UpstreamError("protocol", "the gateway could not relay the reply"))
+                )
             finally:
                 messages.close()  # type: ignore[attr-defined]
 
@@ -536,6 +552,13 @@ class GatewayView(APIView):
     # -- DELETE ----------------------------------------------------------------------------------------------
     def delete(self, request: Request, slug: str) -> HttpResponse:
         ctx = _Context(request._request, slug)
+        try:
+            return self._delete(ctx)
+        except Exception:  # as for POST: a JSON-RPC error, never a traceback
+            logger.exception("gateway DELETE failed for workspace %s", slug)
+            return _json(protocol.error_body(None, protocol.INTERNAL_ERROR, "Internal error"), 500)
+
+    def _delete(self, ctx: _Context) -> HttpResponse:
         if not _host_allowed(ctx.request):
             return _error(protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Host not allowed"))
         if not _origin_allowed(ctx.request):
@@ -545,6 +568,10 @@ class GatewayView(APIView):
             return refused
         assert ctx.token is not None
         session_id = ctx.request.headers.get("Mcp-Session-Id") or ""
+        if not session_id:
+            return _error(
+                protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Missing Mcp-Session-Id header")
+            )
         session = sessions.from_cache(session_id, ctx.session_data, token_id=ctx.token.pk)
         if session is None:
             return _error(protocol.ProtocolError(404, protocol.INVALID_REQUEST, "Unknown or expired session"))

@@ -182,7 +182,7 @@ def token_authenticate(
     return Authentication(token, None)
 
 
-def _invalidate_cached(token: Token) -> None:
+def invalidate_cached(token: Token) -> None:
     if settings.TOKEN_CACHE_SECONDS > 0:
         cache.set(f"tok:{token.token_hash}", _CHECK_DATABASE, TOMBSTONE_SECONDS)
 
@@ -271,7 +271,7 @@ def token_revoke(*, token: Token, actor: User | None, now: datetime | None = Non
                 details={"name": token.name, "hint": token.hint},
             )
     # Synchronously, before the caller hears "revoked": no node may keep serving a cached positive answer.
-    _invalidate_cached(token)
+    invalidate_cached(token)
     token.refresh_from_db(fields=["revoked_at", "revoked_by"])
     return token
 

@@ -113,6 +113,7 @@ BAD_INPUTS = [
     ),
     ("credential", {"credential_kind": "bearer", "credential": ""}, "Enter the credential"),
     ("credential", {"credential_kind": "bearer", "credential": f"{SECRET}\r\nX-Evil: 1"}, "line breaks"),
+    ("credential", {"credential_kind": "bearer", "credential": "sk-pasted…"}, "only contain ASCII"),
     ("timeout_seconds", {"timeout_seconds": "0"}, "at least 1 second"),
     ("timeout_seconds", {"timeout_seconds": "601"}, "at most 600 seconds"),
     ("timeout_seconds", {"timeout_seconds": "abc"}, "whole number"),

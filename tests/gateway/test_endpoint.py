@@ -529,3 +529,43 @@ def test_it_refuses_hosts_outside_allowed_hosts(mcp: McpTestClient) -> None:
     # Through the test client the full middleware chain answers first; tests/test_wsgi.py checks the
     # gateway's own lean chain, which answers with a JSON-RPC body.
     assert mcp.request("ping", HTTP_HOST="evil.example").status_code == 400
+
+
+def test_it_answers_an_sse_only_client_with_an_event_stream(mcp: McpTestClient) -> None:
+    response = mcp.request("ping", HTTP_ACCEPT="text/event-stream")
+    assert response["Content-Type"] == "text/event-stream"
+    assert messages_of_sse(response.content) == [{"jsonrpc": "2.0", "id": mcp._next_id, "result": {}}]
+    error = mcp.request("resources/list", HTTP_ACCEPT="text/event-stream")  # JSON-RPC errors too
+    assert (
+        error["Content-Type"] == "text/event-stream"
+        and messages_of_sse(error.content)[0]["error"]["code"] == -32601
+    )
+
+
+def test_it_answers_the_probe_with_its_id_even_with_the_new_version_header(team: Team) -> None:
+    client = McpTestClient(make_token(team.bob).raw)
+    response = client.request("server/discover", {}, HTTP_MCP_PROTOCOL_VERSION="2026-07-28")
+    assert (
+        response.status_code == 400
+        and response.json()["id"] == 1
+        and response.json()["error"]["code"] == -32601
+    )
+
+
+def test_it_keeps_the_request_id_in_version_errors(mcp: McpTestClient) -> None:
+    response = mcp.request("ping", HTTP_MCP_PROTOCOL_VERSION="2099-01-01")
+    assert response.status_code == 400 and response.json()["id"] == mcp._next_id
+
+
+def messages_of_sse(content: bytes) -> list[dict[str, Any]]:
+    from gateway import protocol
+
+    parser = protocol.SSEParser()
+    return [json.loads(event.data) for event in parser.feed(content)]
+
+
+def test_it_needs_a_session_id_to_delete(mcp: McpTestClient) -> None:
+    headers = mcp.headers()
+    del headers["HTTP_MCP_SESSION_ID"]
+    response = mcp.client.delete("/ws/acme-tools", **headers)
+    assert response.status_code == 400 and response.json()["error"]["code"] == -32600

@@ -68,3 +68,51 @@ def test_it_rotates_keys(settings: Any) -> None:
     settings.ENCRYPTION_KEYS = [new]
     with pytest.raises(CredentialUnreadable):
         decrypt(stored)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a00:1",
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::",
+        "2002:a00:1::",
+        "::7f00:1",
+        "64:ff9b:1::1",
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+    ],  # NAT64, 6to4 and Teredo forms of private IPv4 addresses
+)
+def test_it_refuses_ipv6_forms_of_private_ipv4_addresses(address: str, settings: Any) -> None:
+    settings.ALLOW_PRIVATE_UPSTREAMS = False
+    with pytest.raises(UpstreamAddressRefused):
+        check_upstream_url(f"http://[{address}]/mcp")
+
+
+def test_it_connects_only_to_the_addresses_it_checked(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name resolves to a public address for the check and to 127.0.0.1 afterwards."""
+    import socket
+
+    from gateway.upstream import UpstreamConfig, UpstreamError, UpstreamSession
+
+    settings.ALLOW_PRIVATE_UPSTREAMS = False
+    answers = iter(["93.184.215.14", "127.0.0.1", "127.0.0.1"])
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebinding(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "rebind.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), 80))]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    connected: list[Any] = []
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(
+        socket,
+        "create_connection",
+        lambda address, *a, **k: connected.append(address) or (_ for _ in ()).throw(OSError("stop")),
+    )
+    session = UpstreamSession(
+        UpstreamConfig(server_id=1, slug="x", url="http://rebind.example/mcp", timeout=2)
+    )
+    with pytest.raises(UpstreamError):
+        session.request("tools/list")
+    assert connected == [("93.184.215.14", 80)]  # the checked address, never a second look-up's answer

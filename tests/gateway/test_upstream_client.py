@@ -114,6 +114,22 @@ def _serve_once(reply: bytes) -> tuple[str, threading.Thread]:
             "not JSON",
         ),
         (b"garbage that is not http\r\n\r\n", "unreachable", "slug"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n5",
+            "protocol",
+            "not an object",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 3\r\n\r\nNaN",
+            "protocol",
+            "not JSON",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: [1]\n\n",
+            "protocol",
+            "not an object",
+        ),
+        (b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 20\r\n\r\nbad key sk-12345678!", "http", "HTTP 401"),
         (b"", "unreachable", "closed"),
     ],
 )
@@ -130,7 +146,7 @@ def test_it_turns_broken_upstreams_into_clean_errors(
 
 def test_it_refuses_private_addresses_unless_allowed(settings: Any) -> None:
     settings.ALLOW_PRIVATE_UPSTREAMS = False
-    with pytest.raises(ValueError, match="private, loopback or link-local"):
+    with pytest.raises(UpstreamError, match="private, loopback or link-local"):
         probe(UpstreamConfig(server_id=1, slug="x", url="http://127.0.0.1:9/mcp", timeout=5))
 
 
@@ -206,3 +222,12 @@ def test_it_reports_streamed_replies_as_slow(py_upstream: Any, settings: Any) ->
         assert calls == ["sse"]
     finally:
         session.end()
+
+
+def test_it_keeps_upstream_error_bodies_out_of_the_message(settings: Any) -> None:
+    settings.ALLOW_PRIVATE_UPSTREAMS = True
+    url, thread = _serve_once(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 20\r\n\r\nbad key sk-12345678!")
+    with pytest.raises(UpstreamError) as info:
+        probe(UpstreamConfig(server_id=1, slug="slug", url=url, timeout=5))
+    thread.join(timeout=5)
+    assert "sk-12345678" not in info.value.message  # an upstream may echo what it was sent

@@ -267,3 +267,9 @@ class TestSharedTokenCache:
         team.workspace.save()
         result = token_authenticate(raw=created.raw, workspace_slug="acme-tools")
         assert result.token is not None and result.token.workspace.rate_limit_per_minute == 7
+
+    def test_it_forgets_a_deleted_token(self, team: Team) -> None:
+        created = make_token(team.bob)
+        assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").ok
+        Token.objects.filter(pk=created.token.pk).delete()
+        assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").refusal == Refusal.UNKNOWN
