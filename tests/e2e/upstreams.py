@@ -236,16 +236,29 @@ def node_available() -> bool:
         return False
 
 
+INSTALLED_MARKER = E2E_DIR / "node_modules" / ".aerostack-installed"
+
+
+def _installed() -> bool:
+    """Installed completely, for this lock file: the marker is written only after ``npm ci`` succeeded, so
+    a parallel caller never starts the server from a half-extracted node_modules."""
+    lock_digest = hashlib.sha256((E2E_DIR / "package-lock.json").read_bytes()).hexdigest()
+    try:
+        return INSTALLED_MARKER.read_text() == lock_digest and EVERYTHING_ENTRY.is_file()
+    except OSError:
+        return False
+
+
 def ensure_node_modules(timeout: float = 300) -> None:
     """``npm ci`` in tests/e2e once, if the pinned server is not installed; safe for parallel callers."""
-    if EVERYTHING_ENTRY.is_file():
+    if _installed():
         return
     digest = hashlib.sha256(str(E2E_DIR).encode()).hexdigest()[:16]
     lock_path = Path(tempfile.gettempdir()) / f"aerostack-e2e-npm-ci-{digest}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # other workers block here until the first install finished
         try:
-            if EVERYTHING_ENTRY.is_file():
+            if _installed():
                 return
             npm = shutil.which("npm")
             if npm is None:
@@ -262,6 +275,9 @@ def ensure_node_modules(timeout: float = 300) -> None:
                 raise RuntimeError(
                     f"npm ci failed in {E2E_DIR} (rc={result.returncode}):\n{result.stderr[-4000:]}"
                 )
+            INSTALLED_MARKER.write_text(
+                hashlib.sha256((E2E_DIR / "package-lock.json").read_bytes()).hexdigest()
+            )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
