@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from tokens.models import Token
@@ -47,7 +49,9 @@ def workspace_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "workspace": workspace,
         "tab": "overview",
         "gateway_url": public_base_url(request) + workspace.gateway_path,
-        "token_count": sum(1 for token in tokens if token.is_active),
+        "token_count": tokens.filter(revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+        .count(),
         "member_count": workspace.members.count(),
     }
     return render(request, "workspaces/detail.html", context)

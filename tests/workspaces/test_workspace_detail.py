@@ -41,3 +41,19 @@ def test_it_redirects_anonymous_users(client: Client, team: Team) -> None:
 
 def test_it_refuses_post(client: Client, team: Team) -> None:
     assert login(client, team.alice).post(URL).status_code == 405
+
+
+def test_it_counts_only_active_tokens(client: Client, team: Team) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tokens.models import Token
+    from tokens.services import token_revoke
+
+    make_token(team.alice, name="active")
+    token_revoke(token=make_token(team.alice, name="revoked").token, actor=team.alice.user)
+    expired = make_token(team.alice, name="expired", expires_in=60).token
+    Token.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    body = login(client, team.alice).get(URL).content.decode()
+    assert "<dt>Active tokens</dt><dd>1</dd>" in body
