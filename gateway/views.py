@@ -327,7 +327,7 @@ class GatewayView(APIView):
             return ctx.reply(protocol.result_body(message.id, {}))
         if message.method == "tools/list":
             protocol.check_list_cursor(message.params, message.id)
-            tools = catalog.tool_list(token.workspace_id).tools
+            tools = catalog.tool_list(token.workspace_id, current=ctx.catalog_version).tools
             return ctx.reply(protocol.result_body(message.id, {"tools": tools}))
         if message.method == "tools/call":
             return self._call_tool(ctx, session, message)
@@ -373,7 +373,7 @@ class GatewayView(APIView):
         target = catalog.route(token.workspace_id, name, ctx.catalog_version)
         if target is None or target.server.config is None:
             slug = name.partition(protocol.SEPARATOR)[0]
-            down = catalog.tool_list(token.workspace_id).failures.get(slug)
+            down = catalog.tool_list(token.workspace_id, current=ctx.catalog_version).failures.get(slug)
             if down is not None:
                 # The tool belongs to an upstream that is down right now: a tool error the model can read.
                 ctx.record(
