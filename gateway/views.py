@@ -12,6 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -26,7 +27,7 @@ from rest_framework.views import APIView
 from aerostack.net import client_ip
 from gateway import catalog, limits, protocol, sessions, usage
 from gateway.models import UsageEvent
-from gateway.upstream import UpstreamError, session_for
+from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens.models import Token
 from tokens.services import Refusal, token_authenticate, token_cache_key, token_touch
 from workspaces.models import Workspace
@@ -151,6 +152,90 @@ def _bearer(request: HttpRequest) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+@dataclass
+class _ToolCall:
+    """One routed ``tools/call``: turns what the upstream sends into what the client gets, and records the
+    outcome in the usage log (never the arguments)."""
+
+    ctx: _Context
+    session: sessions.GatewaySession
+    request_id: protocol.RequestId
+    target: catalog.Route
+    upstream: UpstreamSession
+    upstream_id: str
+    client_progress: object
+    upstream_progress: str | None
+    started: float
+
+    def _record(self, outcome: str, detail: str = "") -> None:
+        self.ctx.record(
+            outcome=outcome,
+            status=200,
+            started=self.started,
+            method="tools/call",
+            server_id=self.target.server.id,
+            server_slug=self.target.server.slug,
+            tool=self.target.tool,
+            detail=detail,
+        )
+
+    def relay(self, incoming: dict[str, Any]) -> dict[str, Any] | None:
+        """A notification for the client, with our progress token mapped back; None to drop it."""
+        method = incoming.get("method")
+        if method == "notifications/tools/list_changed":
+            catalog.invalidate(self.session.workspace_id)
+            return None
+        if method not in RELAYED_NOTIFICATIONS:
+            return None
+        if method == "notifications/progress":
+            params = incoming.get("params")
+            if not isinstance(params, dict) or self.upstream_progress is None:
+                return None
+            if params.get("progressToken") != self.upstream_progress:
+                return None
+            return {**incoming, "params": {**params, "progressToken": self.client_progress}}
+        return incoming
+
+    def finish(self, incoming: dict[str, Any]) -> dict[str, Any]:
+        """The client's answer for the upstream's response message."""
+        if "error" in incoming:
+            error = incoming["error"] if isinstance(incoming["error"], dict) else {}
+            upstream_code = error.get("code")
+            code = upstream_code if isinstance(upstream_code, int) else protocol.INTERNAL_ERROR
+            self._record(Outcome.UPSTREAM_ERROR, f"upstream error {code}")
+            return protocol.error_body(
+                self.request_id, code, str(error.get("message") or "Upstream error"), error.get("data")
+            )
+        result = incoming.get("result")
+        if not isinstance(result, dict):
+            self._record(Outcome.UPSTREAM_ERROR, "no result")
+            return _failure_result(self.request_id, f"{self.target.server.slug} answered without a result")
+        self._record(Outcome.TOOL_ERROR if result.get("isError") else Outcome.OK)
+        return protocol.result_body(self.request_id, result)
+
+    def failed(self, exc: UpstreamError) -> dict[str, Any]:
+        self._record(Outcome.TIMEOUT if exc.kind == "timeout" else Outcome.UPSTREAM_ERROR, exc.message[:300])
+        return _failure_result(self.request_id, f"Upstream {self.target.server.slug} failed: {exc.message}")
+
+    def register_inflight(self) -> None:
+        """Where a cancellation for this call must go, readable by whichever node receives it.
+
+        Called only once the upstream has been silent for a moment (or streams): most calls finish sooner,
+        and a cancellation of those would arrive too late anyway, so they cost no cache write.
+        """
+        timeout = self.target.server.config.timeout if self.target.server.config else 60
+        cache.set(
+            f"gw:inflight:{self.session.id}:{self.request_id}",
+            {
+                "server": self.target.server.id,
+                "upstream_id": self.upstream_id,
+                "upstream_session": self.upstream.session_id,
+                "workspace": self.session.workspace_id,
+            },
+            int(timeout) + 5,
+        )
 
 
 class _NoNegotiation(BaseContentNegotiation):
@@ -402,123 +487,53 @@ class GatewayView(APIView):
                 upstream_progress = f"aerostack-{secrets.token_hex(8)}"
                 upstream_meta["progressToken"] = upstream_progress
             upstream_params["_meta"] = upstream_meta
-        upstream_id = f"aerostack-{secrets.token_hex(8)}"
-        upstream = session_for(target.server.config)
-        log: dict[str, Any] = {
-            "method": "tools/call",
-            "server_id": target.server.id,
-            "server_slug": target.server.slug,
-            "tool": target.tool,
-        }
-
-        def relay(incoming: dict[str, Any]) -> dict[str, Any] | None:
-            """A notification for the client, with our progress token mapped back; None to drop it."""
-            method = incoming.get("method")
-            if method == "notifications/tools/list_changed":
-                catalog.invalidate(token.workspace_id)
-                return None
-            if method not in RELAYED_NOTIFICATIONS:
-                return None
-            if method == "notifications/progress":
-                raw_params = incoming.get("params")
-                if not isinstance(raw_params, dict):
-                    return None
-                note_params = dict(raw_params)
-                if upstream_progress is None or note_params.get("progressToken") != upstream_progress:
-                    return None
-                note_params["progressToken"] = client_progress
-                return {**incoming, "params": note_params}
-            return incoming
-
-        def finish(incoming: dict[str, Any]) -> dict[str, Any]:
-            if "error" in incoming:
-                error = incoming["error"] if isinstance(incoming["error"], dict) else {}
-                upstream_code = error.get("code")
-                code = upstream_code if isinstance(upstream_code, int) else protocol.INTERNAL_ERROR
-                text = str(error.get("message") or "Upstream error")
-                ctx.record(
-                    outcome=Outcome.UPSTREAM_ERROR,
-                    status=200,
-                    started=started,
-                    detail=f"upstream error {code}",
-                    **log,
-                )
-                return protocol.error_body(request_id, code, text, error.get("data"))
-            result = incoming.get("result")
-            if not isinstance(result, dict):
-                ctx.record(
-                    outcome=Outcome.UPSTREAM_ERROR, status=200, started=started, detail="no result", **log
-                )
-                return _failure_result(request_id, f"{target.server.slug} answered without a result")
-            outcome = Outcome.TOOL_ERROR if result.get("isError") else Outcome.OK
-            ctx.record(outcome=outcome, status=200, started=started, **log)
-            return protocol.result_body(request_id, result)
-
-        def failed(exc: UpstreamError) -> dict[str, Any]:
-            outcome = Outcome.TIMEOUT if exc.kind == "timeout" else Outcome.UPSTREAM_ERROR
-            ctx.record(outcome=outcome, status=200, started=started, detail=exc.message[:300], **log)
-            return _failure_result(request_id, f"Upstream {target.server.slug} failed: {exc.message}")
-
-        def register_inflight() -> None:
-            """Where a cancellation for this call must go, readable by whichever node receives it.
-
-            Called only once the upstream has been silent for a moment: most calls finish sooner, and a
-            cancellation of those would arrive too late anyway, so they cost no cache write.
-            """
-            cache.set(
-                f"gw:inflight:{session.id}:{message.id}",
-                {
-                    "server": target.server.id,
-                    "upstream_id": upstream_id,
-                    "upstream_session": upstream.session_id,
-                    "workspace": token.workspace_id,
-                },
-                int(target.server.config.timeout if target.server.config else 60) + 5,
-            )
-
-        messages = upstream.stream(
-            "tools/call", upstream_params, request_id=upstream_id, on_slow=register_inflight
+        call = _ToolCall(
+            ctx=ctx,
+            session=session,
+            request_id=request_id,
+            target=target,
+            upstream=session_for(target.server.config),
+            upstream_id=f"aerostack-{secrets.token_hex(8)}",
+            client_progress=client_progress,
+            upstream_progress=upstream_progress,
+            started=started,
+        )
+        messages = call.upstream.stream(
+            "tools/call", upstream_params, request_id=call.upstream_id, on_slow=call.register_inflight
         )
         streaming = protocol.accepts_sse(ctx.request.headers.get("Accept"))
         try:
             for incoming in messages:
                 if "method" not in incoming:
-                    return ctx.reply(finish(incoming))
-                note = relay(incoming)
+                    return ctx.reply(call.finish(incoming))
+                note = call.relay(incoming)
                 if note is not None and streaming:
                     # A notification came before the result and the client takes SSE: stream from here on.
-                    return self._stream(ctx, note, messages, relay, finish, failed)
+                    return self._stream(ctx, note, messages, call)
         except UpstreamError as exc:
-            return ctx.reply(failed(exc))
-        return ctx.reply(failed(UpstreamError("protocol", "no answer")))
+            return ctx.reply(call.failed(exc))
+        return ctx.reply(call.failed(UpstreamError("protocol", "no answer")))
 
     def _stream(
-        self,
-        ctx: _Context,
-        first: dict[str, Any],
-        messages: Iterator[dict[str, Any]],
-        relay: Any,
-        finish: Any,
-        failed: Any,
+        self, ctx: _Context, first: dict[str, Any], messages: Iterator[dict[str, Any]], call: _ToolCall
     ) -> StreamingHttpResponse:
         def events() -> Iterator[bytes]:
             yield protocol.encode_sse_event(first)
             try:
                 for incoming in messages:
                     if "method" not in incoming:
-                        yield protocol.encode_sse_event(finish(incoming))
+                        yield protocol.encode_sse_event(call.finish(incoming))
                         return
-                    note = relay(incoming)
+                    note = call.relay(incoming)
                     if note is not None:
                         yield protocol.encode_sse_event(note)
-                yield protocol.encode_sse_event(failed(UpstreamError("protocol", "no answer")))
+                yield protocol.encode_sse_event(call.failed(UpstreamError("protocol", "no answer")))
             except UpstreamError as exc:
-                yield protocol.encode_sse_event(failed(exc))
+                yield protocol.encode_sse_event(call.failed(exc))
             except Exception:  # mid-stream the status line is gone: end with an error result, never cut off
                 logger.exception("gateway stream failed")
-                yield protocol.encode_sse_event(
-                    failed(UpstreamError("protocol", "the gateway could not relay the reply"))
-                )
+                failure = UpstreamError("protocol", "the gateway could not relay the reply")
+                yield protocol.encode_sse_event(call.failed(failure))
             finally:
                 messages.close()  # type: ignore[attr-defined]
 
