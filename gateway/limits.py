@@ -7,6 +7,7 @@ Redis (see aerostack/cache.py); add + incr elsewhere.
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from dataclasses import dataclass
@@ -18,14 +19,20 @@ from django.core.cache import cache
 @dataclass(frozen=True)
 class Window:
     key: str
-    reset: int  # whole seconds until this window ends (at least 1)
+    reset: int  # seconds until this window ends, rounded up (a client that waits this long is let in)
+
+
+# The time source (tests hold it still, so no window turns over in the middle of a test).
+clock = time.time
 
 
 def window(prefix: str, ident: str, period: int, now: float | None = None) -> Window:
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     shifted = now + zlib.crc32(ident.encode()) % period
     index = int(shifted // period)
-    return Window(key=f"{prefix}:{ident}:{period}:{index}", reset=max(int(period - shifted % period), 1))
+    return Window(
+        key=f"{prefix}:{ident}:{period}:{index}", reset=max(math.ceil(period - shifted % period), 1)
+    )
 
 
 def hit(current: Window, period: int, also_get: str | None = None) -> tuple[int, Any]:

@@ -52,6 +52,15 @@ def _gateway_test_settings(settings) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(autouse=True)
+def _still_rate_limit_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fixed windows turn over every minute; a test that straddled a turn would see its counters reset.
+    from gateway import limits
+
+    frozen = limits.clock()
+    monkeypatch.setattr(limits, "clock", lambda: frozen)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
     """Rate-limit counters, sessions and one-time form ids live in the cache: each test starts from zero.
 

@@ -40,3 +40,10 @@ def test_it_reads_another_key_in_the_same_round_trip() -> None:
     cache.set("some-version", 42)
     assert hit(window("t", "token-2", 60), 60, also_get="some-version") == (1, 42)
     assert hit(window("t", "token-2", 60), 60, also_get="missing-key") == (2, None)
+
+
+def test_it_rounds_the_time_left_up() -> None:
+    # A client told to retry after `reset` seconds must find the new window open by then.
+    current = window("t", "token-3", 60, now=1_000_000.0)
+    following = window("t", "token-3", 60, now=1_000_000.0 + current.reset)
+    assert following.key != current.key
