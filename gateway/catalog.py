@@ -170,6 +170,11 @@ def _build(workspace_id: int) -> ToolList:
     return ToolList(tools=tools, routes=protocol.tool_reverse_map(exposed), failures=failures)
 
 
+def tool_snapshot(tools: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """What the Servers tab keeps of an upstream's tools: names and (shortened) descriptions."""
+    return [{"name": t["name"], "description": str(t.get("description") or "")[:500]} for t in tools]
+
+
 def _record_health(
     entries: dict[str, ServerEntry], fetched: dict[str, list[dict[str, Any]]], failures: dict[str, str]
 ) -> None:
@@ -180,10 +185,7 @@ def _record_health(
     now = timezone.now()
     for slug, entry in entries.items():
         if slug in fetched:
-            snapshot = [
-                {"name": t["name"], "description": str(t.get("description") or "")[:500]}
-                for t in fetched[slug]
-            ]
+            snapshot = tool_snapshot(fetched[slug])
             Server.objects.filter(pk=entry.id).exclude(tools_snapshot=snapshot, last_error="").update(
                 tools_snapshot=snapshot, last_error="", last_checked_at=now
             )

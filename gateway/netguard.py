@@ -71,8 +71,8 @@ def resolve_upstream(url: str) -> list[str]:
     return addresses
 
 
-def check_upstream_url(url: str, *, resolve: bool = True) -> None:
+def check_upstream_url(url: str) -> None:
     """Raise ``UpstreamAddressRefused`` unless ``url`` is an acceptable upstream URL."""
     _parts(url)
-    if resolve and not settings.ALLOW_PRIVATE_UPSTREAMS:  # when allowed, there is nothing to refuse
+    if not settings.ALLOW_PRIVATE_UPSTREAMS:  # when allowed, there is nothing to refuse
         resolve_upstream(url)

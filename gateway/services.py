@@ -128,7 +128,7 @@ def server_test(*, server: Server) -> ConnectionTest:
         Server.objects.filter(pk=server.pk).update(last_error=message[:1000], last_checked_at=now)
         server.refresh_from_db()
         return ConnectionTest(ok=False, error=message)
-    snapshot = [{"name": t["name"], "description": str(t.get("description") or "")[:500]} for t in tools]
+    snapshot = catalog.tool_snapshot(tools)
     Server.objects.filter(pk=server.pk).update(tools_snapshot=snapshot, last_error="", last_checked_at=now)
     server.refresh_from_db()
     return ConnectionTest(ok=True, tool_count=len(tools), server_name=str(info.get("name") or ""))

@@ -32,6 +32,10 @@ def cache_key(session_id: str) -> str | None:
     """The cache key of a session id as a client sent it, or None for a value that cannot be ours."""
     if not session_id or len(session_id) > 128 or not session_id.isascii():
         return None
+    return _key(session_id)
+
+
+def _key(session_id: str) -> str:
     return f"gw:session:{session_id}"
 
 
@@ -44,7 +48,7 @@ def create(*, token_id: int, workspace_id: int, protocol_version: str) -> Gatewa
         protocol_version=protocol_version,
         expires_at=time.time() + ttl,
     )
-    cache.set(f"gw:session:{session.id}", session.__dict__, ttl)
+    cache.set(_key(session.id), session.__dict__, ttl)
     return session
 
 
@@ -69,11 +73,11 @@ def from_cache(session_id: str, data: dict[str, Any] | None, *, token_id: int) -
     # Only a session that still exists is refreshed (touch first), so a session ended by a concurrent DELETE
     # is not written back, except in the microseconds between the two calls, once per half-lifetime.
     stale = session.expires_at - time.time() < ttl * REFRESH_FRACTION
-    if stale and cache.touch(f"gw:session:{session.id}", ttl):
+    if stale and cache.touch(_key(session.id), ttl):
         session = GatewaySession(**{**data, "expires_at": time.time() + ttl})
-        cache.set(f"gw:session:{session.id}", session.__dict__, ttl)
+        cache.set(_key(session.id), session.__dict__, ttl)
     return session
 
 
 def end(session: GatewaySession) -> None:
-    cache.delete(f"gw:session:{session.id}")
+    cache.delete(_key(session.id))
