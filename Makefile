@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 HOST ?= 127.0.0.1
 # One process with threads: the embedded setup (SQLite + in-process cache) must stay in one process.
+# The worker class and other gunicorn settings are in gunicorn.conf.py.
 WORKERS ?= 1
 THREADS ?= 8
 
@@ -33,7 +34,7 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	@echo "Aerostack on http://$(HOST):$(PORT)/"
 	$(BIN)/gunicorn aerostack.wsgi:application --bind $(HOST):$(PORT) --workers $(WORKERS) --threads $(THREADS) \
-		--worker-class gthread --access-logfile -
+		--access-logfile -
 
 # The end-to-end upstream (server-everything) comes from npm when node is there; without node those tests
 # skip and say why (and fail in CI).

@@ -118,8 +118,6 @@ def _start_gunicorn(
                 str(workers),
                 "--threads",
                 str(threads),
-                "--worker-class",
-                "gthread",
                 "--access-logfile",
                 "-",
                 "--graceful-timeout",
