@@ -15,6 +15,7 @@ exposed to clients.
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import json
 import re
@@ -359,6 +360,7 @@ def _quality(ranges: list[tuple[str, str, float]], media_type: str, *, allow_any
     return best_q
 
 
+@functools.lru_cache(maxsize=256)  # clients send the same few Accept values on every request
 def response_mode(accept: str | None) -> Literal["json", "sse"] | None:
     """How to answer a request: one JSON object, an SSE stream, or ``None`` for 406.
 
@@ -377,6 +379,7 @@ def response_mode(accept: str | None) -> Literal["json", "sse"] | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def accepts_sse(accept: str | None) -> bool:
     """True when the client explicitly accepts ``text/event-stream`` (or ``text/*``).
 

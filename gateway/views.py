@@ -136,7 +136,7 @@ def _host_allowed(request: HttpRequest) -> bool:
 
 
 def _origin_allowed(request: HttpRequest) -> bool:
-    origin = request.headers.get("Origin")
+    origin = request.META.get("HTTP_ORIGIN")
     if not origin:
         return True  # desktop clients and SDKs send none; browsers always do
     allowed = set(settings.GATEWAY_ALLOWED_ORIGINS)
@@ -146,8 +146,10 @@ def _origin_allowed(request: HttpRequest) -> bool:
     return origin.rstrip("/") in allowed
 
 
+# Headers are read from request.META: request.headers builds a dict of every header on first use, which the
+# gateway does not need on its hot path.
 def _bearer(request: HttpRequest) -> str | None:
-    header = request.headers.get("Authorization", "")
+    header: str = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
@@ -259,6 +261,10 @@ class GatewayView(APIView):
     # No GET: the gateway offers no server-initiated stream, which the spec allows (405).
     http_method_names = ["post", "delete"]
 
+    def perform_authentication(self, request: Request) -> None:
+        """Nothing here (DRF's hook for lazy authentication): the token is checked in ``post()`` and
+        ``delete()``, whose refusals are JSON-RPC bodies. DRF would build an anonymous user per request."""
+
     def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
         body = protocol.error_body(
             None, protocol.INVALID_REQUEST, f"Method {request.method} not allowed: use POST"
@@ -274,7 +280,7 @@ class GatewayView(APIView):
         # cache) the token's cached state.
         raw = _bearer(request)
         token_key = token_cache_key(raw) if raw and settings.TOKEN_CACHE_SECONDS else None
-        session_key = sessions.cache_key(request.headers.get("Mcp-Session-Id") or "")
+        session_key = sessions.cache_key(request.META.get("HTTP_MCP_SESSION_ID") or "")
         found = cache.get_many([key for key in (failures.key, session_key, token_key) if key])
         ctx.session_data = found.get(session_key) if session_key else None
         if int(found.get(failures.key) or 0) >= limit:
@@ -372,7 +378,7 @@ class GatewayView(APIView):
         token = ctx.token
         assert token is not None
         if message.kind == "request":
-            mode = protocol.response_mode(request.headers.get("Accept"))
+            mode = protocol.response_mode(request.META.get("HTTP_ACCEPT"))
             if mode is None:
                 raise protocol.ProtocolError(
                     406, protocol.INVALID_REQUEST, "Accept application/json or text/event-stream", message.id
@@ -384,12 +390,12 @@ class GatewayView(APIView):
             raise protocol.discover_probe_error(message.id)
         if message.method != "initialize":
             try:
-                protocol.check_protocol_version_header(request.headers.get("MCP-Protocol-Version"))
+                protocol.check_protocol_version_header(request.META.get("HTTP_MCP_PROTOCOL_VERSION"))
             except protocol.ProtocolError as exc:
                 raise protocol.ProtocolError(exc.http_status, exc.code, exc.message, message.id) from None
         if message.method == "initialize" and message.kind == "request":
             return self._initialize(ctx, message)
-        session_id = request.headers.get("Mcp-Session-Id")
+        session_id = request.META.get("HTTP_MCP_SESSION_ID")
         if not session_id:
             raise protocol.ProtocolError(
                 400, protocol.INVALID_REQUEST, "Missing Mcp-Session-Id header: initialize first", message.id
@@ -501,7 +507,7 @@ class GatewayView(APIView):
         messages = call.upstream.stream(
             "tools/call", upstream_params, request_id=call.upstream_id, on_slow=call.register_inflight
         )
-        streaming = protocol.accepts_sse(ctx.request.headers.get("Accept"))
+        streaming = protocol.accepts_sse(ctx.request.META.get("HTTP_ACCEPT"))
         try:
             for incoming in messages:
                 if "method" not in incoming:
@@ -582,7 +588,7 @@ class GatewayView(APIView):
         if refused is not None:
             return refused
         assert ctx.token is not None
-        session_id = ctx.request.headers.get("Mcp-Session-Id") or ""
+        session_id = ctx.request.META.get("HTTP_MCP_SESSION_ID") or ""
         if not session_id:
             return _error(
                 protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Missing Mcp-Session-Id header")
