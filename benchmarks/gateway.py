@@ -30,15 +30,17 @@ import json
 import os
 import platform
 import socket
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.live import LiveServer, live_server
+from tests.live import ROOT, LiveServer, free_port, live_server, server_env, wait_for_port
 
 # Imported by name so that mypy does not follow it: tests/ is outside the strict type check (tests/e2e/
 # upstreams.py has an unannotated helper), and this module only needs start_python_upstream().
@@ -431,6 +433,46 @@ print({marker} + json.dumps({{
 """
 
 
+@contextlib.contextmanager
+def floor_server(upstream_url: str, log_dir: str) -> Iterator[str]:
+    """``benchmarks/floor_site.py`` under the same gunicorn setup as Aerostack; yields its URL."""
+    port = free_port()
+    log = Path(log_dir) / "floor.log"
+    env = server_env(Path(log_dir), {"DJANGO_SETTINGS_MODULE": "benchmarks.floor_site"})
+    env["BENCH_UPSTREAM_URL"] = upstream_url
+    with log.open("ab") as log_file:
+        process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "django.core.wsgi:get_wsgi_application()",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--threads",
+                "8",
+                "--access-logfile",
+                "-",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, process, log)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
 def provision(server: LiveServer, upstream_url: str) -> dict[str, Any]:
     """User, workspace, server and token in the live server's database; the token only in memory."""
     code = SETUP_CODE.format(
@@ -486,6 +528,8 @@ def report(results: dict[str, Any], figures: list[Figure], emit: Callable[[str],
             f"added by the gateway ({mode}): median {values['median_ms']:+.3f} ms, "
             f"p99 {values['p99_ms']:+.3f} ms"
         )
+    for name, values in results.get("floor", {}).items():
+        emit(f"{name} (sequential): median {values['median_ms']:+.3f} ms, p99 {values['p99_ms']:+.3f} ms")
     for name, target in results["targets"].items():
         emit(
             f"target {name}: {target['value_ms']:+.3f} ms <= {target['limit_ms']:g} ms  "
@@ -528,6 +572,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         setup = provision(server, upstream.url)
         token = str(setup.pop("token"))
+        print("starting the framework floor (a bare DRF forwarding view, same gunicorn setup)...", flush=True)
+        floor = Target("floor", stack.enter_context(floor_server(upstream.url, str(server.data_dir))), TOOL)
         direct = Target("direct", upstream.url, TOOL)
         gateway = Target(
             "gateway", f"{server.url}/ws/{setup['workspace']}", f"{setup['server']}__{TOOL}", token
@@ -547,7 +593,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu = ProcessCpu(gunicorn_worker_pid(server.processes[0].pid))
         results["gateway_worker_cpu_readable"] = cpu.seconds() is not None
 
-        pairs = [(direct, direct.client()), (gateway, gateway.client())]
+        pairs = [(direct, direct.client()), (floor, floor.client()), (gateway, gateway.client())]
         for _, client in pairs:
             stack.callback(client.close)
         print(f"warm-up: {args.warmup} calls per path...", flush=True)
@@ -588,12 +634,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     by_key = {(item.path, item.mode): item for item in figures}
     added: dict[str, dict[str, float]] = {}
     for label in ("sequential", mode_label):
-        d, g = by_key[("direct", label)], by_key[("gateway", label)]
-        added[label] = {
-            "median_ms": round(g.median_ms - d.median_ms, 3),
-            "p99_ms": round(g.p99_ms - d.p99_ms, 3),
-        }
+        added[label] = _difference(by_key[("gateway", label)], by_key[("direct", label)])
     seq = added["sequential"]
+    results["floor"] = {
+        "floor over direct": _difference(by_key[("floor", "sequential")], by_key[("direct", "sequential")]),
+        "gateway over floor": _difference(by_key[("gateway", "sequential")], by_key[("floor", "sequential")]),
+    }
     results["figures"] = [
         {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(item).items()} for item in figures
     ]
@@ -612,6 +658,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     report(results, figures)
     return results
+
+
+def _difference(slower: Figure, faster: Figure) -> dict[str, float]:
+    return {
+        "median_ms": round(slower.median_ms - faster.median_ms, 3),
+        "p99_ms": round(slower.p99_ms - faster.p99_ms, 3),
+    }
 
 
 def positive(text: str) -> int:
