@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -236,10 +237,42 @@ class _TokenLookup:
         with db.cursor() as cursor, db.wrap_database_errors:
             raw = cursor.cursor
             if self.qmark_sql is not None:
-                sqlite3.Cursor.execute(raw, self.qmark_sql, (token_hash,))
-            else:
-                raw.execute(self.sql, (token_hash,))
+                return self._fetch_sqlite(db, raw, self.qmark_sql, token_hash)
+            raw.execute(self.sql, (token_hash,))
             row = raw.fetchone()
+        return self._token(db, row)
+
+    def _fetch_sqlite(
+        self, db: BaseDatabaseWrapper, raw: sqlite3.Cursor, sql: str, token_hash: str
+    ) -> Token | None:
+        """The token, reused from this thread's connection while the database has not changed at all.
+
+        ``PRAGMA data_version`` changes when any other connection (another thread, the usage writer,
+        another process such as the CLI) commits, and ``total_changes`` when this one writes: while both
+        are what they were at the last read, no row can differ from what that read returned. A revocation
+        is a write, so the very next request reads the row again. Costs one PRAGMA instead of the query and
+        two model instances; the per-thread store is dropped whenever the connection is replaced.
+        """
+        connection = db.connection
+        stamp = (sqlite3.Cursor.execute(raw, "PRAGMA data_version").fetchone()[0], connection.total_changes)
+        store: tuple[sqlite3.Connection, dict[str, tuple[tuple[int, int], Token]]] | None = getattr(
+            _sqlite_reads, "store", None
+        )
+        if store is None or store[0] is not connection:
+            store = _sqlite_reads.store = (connection, {})
+        entries = store[1]
+        entry = entries.get(token_hash)
+        if entry is not None and entry[0] == stamp:
+            return entry[1]
+        sqlite3.Cursor.execute(raw, sql, (token_hash,))
+        token = self._token(db, raw.fetchone())
+        if token is not None:
+            if len(entries) >= SQLITE_READS_KEPT:
+                entries.clear()
+            entries[token_hash] = (stamp, token)
+        return token
+
+    def _token(self, db: BaseDatabaseWrapper, row: Any) -> Token | None:
         if row is None:
             return None
         values = list(row)
@@ -254,6 +287,8 @@ class _TokenLookup:
 
 
 _lookups: dict[str, _TokenLookup] = {}
+_sqlite_reads = threading.local()
+SQLITE_READS_KEPT = 1024  # tokens per thread and connection; the store starts afresh beyond it
 
 
 def _token_by_hash(token_hash: str) -> Token | None:

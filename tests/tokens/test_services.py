@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -273,3 +274,84 @@ class TestSharedTokenCache:
         assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").ok
         Token.objects.filter(pk=created.token.pk).delete()
         assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").refusal == Refusal.UNKNOWN
+
+
+# --------------------------------------------------------------------------- SQLite: reads reused until any write
+
+
+@pytest.fixture
+def sqlite_only() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("the reuse of token reads is SQLite's (PRAGMA data_version); PostgreSQL reads every time")
+
+
+@pytest.fixture
+def token_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The token hashes actually read from the database (not reused), in order."""
+    from tokens import services
+
+    reads: list[str] = []
+    original = services._TokenLookup._token
+
+    def spy(self: Any, db: Any, row: Any) -> Token | None:
+        token = original(self, db, row)
+        reads.append(token.token_hash if token else "-")
+        return token
+
+    monkeypatch.setattr(services._TokenLookup, "_token", spy)
+    return reads
+
+
+def test_it_reuses_a_token_read_while_nothing_was_written(
+    sqlite_only: None, token_reads: list[str], team: Team
+) -> None:
+    created = make_token(team.bob)
+    for _ in range(3):
+        assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").ok
+    assert token_reads == [created.token.token_hash]
+
+
+def test_a_revocation_on_the_same_connection_is_seen_at_once(
+    sqlite_only: None, token_reads: list[str], team: Team
+) -> None:
+    created = make_token(team.bob)
+    assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").ok
+    token_revoke(token=created.token, actor=team.alice.user)
+    assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").refusal == Refusal.REVOKED
+    assert len(token_reads) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_revocation_by_another_connection_is_seen_at_once(
+    sqlite_only: None, token_reads: list[str], team: Team
+) -> None:
+    """Another process (the CLI, a second server) writes through its own connection: the next read here
+    must see it, with no signal, cache or message in between."""
+    import sqlite3
+
+    created = make_token(team.bob)
+    assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").ok
+    assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").ok
+    assert len(token_reads) == 1
+    name = str(connection.settings_dict["NAME"])
+    other = sqlite3.connect(name, uri=name.startswith("file:"), isolation_level=None)
+    try:
+        other.execute(
+            f"UPDATE {Token._meta.db_table} SET revoked_at = ? WHERE id = ?",  # noqa: S608
+            (timezone.now().isoformat(), created.token.pk),
+        )
+    finally:
+        other.close()
+    assert token_authenticate(raw=created.raw, workspace_slug="acme-tools").refusal == Refusal.REVOKED
+    assert len(token_reads) == 2
+
+
+def test_unknown_tokens_are_not_kept(sqlite_only: None, token_reads: list[str], team: Team) -> None:
+    from tokens import services
+
+    raw = token_format.generate()
+    for _ in range(2):
+        assert token_authenticate(raw=raw, workspace_slug="acme-tools").refusal == Refusal.UNKNOWN
+    assert token_reads == ["-", "-"]
+    store = getattr(services._sqlite_reads, "store", None)
+    assert store is None or token_format.hash_token(raw) not in store[1]
