@@ -4,6 +4,8 @@
    (70-140 µs each, with the interpreter lock held); here each connection pool keeps one client.
 2. ``hit_window`` counts a hit in a fixed window with INCR + EXPIRE in one round trip, where Django's
    ``add`` + ``incr`` takes three (SET NX, EXISTS, INCR), and can read one more key in that round trip.
+3. ``read_and_count`` reads several keys and counts a hit, only if one of them exists, in one round trip
+   (a Lua script): the gateway's whole per-request state in one exchange with Redis.
 
 Each Redis command costs ~100 µs of CPU in redis-py on this kind of machine, so round trips are counted.
 """
@@ -46,3 +48,39 @@ class RedisCache(django_redis.RedisCache):
         results = pipeline.execute()
         extra = results[2] if also_get is not None else None
         return int(results[0]), (None if extra is None else self._cache._serializer.loads(extra))
+
+    def read_and_count(
+        self, keys: list[str], count_key: str, window_seconds: int, *, if_present: int
+    ) -> tuple[list[Any], int | None]:
+        """The values of ``keys`` (None when absent) and, when ``keys[if_present]`` exists, one hit counted on
+        ``count_key`` (expiring with its window) with the count so far; else no hit and None. One round trip:
+        EVALSHA of a short script, which Redis runs atomically."""
+        redis_keys = [self.make_and_validate_key(key) for key in keys]
+        redis_keys.append(self.make_and_validate_key(count_key))
+        client = self._cache.get_client(redis_keys[0], write=True)
+        arguments = [if_present + 1, window_seconds + 1]
+        results = self._read_and_count(keys=redis_keys, args=arguments, client=client)
+        loads = self._cache._serializer.loads
+        values = [None if value is None else loads(value) for value in results[: len(keys)]]
+        count = results[len(keys)]
+        return values, None if count is None else int(count)
+
+    @cached_property
+    def _read_and_count(self) -> Any:
+        """The script, sent by its SHA1 (redis-py loads it again when the server answers NOSCRIPT)."""
+        return self._cache.get_client(None, write=True).register_script(_READ_AND_COUNT)
+
+
+# KEYS: the keys to read, then the counter; ARGV: the (1-based) index of the key that must exist, the TTL.
+# Missing values are false, which Redis returns as nil without cutting the array short (a Lua nil would).
+_READ_AND_COUNT = """
+local n = #KEYS - 1
+local values = redis.call('MGET', unpack(KEYS, 1, n))
+local count = false
+if values[tonumber(ARGV[1])] then
+  count = redis.call('INCR', KEYS[n + 1])
+  redis.call('EXPIRE', KEYS[n + 1], ARGV[2])
+end
+values[n + 1] = count
+return values
+"""

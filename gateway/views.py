@@ -28,6 +28,7 @@ from aerostack.net import client_ip
 from gateway import catalog, limits, protocol, sessions, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
+from tokens import format as token_format
 from tokens.models import Token
 from tokens.services import Refusal, token_authenticate, token_cache_key, token_touch
 from workspaces.models import Workspace
@@ -86,6 +87,8 @@ class _Context:
         self.sse_only = False
         self.session_data: dict[str, Any] | None = None  # read together with the failure counter
         self.catalog_version: int | None = None  # read together with the rate-limit counter
+        self.rate_window: limits.Window | None = None  # counted already when reading the token (Redis)
+        self.rate_count: int | None = None
 
     def reply(self, body: dict[str, Any]) -> HttpResponse:
         return _json(body, 200, self.headers, sse=self.sse_only)
@@ -120,6 +123,11 @@ class _Context:
                 detail=detail,
             )
         )
+
+
+# Workspace ids by slug, learnt from authenticated tokens: only a hint for reading the catalog version in the
+# first cache round trip (the token's own workspace id decides; a slug reused later only costs a read).
+_workspace_ids: dict[str, int] = {}
 
 
 def _workspace_id(slug: str) -> int | None:
@@ -281,7 +289,26 @@ class GatewayView(APIView):
         raw = _bearer(request)
         token_key = token_cache_key(raw) if raw and settings.TOKEN_CACHE_SECONDS else None
         session_key = sessions.cache_key(request.META.get("HTTP_MCP_SESSION_ID") or "")
-        found = cache.get_many([key for key in (failures.key, session_key, token_key) if key])
+        keys = [key for key in (failures.key, session_key, token_key) if key]
+        read_and_count = getattr(cache, "read_and_count", None)
+        workspace_hint = _workspace_ids.get(ctx.slug)
+        if raw and token_key and read_and_count is not None:
+            # Redis: the rate-limit hit and the catalog version travel in the same round trip. The hit is
+            # counted only when the token has a cache entry, so made-up tokens create no counters; without
+            # one it is counted after authentication, as with other caches.
+            ctx.rate_window = limits.window("gw:rate", token_format.hash_token(raw), 60)
+            version_key = catalog.version_key(workspace_hint) if workspace_hint is not None else None
+            values, ctx.rate_count = read_and_count(
+                [*keys, version_key] if version_key else keys,
+                ctx.rate_window.key,
+                60,
+                if_present=keys.index(token_key),
+            )
+            found = dict(zip(keys, values, strict=False))
+            if version_key and ctx.rate_count is not None:
+                ctx.catalog_version = values[-1]
+        else:
+            found = cache.get_many(keys)
         ctx.session_data = found.get(session_key) if session_key else None
         if int(found.get(failures.key) or 0) >= limit:
             # Not recorded: a blocked client must not be able to fill the usage log (or cost a query) at will.
@@ -294,6 +321,9 @@ class GatewayView(APIView):
             result = token_authenticate(raw=raw, workspace_slug=ctx.slug, cached=cached)
             if result.token is not None:
                 ctx.token = result.token
+                if workspace_hint != result.token.workspace_id:
+                    ctx.catalog_version = None  # read for another workspace that had this slug
+                    _workspace_ids[ctx.slug] = result.token.workspace_id
                 token_touch(result.token)
                 return None
             assert result.refusal is not None
@@ -310,9 +340,14 @@ class GatewayView(APIView):
         token = ctx.token
         assert token is not None
         limit = token.workspace.rate_limit_per_minute or settings.GATEWAY_RATE_LIMIT_DEFAULT
-        current = limits.window("gw:rate", str(token.pk), 60)
-        # The catalog version rides along in the same round trip: tools/call needs it next.
-        count, ctx.catalog_version = limits.hit(current, 60, also_get=catalog.version_key(token.workspace_id))
+        if ctx.rate_window is not None and ctx.rate_count is not None:
+            current, count = ctx.rate_window, ctx.rate_count
+        else:
+            current = limits.window("gw:rate", token.token_hash, 60)
+            # The catalog version rides along in the same round trip: tools/call needs it next.
+            count, ctx.catalog_version = limits.hit(
+                current, 60, also_get=catalog.version_key(token.workspace_id)
+            )
         ctx.headers["RateLimit-Policy"] = f'"per-token";q={limit};w=60'
         ctx.headers["RateLimit"] = f'"per-token";r={max(limit - count, 0)};t={current.reset}'
         if count <= limit:
