@@ -26,9 +26,12 @@ def _reachable() -> bool:
 @pytest.fixture
 def shared() -> Iterator[RedisCache]:
     need(_reachable(), f"Redis is not reachable at {REDIS_URL}")
-    cache = RedisCache(REDIS_URL, {"KEY_PREFIX": f"aerostack-test-{secrets.token_hex(4)}"})
-    yield cache
-    cache.clear()
+    prefix = f"aerostack-test-{secrets.token_hex(4)}"
+    yield RedisCache(REDIS_URL, {"KEY_PREFIX": prefix})
+    # Only this test's keys: cache.clear() would FLUSHDB the Redis that live servers of other tests share.
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        client.delete(key)
 
 
 def test_read_and_count_reads_every_key_and_counts_when_the_key_exists(shared: RedisCache) -> None:
