@@ -168,9 +168,18 @@ class Raw:
         }
         if self.session_id:
             headers["Mcp-Session-Id"] = self.session_id
-        self.connection.request("POST", f"/ws/{self.slug}", body=json.dumps(message), headers=headers)
-        response = self.connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        for attempt in range(2):
+            try:
+                self.connection.request("POST", f"/ws/{self.slug}", body=json.dumps(message), headers=headers)
+                response = self.connection.getresponse()
+                return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                # gunicorn closes a keep-alive connection after 2 idle seconds (a slow manage.py meanwhile),
+                # as any client must expect: reconnect once, like real clients do.
+                self.connection.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def request(self, method: str, params: dict[str, Any] | None = None) -> tuple[int, dict[str, str], bytes]:
         self.next_id += 1
