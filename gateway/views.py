@@ -130,6 +130,11 @@ class _Context:
 _workspace_ids: dict[str, int] = {}
 
 
+def _rate_window(token_hash: str) -> limits.Window:
+    """The token's current rate-limit window, keyed by its hash (known before the token is looked up)."""
+    return limits.window("gw:rate", token_hash, 60)
+
+
 def _workspace_id(slug: str) -> int | None:
     return Workspace.objects.filter(slug=slug).values_list("pk", flat=True).first()
 
@@ -296,7 +301,7 @@ class GatewayView(APIView):
             # Redis: the rate-limit hit and the catalog version travel in the same round trip. The hit is
             # counted only when the token has a cache entry, so made-up tokens create no counters; without
             # one it is counted after authentication, as with other caches.
-            ctx.rate_window = limits.window("gw:rate", token_format.hash_token(raw), 60)
+            ctx.rate_window = _rate_window(token_format.hash_token(raw))
             version_key = catalog.version_key(workspace_hint) if workspace_hint is not None else None
             values, ctx.rate_count = read_and_count(
                 [*keys, version_key] if version_key else keys,
@@ -343,7 +348,7 @@ class GatewayView(APIView):
         if ctx.rate_window is not None and ctx.rate_count is not None:
             current, count = ctx.rate_window, ctx.rate_count
         else:
-            current = limits.window("gw:rate", token.token_hash, 60)
+            current = _rate_window(token.token_hash)
             # The catalog version rides along in the same round trip: tools/call needs it next.
             count, ctx.catalog_version = limits.hit(
                 current, 60, also_get=catalog.version_key(token.workspace_id)
