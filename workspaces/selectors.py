@@ -13,7 +13,12 @@ from workspaces.models import Member
 def memberships_for(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Member]:
     if not user.is_authenticated:
         return Member.objects.none()
-    return Member.objects.filter(user_id=user.pk).select_related("workspace").order_by("workspace__name")
+    return (
+        Member.objects.current()
+        .filter(user_id=user.pk)
+        .select_related("workspace")
+        .order_by("workspace__name")
+    )
 
 
 def membership_or_404(user: AbstractBaseUser | AnonymousUser, slug: str) -> Member:
@@ -24,6 +29,10 @@ def membership_or_404(user: AbstractBaseUser | AnonymousUser, slug: str) -> Memb
     if not user.is_authenticated:
         raise Http404("No such workspace")
     try:
-        return Member.objects.select_related("workspace", "user").get(workspace__slug=slug, user_id=user.pk)
+        return (
+            Member.objects.current()
+            .select_related("workspace", "user")
+            .get(workspace__slug=slug, user_id=user.pk)
+        )
     except Member.DoesNotExist:
         raise Http404("No such workspace") from None
