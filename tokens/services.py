@@ -122,6 +122,7 @@ def token_create(
             actor=created_by,
             action="token.create",
             target=f"token:{token.pk}",
+            subject=holder.user,
             details={
                 "name": name,
                 "hint": token.hint,
@@ -313,6 +314,7 @@ def token_revoke(*, token: Token, actor: User | None, now: datetime | None = Non
                 actor=actor,
                 action="token.revoke",
                 target=f"token:{token.pk}",
+                subject=token.member.user,
                 details={"name": token.name, "hint": token.hint},
             )
     # Synchronously, before the caller hears "revoked": no node may keep serving a cached positive answer.

@@ -100,6 +100,11 @@ class AuditEvent(models.Model):
     )
     action = models.CharField(max_length=50)
     target = models.CharField(max_length=200, blank=True)
+    # The person the event is about (the token's holder, the invited, removed or promoted member), so that a
+    # member can be shown the events about themselves. Empty for events about things (servers, settings).
+    subject = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     details: models.JSONField[Any, Any] = models.JSONField(default=dict, blank=True)
 

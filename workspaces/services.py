@@ -20,10 +20,20 @@ def audit_record(
     action: str,
     target: str = "",
     details: dict[str, Any] | None = None,
+    subject: User | None = None,
 ) -> AuditEvent:
-    """Write one audit row. Call it inside the transaction of the action it records."""
+    """Write one audit row. Call it inside the transaction of the action it records.
+
+    ``action`` is ``<thing>.<verb>`` (``token.create``, ``member.remove``); ``subject`` is the person the
+    event is about, if any (members see the events whose actor or subject they are).
+    """
     return AuditEvent.objects.create(
-        workspace=workspace, actor=actor, action=action, target=target[:200], details=details or {}
+        workspace=workspace,
+        actor=actor,
+        action=action,
+        target=target[:200],
+        details=details or {},
+        subject=subject,
     )
 
 
