@@ -83,8 +83,11 @@ class Member(models.Model):
 
     @property
     def can_manage(self) -> bool:
-        """Owners and admins manage the workspace: every token, servers, members."""
-        return self.role in {self.Role.OWNER, self.Role.ADMIN}
+        """Whether this member may manage every member's tokens (owners and admins), asked of the one role
+        matrix in workspaces/permissions.py; new code asks ``allows(member, Action...)`` directly."""
+        from workspaces.permissions import Action, allows  # permissions imports this module
+
+        return allows(self, Action.TOKEN_ANY)
 
     @property
     def display_name(self) -> str:

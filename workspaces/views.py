@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from tokens.models import Token
 from workspaces.forms import WorkspaceForm
+from workspaces.permissions import Action, allows
 from workspaces.selectors import membership_or_404, memberships_for
 from workspaces.services import workspace_create
 
@@ -42,7 +43,7 @@ def workspace_detail(request: HttpRequest, slug: str) -> HttpResponse:
     member = membership_or_404(request.user, slug)
     workspace = member.workspace
     tokens = Token.objects.filter(workspace=workspace)
-    if not member.can_manage:
+    if not allows(member, Action.TOKEN_ANY):
         tokens = tokens.filter(member=member)
     context = {
         "member": member,
