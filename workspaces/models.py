@@ -131,6 +131,8 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The Activity tab reads one workspace's events newest first, a page at a time.
+        indexes = [models.Index(fields=["workspace", "-created_at", "-id"], name="audit_workspace_created")]
 
     def __str__(self) -> str:
         return f"{self.action} {self.target}"

@@ -143,3 +143,40 @@ def test_it_escapes_names(client: Client, team: Team) -> None:
     MemberFactory(workspace=team.workspace, user=UserFactory(username="<b>mallory</b>@example.com"))
     body = login(client, team.alice).get(URL).content.decode()
     assert "<b>mallory</b>" not in body and "&lt;b&gt;mallory&lt;/b&gt;@example.com" in body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_transfers_at_the_same_moment_make_one_new_owner(team: Team) -> None:
+    """The sole owner submits two transfers at once: the row lock lets one through; the other then sees
+    that its actor is an admin now and is refused (without the lock both would pass: two new owners)."""
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks (SELECT ... FOR UPDATE) are PostgreSQL's; SQLite has one writer at a time")
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def transfer(to: Member) -> None:
+        try:
+            barrier.wait(timeout=10)
+            ownership_transfer(actor=team.alice, to=to)
+            results.append("transferred")
+        except NotAllowed:
+            results.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=transfer, args=(heir,)) for heir in (team.amy, team.bob)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(results) == ["refused", "transferred"]
+    roles = _roles(team)
+    assert roles["alice"] == "admin" and sorted([roles["amy"], roles["bob"]]) in (
+        ["admin", "owner"],
+        ["member", "owner"],
+    )
+    assert AuditEvent.objects.filter(action="ownership.transfer").count() == 1

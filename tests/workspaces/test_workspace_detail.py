@@ -57,3 +57,13 @@ def test_it_counts_only_active_tokens(client: Client, team: Team) -> None:
     Token.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     body = login(client, team.alice).get(URL).content.decode()
     assert "<dt>Active tokens</dt><dd>1</dd>" in body
+
+
+def test_it_counts_only_current_members(client: Client, team: Team) -> None:
+    from django.utils import timezone
+
+    from workspaces.models import Member
+
+    Member.objects.filter(pk=team.bob.pk).update(ended_at=timezone.now())
+    body = login(client, team.alice).get(URL).content.decode()
+    assert "<dt>Members</dt><dd>2</dd>" in body
