@@ -6,6 +6,7 @@ from django import forms
 from django.conf import settings
 
 from workspaces.models import RATE_LIMIT_MAX, RATE_LIMIT_MIN, Member
+from workspaces.services import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH
 
 
 class WorkspaceForm(forms.Form):
@@ -28,26 +29,21 @@ class WorkspaceForm(forms.Form):
 
 
 class WorkspaceSettingsForm(forms.Form):
-    """Parses the Settings form; workspace_update checks the values and the actor's role."""
+    """Parses the Settings form. The rules (lengths, the rate limit's range) are workspace_update's; the
+    lengths only reach the inputs here as HTML hints."""
 
     name = forms.CharField(
-        max_length=100,
-        error_messages={
-            "required": "Give the workspace a name.",
-            "max_length": "Use at most 100 characters.",
-        },
+        error_messages={"required": "Give the workspace a name."},
+        widget=forms.TextInput(attrs={"maxlength": NAME_MAX_LENGTH}),
     )
-    description = forms.CharField(required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 3}))
+    description = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3, "maxlength": DESCRIPTION_MAX_LENGTH})
+    )
     rate_limit_per_minute = forms.IntegerField(
         required=False,
-        min_value=RATE_LIMIT_MIN,
-        max_value=RATE_LIMIT_MAX,
         label="Rate limit per token (requests per minute)",
-        error_messages={
-            "invalid": "Enter a whole number of requests, or leave it empty.",
-            "min_value": f"Enter at least {RATE_LIMIT_MIN} request per minute, or leave it empty.",
-            "max_value": f"Enter at most {RATE_LIMIT_MAX} requests per minute.",
-        },
+        error_messages={"invalid": "Enter a whole number of requests, or leave it empty."},
+        widget=forms.NumberInput(attrs={"min": RATE_LIMIT_MIN, "max": RATE_LIMIT_MAX}),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

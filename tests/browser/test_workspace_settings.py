@@ -83,7 +83,9 @@ def test_rename_limit_read_the_activity_export_and_delete(server: LiveServer, br
         page.get_by_label("Name").fill("Acme <Platform>")
         page.get_by_label("Rate limit per token (requests per minute)").fill("0")
         page.get_by_role("button", name="Save").click()
-        expect(page.locator("#id_rate_limit_per_minute_error")).to_contain_text("at least 1 request")
+        expect(page.locator("#id_rate_limit_per_minute_error")).to_contain_text(
+            "Use 1 to 1000000 requests per minute"
+        )
         page.get_by_label("Rate limit per token (requests per minute)").fill("30")
         page.get_by_role("button", name="Save").click()
         expect(page.get_by_role("status")).to_contain_text("Saved the workspace settings.")

@@ -71,11 +71,12 @@ def test_it_records_nothing_when_nothing_changed(client: Client, team: Team) -> 
     [
         ("name", "", "Give the workspace a name."),
         ("name", " x ", "Use at least 2 characters."),
-        ("name", "x" * 101, "Use at most 100 characters."),
+        ("name", "x" * 101, "Use at most 100 characters (this one has 101)."),
         ("description", "d" * 1001, "at most 1000 characters"),
-        ("rate_limit_per_minute", "0", "at least 1 request per minute"),
-        ("rate_limit_per_minute", "-5", "at least 1 request per minute"),
-        ("rate_limit_per_minute", "1000001", "at most 1000000"),
+        ("rate_limit_per_minute", "0", "Use 1 to 1000000 requests per minute"),
+        ("rate_limit_per_minute", "-5", "Use 1 to 1000000 requests per minute"),
+        ("rate_limit_per_minute", "1000001", "Use 1 to 1000000 requests per minute"),
+        ("rate_limit_per_minute", "1.5", "whole number"),
         ("rate_limit_per_minute", "ten", "whole number"),
     ],
 )
