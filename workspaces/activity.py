@@ -115,6 +115,9 @@ def _ownership_transfer(event: AuditEvent) -> str:
 _SENTENCES: dict[str, Callable[[AuditEvent], str]] = {
     "workspace.create": lambda e: "created the workspace",
     "workspace.update": _workspace_update,
+    # Never in a workspace's own log (its rows go with it; workspace_delete logs to the server log), but a
+    # log kept elsewhere, e.g. an exported copy, may be read with this module.
+    "workspace.delete": lambda e: f"deleted the workspace {_target_name(e)}",
     "ownership.transfer": _ownership_transfer,
     "server.create": lambda e: f"added server {_target_name(e)} ({_detail(e, 'url')})",
     "server.update": _server_update,

@@ -140,6 +140,13 @@ def test_every_action_has_a_readable_sentence(team: Team) -> None:
     )
 
 
+def test_a_workspace_deletion_has_a_sentence_too(team: Team) -> None:
+    event = audit_record(
+        workspace=team.workspace, actor=team.alice.user, action="workspace.delete", target="acme-tools"
+    )
+    assert activity.sentence(event) == "alice@example.com deleted the workspace acme-tools"
+
+
 def test_an_unknown_action_shows_its_raw_name(team: Team) -> None:
     event = audit_record(
         workspace=team.workspace, actor=team.alice.user, action="billing.upgrade", target="x"
