@@ -154,13 +154,13 @@ def workspace_update(
     limit they carry) from the database again before their next request (``tokens.apps``). Nothing changed:
     nothing is written and nothing recorded.
     """
-    values = {
-        "name": validate_name(name),
-        "description": validate_description(description),
-        "rate_limit_per_minute": validate_rate_limit(rate_limit_per_minute),
-    }
     with transaction.atomic():
-        workspace, fresh = _locked(actor, Action.SETTINGS)
+        workspace, fresh = _locked(actor, Action.SETTINGS)  # who may, before what they sent
+        values = {
+            "name": validate_name(name),
+            "description": validate_description(description),
+            "rate_limit_per_minute": validate_rate_limit(rate_limit_per_minute),
+        }
         changed = [field for field, value in values.items() if getattr(workspace, field) != value]
         if not changed:
             return workspace

@@ -130,6 +130,8 @@ def test_it_escapes_names(client: Client, team: Team) -> None:
 def test_the_service_checks_the_role_itself(team: Team) -> None:
     with pytest.raises(NotAllowed):
         workspace_update(actor=team.amy, name="Admin's", description="", rate_limit_per_minute=None)
+    with pytest.raises(NotAllowed):  # the role is checked before the input
+        workspace_update(actor=team.bob, name="", description="", rate_limit_per_minute=0)
     with pytest.raises(WorkspaceError) as refused:
         workspace_update(actor=team.alice, name="Acme", description="", rate_limit_per_minute=0)
     assert refused.value.field == "rate_limit_per_minute"
