@@ -11,7 +11,6 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -23,6 +22,7 @@ from gateway.forms import ServerForm
 from gateway.models import Server
 from gateway.protocol import build_tool_names
 from workspaces.models import Member
+from workspaces.permissions import Action
 from workspaces.selectors import membership_or_404
 
 SLUG_TAKEN = "Another server of this workspace already uses this slug."
@@ -33,14 +33,6 @@ def _server_or_404(member: Member, server_id: int) -> Server:
         return Server.objects.select_related("workspace").get(workspace_id=member.workspace_id, pk=server_id)
     except Server.DoesNotExist:
         raise Http404("No such server") from None
-
-
-def _manager_or_403(request: HttpRequest, slug: str) -> Member:
-    """Strangers get 404 (membership_or_404), members who may only look get 403."""
-    member = membership_or_404(request.user, slug)
-    if not member.can_manage:
-        raise PermissionDenied("Only owners and admins manage servers.")
-    return member
 
 
 def _actor(request: HttpRequest) -> User:
@@ -101,7 +93,7 @@ def server_list(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def server_new(request: HttpRequest, slug: str) -> HttpResponse:
     """Add a server, then test it once so the list shows its tools (or the exact error) right away."""
-    member = _manager_or_403(request, slug)
+    member = membership_or_404(request.user, slug, action=Action.SERVER_MANAGE)
     form = ServerForm(_bound(request), workspace=member.workspace)
     if request.method == "POST" and form.is_valid():
         try:
@@ -123,7 +115,7 @@ def server_new(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def server_edit(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:
-    member = _manager_or_403(request, slug)
+    member = membership_or_404(request.user, slug, action=Action.SERVER_MANAGE)
     server = _server_or_404(member, server_id)
     form = ServerForm(_bound(request), workspace=member.workspace, server=server)
     if request.method == "POST" and form.is_valid():
@@ -156,7 +148,7 @@ def server_detail(request: HttpRequest, slug: str, server_id: int) -> HttpRespon
 @require_POST
 def server_toggle(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:
     """An explicit target state ("1"/"0"), not a flip: a double submit cannot undo itself."""
-    member = _manager_or_403(request, slug)
+    member = membership_or_404(request.user, slug, action=Action.SERVER_MANAGE)
     server = _server_or_404(member, server_id)
     enabled = _flag(request)
     if enabled is None:
@@ -173,7 +165,7 @@ def server_toggle(request: HttpRequest, slug: str, server_id: int) -> HttpRespon
 @require_http_methods(["GET", "POST"])
 def server_delete(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:
     """GET asks for confirmation (works without JavaScript); POST deletes."""
-    member = _manager_or_403(request, slug)
+    member = membership_or_404(request.user, slug, action=Action.SERVER_MANAGE)
     server = _server_or_404(member, server_id)
     if request.method == "POST":
         services.server_delete(server=server, actor=_actor(request))
@@ -185,7 +177,7 @@ def server_delete(request: HttpRequest, slug: str, server_id: int) -> HttpRespon
 @login_required
 @require_POST
 def server_test(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:
-    member = _manager_or_403(request, slug)
+    member = membership_or_404(request.user, slug, action=Action.SERVER_MANAGE)
     server = _server_or_404(member, server_id)
     _report_test(request, server)
     return redirect("server_detail", slug=slug, server_id=server.pk)
@@ -194,7 +186,7 @@ def server_test(request: HttpRequest, slug: str, server_id: int) -> HttpResponse
 @login_required
 @require_POST
 def tool_toggle(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:
-    member = _manager_or_403(request, slug)
+    member = membership_or_404(request.user, slug, action=Action.SERVER_MANAGE)
     server = _server_or_404(member, server_id)
     tool, enabled = request.POST.get("tool", ""), _flag(request)
     if tool not in {t["name"] for t in server.tools_snapshot}:

@@ -344,7 +344,7 @@ class GatewayView(APIView):
     def _rate_limit(self, ctx: _Context, message_id: protocol.RequestId | None) -> HttpResponse | None:
         token = ctx.token
         assert token is not None
-        limit = token.workspace.rate_limit_per_minute or settings.GATEWAY_RATE_LIMIT_DEFAULT
+        limit = token.workspace.effective_rate_limit
         if ctx.rate_window is not None and ctx.rate_count is not None:
             current, count = ctx.rate_window, ctx.rate_count
         else:

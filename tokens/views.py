@@ -20,6 +20,7 @@ from tokens.forms import TokenCreateForm
 from tokens.models import Token
 from tokens.services import TokenError, token_create, token_revoke
 from workspaces.models import Member
+from workspaces.permissions import Action, allows
 from workspaces.selectors import membership_or_404
 from workspaces.views import public_base_url
 
@@ -29,7 +30,7 @@ FORM_ID_TTL = 24 * 3600
 def visible_tokens(member: Member) -> QuerySet[Token]:
     """Owners and admins see every token of the workspace; members see their own."""
     tokens = Token.objects.filter(workspace_id=member.workspace_id).select_related("member__user")
-    return tokens if member.can_manage else tokens.filter(member=member)
+    return tokens if allows(member, Action.TOKEN_ANY) else tokens.filter(member=member)
 
 
 def _token_or_404(member: Member, token_id: int) -> Token:

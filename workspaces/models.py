@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
+
+RATE_LIMIT_MIN = 1
+RATE_LIMIT_MAX = 1_000_000
 
 
 class Workspace(models.Model):
@@ -14,9 +18,14 @@ class Workspace(models.Model):
     # Part of the gateway URL that clients are configured with: generated once and never changed.
     slug = models.SlugField(max_length=50, unique=True, editable=False)
     description = models.TextField(blank=True, max_length=1000)
+    # Empty (the default): the workspace follows the server's GATEWAY_RATE_LIMIT, read on every request, so
+    # changing the setting and restarting applies to every workspace that has not chosen its own limit.
     rate_limit_per_minute = models.PositiveIntegerField(
-        default=120,
-        help_text="Requests per minute each token of this workspace may make through the gateway.",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(RATE_LIMIT_MIN), MaxValueValidator(RATE_LIMIT_MAX)],
+        help_text="Requests per minute each token of this workspace may make through the gateway; "
+        "empty follows the server's GATEWAY_RATE_LIMIT.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
@@ -31,6 +40,15 @@ class Workspace(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("workspace_detail", args=[self.slug])
+
+    @property
+    def effective_rate_limit(self) -> int:
+        """Requests per minute per token: the workspace's own limit, else the server's GATEWAY_RATE_LIMIT."""
+        return self.rate_limit_per_minute or settings.GATEWAY_RATE_LIMIT_DEFAULT
+
+    @property
+    def follows_server_rate_limit(self) -> bool:
+        return self.rate_limit_per_minute is None
 
     @property
     def gateway_path(self) -> str:
@@ -83,8 +101,11 @@ class Member(models.Model):
 
     @property
     def can_manage(self) -> bool:
-        """Owners and admins manage the workspace: every token, servers, members."""
-        return self.role in {self.Role.OWNER, self.Role.ADMIN}
+        """Whether this member may manage every member's tokens (owners and admins), asked of the one role
+        matrix in workspaces/permissions.py; new code asks ``allows(member, Action...)`` directly."""
+        from workspaces.permissions import Action, allows  # permissions imports this module
+
+        return allows(self, Action.TOKEN_ANY)
 
     @property
     def display_name(self) -> str:
@@ -110,6 +131,8 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The Activity tab reads one workspace's events newest first, a page at a time.
+        indexes = [models.Index(fields=["workspace", "-created_at", "-id"], name="audit_workspace_created")]
 
     def __str__(self) -> str:
         return f"{self.action} {self.target}"

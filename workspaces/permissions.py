@@ -64,3 +64,37 @@ def allows(member: Member, action: Action) -> bool:
 def require(member: Member, action: Action) -> None:
     if not allows(member, action):
         raise NotAllowed(f"Your role ({member.get_role_display()}) does not allow this.")
+
+
+# What each action covers, in the words README's permission matrix uses (``matrix_markdown``).
+DESCRIPTIONS: dict[Action, str] = {
+    Action.VIEW: "See the workspace, its gateway URL, servers and tools; open every tab but Settings",
+    Action.TOKEN_OWN: "Create, list and revoke one's own tokens",
+    Action.TOKEN_ANY: "See and revoke every member's tokens; create a token for another member",
+    Action.SERVER_MANAGE: "Add, edit, enable/disable, test and delete servers; switch tools on and off",
+    Action.MEMBER_INVITE: "Invite members; re-send and revoke invites",
+    Action.MEMBER_MANAGE: "Remove members and change roles (an owner only by an owner)",
+    Action.AUDIT_ALL: "Read and export the whole activity log (others: the events by or about them)",
+    Action.USAGE_ALL: "See everyone's usage (everyone else: their own)",
+    Action.SETTINGS: "Rename the workspace, change its description and per-token rate limit",
+    Action.WORKSPACE_DELETE: "Delete the workspace (typing its name)",
+    Action.OWNERSHIP_TRANSFER: "Hand ownership to another member (and become an admin)",
+    Action.LEAVE: "Leave the workspace (never its last owner)",
+}
+
+
+def matrix_markdown() -> str:
+    """The permission matrix as README shows it, built from ``MATRIX`` alone (tests compare the two).
+
+    To refresh README: ``.venv/bin/python manage.py shell -c "from workspaces.permissions import
+    matrix_markdown; print(matrix_markdown(), end='')"``.
+    """
+    roles = [OWNER, ADMIN, MEMBER]
+    lines = [
+        "| Action | What it allows | " + " | ".join(Member.Role(role).label for role in roles) + " |",
+        "|---|---|" + "---|" * len(roles),
+    ]
+    for action in Action:
+        marks = " | ".join("yes" if role in MATRIX[action] else "—" for role in roles)
+        lines.append(f"| `{action.value}` | {DESCRIPTIONS[action]} | {marks} |")
+    return "\n".join(lines) + "\n"

@@ -152,3 +152,58 @@ def test_a_tool_switched_off_on_one_node_disappears_on_the_other(cluster: Cluste
     )
     names = [tool["name"] for tool in json.loads(on_b.request("tools/list")[2])["result"]["tools"]]
     assert "py__echo" not in names and "py__add" in names
+
+
+TEAM_SETUP = """
+import json
+from django.contrib.auth.models import User
+from workspaces.services import workspace_create
+from tokens.services import token_create
+owner = User.objects.get(username="owner@example.com")
+ws = workspace_create(name="{name}", owner=owner)
+raw = token_create(workspace=ws, holder=ws.members.get(), name="t", expires_in=None, created_by=owner).raw
+print(json.dumps({{"slug": ws.slug, "token": raw}}))
+"""
+AS_OWNER = (
+    "from workspaces.models import Member\n"
+    "owner = Member.objects.current().get(workspace__slug='{slug}', user__username='owner@example.com')\n"
+)
+
+
+def _team_workspace(cluster: Cluster, name: str) -> tuple[str, str]:
+    data = json.loads(cluster.a.manage("shell", "-c", TEAM_SETUP.format(name=name)).strip().splitlines()[-1])
+    return data["slug"], data["token"]
+
+
+def test_a_rate_limit_set_on_one_node_applies_on_the_other_at_once(cluster: Cluster) -> None:
+    slug, token = _team_workspace(cluster, "Limited Team")
+    on_b = Raw(cluster.b.port, slug, token)
+    on_b.initialize()  # 2 requests; the token (with its workspace's limit) is now cached in Redis
+    cluster.a.manage(
+        "shell",
+        "-c",
+        AS_OWNER.format(slug=slug)
+        + "from workspaces.services import workspace_update\n"
+        + "workspace_update(actor=owner, name='Limited Team', description='', rate_limit_per_minute=4)",
+    )
+    # The policy header shows the limit each request was counted against (a window may turn meanwhile).
+    status, headers, _ = on_b.request("ping")
+    assert status == 200 and headers["ratelimit-policy"] == '"per-token";q=4;w=60'
+    statuses = [on_b.request("ping")[0] for _ in range(4)]
+    assert 429 in statuses and statuses.index(429) <= 3
+
+
+def test_a_deleted_workspaces_tokens_get_401_on_every_node(cluster: Cluster) -> None:
+    slug, token = _team_workspace(cluster, "Doomed Team")
+    on_a = Raw(cluster.a.port, slug, token)
+    on_a.initialize()
+    on_b = on_a.on(cluster.b.port)
+    assert on_a.request("ping")[0] == 200 and on_b.request("ping")[0] == 200  # cached on both nodes' paths
+    cluster.a.manage(
+        "shell",
+        "-c",
+        AS_OWNER.format(slug=slug)
+        + "from workspaces.services import workspace_delete\n"
+        + "workspace_delete(actor=owner, confirm_name='Doomed Team')",
+    )
+    assert on_b.request("ping")[0] == 401 and on_a.request("ping")[0] == 401

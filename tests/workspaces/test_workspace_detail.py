@@ -57,3 +57,26 @@ def test_it_counts_only_active_tokens(client: Client, team: Team) -> None:
     Token.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     body = login(client, team.alice).get(URL).content.decode()
     assert "<dt>Active tokens</dt><dd>1</dd>" in body
+
+
+def test_it_counts_only_current_members(client: Client, team: Team) -> None:
+    from django.utils import timezone
+
+    from workspaces.models import Member
+
+    Member.objects.filter(pk=team.bob.pk).update(ended_at=timezone.now())
+    body = login(client, team.alice).get(URL).content.decode()
+    assert "<dt>Members</dt><dd>2</dd>" in body
+
+
+def test_it_shows_the_rate_limit_that_applies(client: Client, team: Team, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.GATEWAY_RATE_LIMIT_DEFAULT = 90
+    login(client, team.bob)
+    assert (
+        '90 requests / minute / token <span class="muted small">(server default)</span>'
+        in client.get(URL).content.decode()
+    )
+    team.workspace.rate_limit_per_minute = 15
+    team.workspace.save()
+    body = client.get(URL).content.decode()
+    assert "15 requests / minute / token</dd>" in body and "server default" not in body
