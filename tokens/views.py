@@ -20,6 +20,7 @@ from tokens.forms import TokenCreateForm
 from tokens.models import Token
 from tokens.services import TokenError, token_create, token_revoke
 from workspaces.models import Member
+from workspaces.permissions import Action, allows
 from workspaces.selectors import membership_or_404
 from workspaces.views import public_base_url
 
@@ -27,9 +28,19 @@ FORM_ID_TTL = 24 * 3600
 
 
 def visible_tokens(member: Member) -> QuerySet[Token]:
-    """Owners and admins see every token of the workspace; members see their own."""
+    """Owners and admins see every token of the workspace (of removed members too); members see their own."""
     tokens = Token.objects.filter(workspace_id=member.workspace_id).select_related("member__user")
-    return tokens if member.can_manage else tokens.filter(member=member)
+    return tokens if allows(member, Action.TOKEN_ANY) else tokens.filter(member=member)
+
+
+def _holders(member: Member) -> list[Member]:
+    """Every membership, current or ended, that holds a token here: the choices of the holder filter."""
+    return list(
+        Member.objects.filter(workspace_id=member.workspace_id, tokens__isnull=False)
+        .select_related("user")
+        .distinct()
+        .order_by("user__username", "created_at")
+    )
 
 
 def _token_or_404(member: Member, token_id: int) -> Token:
@@ -44,8 +55,20 @@ def _token_or_404(member: Member, token_id: int) -> Token:
 def token_list(request: HttpRequest, slug: str) -> HttpResponse:
     member = membership_or_404(request.user, slug)
     now = timezone.now()
-    rows = [(token, token.status_at(now)) for token in visible_tokens(member)]
-    context = {"member": member, "workspace": member.workspace, "tab": "tokens", "rows": rows}
+    tokens = visible_tokens(member)
+    holders = _holders(member) if allows(member, Action.TOKEN_ANY) else []
+    holder_id = request.GET.get("holder", "")
+    selected = next((holder for holder in holders if str(holder.pk) == holder_id), None)
+    if selected is not None:
+        tokens = tokens.filter(member=selected)
+    context = {
+        "member": member,
+        "workspace": member.workspace,
+        "tab": "tokens",
+        "rows": [(token, token.status_at(now)) for token in tokens],
+        "holders": holders,
+        "selected_holder": selected,
+    }
     return render(request, "tokens/list.html", context)
 
 
