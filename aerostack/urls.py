@@ -33,5 +33,7 @@ urlpatterns = [
     path("workspaces/", include("workspaces.urls")),
     path("workspaces/<slug:slug>/tokens/", include("tokens.urls")),
     path("workspaces/<slug:slug>/servers/", include("gateway.dashboard_urls")),
+    path("workspaces/<slug:slug>/members/", include("workspaces.member_urls")),
+    path("invites/", include("workspaces.invite_urls")),
     path("", include("gateway.urls")),
 ]

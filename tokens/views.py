@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from tokens.clients import client_snippets, gateway_url, mcp_json
 from tokens.forms import TokenCreateForm
 from tokens.models import Token
-from tokens.services import TokenError, token_create, token_revoke
+from tokens.services import CreatedToken, TokenError, token_create, token_revoke
 from workspaces.models import Member
 from workspaces.permissions import Action, allows
 from workspaces.selectors import membership_or_404
@@ -48,6 +48,30 @@ def _token_or_404(member: Member, token_id: int) -> Token:
         return visible_tokens(member).select_related("workspace").get(pk=token_id)
     except Token.DoesNotExist:
         raise Http404("No such token") from None
+
+
+def render_created_token(
+    request: HttpRequest, *, member: Member, created: CreatedToken, joined: bool = False
+) -> HttpResponse:
+    """The show-once page of a new token: the raw value, ``mcp_json`` and the connect snippets.
+
+    Also what a new member sees after accepting an invite (``joined``). Callers are ``never_cache`` views;
+    the raw value is in this response only.
+    """
+    workspace = member.workspace
+    base_url = public_base_url(request)
+    context = {
+        "member": member,
+        "workspace": workspace,
+        "tab": "tokens",
+        "joined": joined,
+        "token": created.token,
+        "raw_token": created.raw,
+        "gateway_url": gateway_url(workspace, base_url),
+        "mcp_json": json.dumps(mcp_json(workspace, created.raw, base_url), indent=2),
+        "snippets": client_snippets(workspace, created.raw, base_url),
+    }
+    return render(request, "tokens/created.html", context)
 
 
 @login_required
@@ -112,18 +136,7 @@ def token_new(request: HttpRequest, slug: str) -> HttpResponse:
         except TokenError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
-            base_url = public_base_url(request)
-            context = {
-                "member": member,
-                "workspace": workspace,
-                "tab": "tokens",
-                "token": created.token,
-                "raw_token": created.raw,
-                "gateway_url": gateway_url(workspace, base_url),
-                "mcp_json": json.dumps(mcp_json(workspace, created.raw, base_url), indent=2),
-                "snippets": client_snippets(workspace, created.raw, base_url),
-            }
-            return render(request, "tokens/created.html", context)
+            return render_created_token(request, member=member, created=created)
     return render(
         request,
         "tokens/new.html",

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django import forms
 
+from workspaces.models import Invite, Member
+
 
 class WorkspaceForm(forms.Form):
     name = forms.CharField(
@@ -20,3 +22,19 @@ class WorkspaceForm(forms.Form):
         if len(name) < 2:
             raise forms.ValidationError("Use at least 2 characters.")
         return name
+
+
+class InviteForm(forms.Form):
+    """Parses the invite form; member_invite decides whether the address may be invited."""
+
+    email = forms.CharField(
+        max_length=254,
+        label="Email",
+        error_messages={"required": "Enter the email address to invite."},
+        widget=forms.EmailInput(attrs={"placeholder": "bob@example.com", "autocomplete": "off"}),
+    )
+    role = forms.ChoiceField(choices=Invite.Role.choices, initial=Invite.Role.MEMBER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Member.Role.choices)
