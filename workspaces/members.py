@@ -6,6 +6,7 @@ quota) is in workspaces/services.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -25,7 +26,13 @@ from tokens.views import render_created_token
 from workspaces.forms import InviteForm, RoleForm
 from workspaces.models import Invite, Member
 from workspaces.permissions import Action, allows, require
-from workspaces.selectors import invite_by_secret_hash, member_rows, membership_or_404, open_invites
+from workspaces.selectors import (
+    MemberRow,
+    invite_by_secret_hash,
+    member_rows,
+    membership_or_404,
+    open_invites,
+)
 from workspaces.services import (
     InviteRefusal,
     InviteRefused,
@@ -49,20 +56,50 @@ INVITE_SESSION_KEY = "invite_secret_hash"
 INVITE_SECRET_MAX_LENGTH = 128
 
 
+@dataclass(frozen=True)
+class _Line:
+    """A Members tab row with what the viewer may do to it, decided here rather than in template tags
+    (at 200 members the template's per-row work is most of the page's time)."""
+
+    row: MemberRow
+    is_you: bool
+    controls: bool  # role select and Remove: services decide for good, this only hides what would be refused
+    remove_url: str
+    role_url: str
+
+
+def _lines(member: Member, rows: list[MemberRow]) -> list[_Line]:
+    may_manage = allows(member, Action.MEMBER_MANAGE)
+    is_owner = member.role == Member.Role.OWNER
+    base = reverse("member_list", args=[member.workspace.slug])
+    return [
+        _Line(
+            row=row,
+            is_you=row.member.pk == member.pk,
+            controls=may_manage
+            and row.member.pk != member.pk
+            and (is_owner or row.member.role != Member.Role.OWNER),
+            remove_url=f"{base}{row.member.pk}/remove/",
+            role_url=f"{base}{row.member.pk}/role/",
+        )
+        for row in rows
+    ]
+
+
 def _page(
     request: HttpRequest, member: Member, *, invite_form: InviteForm | None = None, status: int = 200
 ) -> HttpResponse:
     workspace = member.workspace
     may_invite = allows(member, Action.MEMBER_INVITE)
+    is_owner = member.role == Member.Role.OWNER
     context: dict[str, Any] = {
         "member": member,
         "workspace": workspace,
         "tab": "members",
-        "rows": member_rows(workspace),
+        "lines": _lines(member, member_rows(workspace)),
         "may_invite": may_invite,
         "may_manage": allows(member, Action.MEMBER_MANAGE),
-        "is_owner": member.role == Member.Role.OWNER,
-        "roles": Member.Role.choices,
+        "roles": [choice for choice in Member.Role.choices if is_owner or choice[0] != Member.Role.OWNER],
         "now": timezone.now(),
     }
     if may_invite:
