@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from tokens.views import render_created_token
 from workspaces.forms import InviteForm, RoleForm
 from workspaces.models import Invite, Member
-from workspaces.permissions import Action, allows, require
+from workspaces.permissions import Action, NotAllowed, allows, require
 from workspaces.selectors import (
     MemberRow,
     invite_by_secret_hash,
@@ -43,6 +43,7 @@ from workspaces.services import (
     invite_resend,
     invite_revoke,
     invite_secret_hash,
+    may_manage_member,
     member_invite,
     member_leave,
     member_remove,
@@ -69,16 +70,12 @@ class _Line:
 
 
 def _lines(member: Member, rows: list[MemberRow]) -> list[_Line]:
-    may_manage = allows(member, Action.MEMBER_MANAGE)
-    is_owner = member.role == Member.Role.OWNER
     base = reverse("member_list", args=[member.workspace.slug])
     return [
         _Line(
             row=row,
             is_you=row.member.pk == member.pk,
-            controls=may_manage
-            and row.member.pk != member.pk
-            and (is_owner or row.member.role != Member.Role.OWNER),
+            controls=row.member.pk != member.pk and may_manage_member(actor=member, member=row.member),
             remove_url=f"{base}{row.member.pk}/remove/",
             role_url=f"{base}{row.member.pk}/role/",
         )
@@ -207,6 +204,8 @@ def member_remove_view(request: HttpRequest, slug: str, member_id: int) -> HttpR
     member = membership_or_404(request.user, slug)
     require(member, Action.MEMBER_MANAGE)
     target = _current_member_or_404(member, member_id)
+    if not may_manage_member(actor=member, member=target):
+        raise NotAllowed("Only an owner can remove an owner.")
     if request.method == "POST":
         try:
             member_remove(actor=member, member=target)
@@ -331,7 +330,7 @@ def invite_accept_view(request: HttpRequest) -> HttpResponse:
         request.session.pop(INVITE_SESSION_KEY, None)
         return render_created_token(request, member=joined.member, created=joined.token, joined=True)
     invite = invite_by_secret_hash(secret_hash)
-    refusal = invite_refusal(invite, user, timezone.now())
+    refusal = invite_refusal(invite=invite, user=user, now=timezone.now())
     if request.method == "POST" and refusal is None:
         return redirect(_invite_page_login_url())  # anonymous POST: log in first
     return _invite_page(request, invite, refusal)

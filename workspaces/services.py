@@ -21,7 +21,7 @@ from django.utils.text import slugify
 
 from aerostack.mail import send_mail
 from workspaces.models import AuditEvent, Invite, Member, Workspace
-from workspaces.permissions import Action, NotAllowed, require
+from workspaces.permissions import Action, NotAllowed, allows, require
 
 if TYPE_CHECKING:
     from tokens.services import CreatedToken
@@ -315,7 +315,7 @@ def invite_revoke(*, actor: Member, invite: Invite, now: datetime | None = None)
     return invite
 
 
-def invite_refusal(invite: Invite | None, user: User | None, now: datetime) -> InviteRefusal | None:
+def invite_refusal(*, invite: Invite | None, user: User | None, now: datetime) -> InviteRefusal | None:
     """Why ``user`` (None: not logged in) cannot accept ``invite`` now, or None when they can.
 
     The invite's own state comes first: an expired link says "expired" to anyone who opens it.
@@ -352,7 +352,7 @@ def invite_accept(*, secret_hash: str, user: User, now: datetime | None = None) 
     with transaction.atomic():
         workspace = _lock_workspace(found.workspace_id)
         invite = Invite.objects.select_for_update().select_related("workspace").get(pk=found.pk)
-        refusal = invite_refusal(invite, user, now)
+        refusal = invite_refusal(invite=invite, user=user, now=now)
         if refusal is not None:
             raise InviteRefused(refusal, invite)
         member = Member.objects.create(workspace=workspace, user=user, role=invite.role)
@@ -421,6 +421,14 @@ def _refuse_last_owner(workspace: Workspace, member: Member, what: str) -> None:
         )
 
 
+def may_manage_member(*, actor: Member, member: Member) -> bool:
+    """Whether ``actor`` may remove ``member`` or change their role: managers may, but only owners touch
+    owners. The services enforce it; the Members tab asks it to show only controls that would work."""
+    if not allows(actor, Action.MEMBER_MANAGE):
+        return False
+    return member.role != Member.Role.OWNER or actor.role == Member.Role.OWNER
+
+
 def member_remove(*, actor: Member, member: Member, now: datetime | None = None) -> Member:
     """Remove ``member`` from the workspace: the membership ends and every token it held is revoked.
 
@@ -436,7 +444,7 @@ def member_remove(*, actor: Member, member: Member, now: datetime | None = None)
         member = _reread_target(member)
         if member.pk == actor.pk:
             raise MemberError(None, "To remove yourself, leave the workspace.")
-        if member.role == Member.Role.OWNER and actor.role != Member.Role.OWNER:
+        if not may_manage_member(actor=actor, member=member):
             raise NotAllowed("Only an owner can remove an owner.")
         _refuse_last_owner(workspace, member, "be removed")
         _end_membership(workspace=workspace, member=member, actor=actor.user, action="member.remove", now=now)
@@ -473,7 +481,9 @@ def member_set_role(*, actor: Member, member: Member, role: str) -> Member:
         member = _reread_target(member)
         if member.role == role:
             return member
-        if Member.Role.OWNER in (member.role, role) and actor.role != Member.Role.OWNER:
+        if not may_manage_member(actor=actor, member=member) or (
+            role == Member.Role.OWNER and actor.role != Member.Role.OWNER
+        ):
             raise NotAllowed("Only an owner can make someone an owner or change an owner's role.")
         _refuse_last_owner(workspace, member, "be demoted")
         previous = member.role

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from tokens.models import Token
 from workspaces.forms import WorkspaceForm
+from workspaces.models import Member
 from workspaces.selectors import membership_or_404, memberships_for
 from workspaces.services import workspace_create
 
@@ -52,6 +53,6 @@ def workspace_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "token_count": tokens.filter(revoked_at__isnull=True)
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
         .count(),
-        "member_count": workspace.members.count(),
+        "member_count": Member.objects.current().filter(workspace=workspace).count(),
     }
     return render(request, "workspaces/detail.html", context)

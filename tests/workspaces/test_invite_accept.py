@@ -270,3 +270,16 @@ def test_the_secret_is_nowhere_after_the_flow(client: Client, team: Team, caplog
     assert raw.group(0) not in database
     assert secret not in caplog.text and raw.group(0) not in caplog.text
     assert len(mail.outbox) == 1
+
+
+def test_the_invite_page_escapes_names(client: Client, team: Team) -> None:
+    from workspaces.models import Workspace
+
+    Workspace.objects.filter(pk=team.workspace.pk).update(name="<script>alert(1)</script>")
+    User = type(team.alice.user)
+    User.objects.filter(pk=team.alice.user.pk).update(username="<b>alice</b>@example.com")
+    team.alice.refresh_from_db()
+    _open(client, _invite(team))
+    body = client.get(ACCEPT).content.decode()
+    assert "<script>alert(1)" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "<b>alice</b>" not in body and "&lt;b&gt;alice&lt;/b&gt;@example.com invited" in body

@@ -141,3 +141,17 @@ def test_it_needs_csrf(csrf_client: Client, team: Team) -> None:
 
 def test_it_rejects_other_methods(client: Client, team: Team) -> None:
     assert login(client, team.alice).put(_url(team.bob)).status_code == 405
+
+
+def test_admins_get_403_on_an_owners_remove_page(client: Client, team: Team) -> None:
+    login(client, team.amy)
+    assert client.get(_url(team.alice)).status_code == 403
+    assert client.post(_url(team.alice)).status_code == 403
+    assert Member.objects.get(pk=team.alice.pk).is_current
+
+
+def test_the_overview_counts_current_members_only(client: Client, team: Team) -> None:
+    login(client, team.alice)
+    assert "<dt>Members</dt><dd>3</dd>" in client.get("/workspaces/acme-tools/").content.decode()
+    member_remove(actor=team.alice, member=team.bob)
+    assert "<dt>Members</dt><dd>2</dd>" in client.get("/workspaces/acme-tools/").content.decode()
