@@ -43,6 +43,7 @@ from workspaces.services import (
     invite_resend,
     invite_revoke,
     invite_secret_hash,
+    is_last_owner,
     may_manage_member,
     member_invite,
     member_leave,
@@ -263,6 +264,7 @@ def member_leave_view(request: HttpRequest, slug: str) -> HttpResponse:
         "workspace": member.workspace,
         "tab": "members",
         "active_tokens": member.tokens.filter(revoked_at__isnull=True).count(),
+        "last_owner": is_last_owner(member),
     }
     return render(request, "workspaces/member_leave_confirm.html", context)
 

@@ -413,6 +413,10 @@ def _end_membership(*, workspace: Workspace, member: Member, actor: User, action
     )
 
 
+def is_last_owner(member: Member) -> bool:
+    return member.role == Member.Role.OWNER and _owner_count(member.workspace) <= 1
+
+
 def _refuse_last_owner(workspace: Workspace, member: Member, what: str) -> None:
     if member.role == Member.Role.OWNER and _owner_count(workspace) <= 1:
         raise MemberError(

@@ -61,3 +61,10 @@ def test_it_needs_csrf(csrf_client: Client, team: Team) -> None:
     login(csrf_client, team.bob)
     assert csrf_client.post(URL).status_code == 403
     assert Member.objects.get(pk=team.bob.pk).is_current
+
+
+def test_the_last_owner_is_told_before_trying(client: Client, team: Team) -> None:
+    body = login(client, team.alice).get(URL).content.decode()
+    assert "You are the last owner of Acme Tools" in body and 'type="submit" class="danger"' not in body
+    body = login(Client(), team.amy).get(URL).content.decode()
+    assert "last owner" not in body and "Leave workspace</button>" in body
