@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import get_usage
@@ -23,6 +24,8 @@ from django_ratelimit.core import get_usage
 from aerostack.mail import send_mail
 from aerostack.net import client_ip_key
 from aerostack.views import ratelimited
+from workspaces.selectors import invite_in_session
+from workspaces.services import invite_refusal
 
 User = get_user_model()
 
@@ -40,8 +43,17 @@ class SignupForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
 
+    def __init__(self, *args: Any, invited_email: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.invited_email = invited_email
+
     def clean_email(self) -> str:
         email = str(self.cleaned_data["email"]).strip().lower()
+        if self.invited_email is not None and email != self.invited_email:
+            raise ValidationError(
+                "Sign-up is by invitation only: use the address the invite was sent to, "
+                f"{self.invited_email}."
+            )
         if User.objects.filter(username__iexact=email).exists():
             raise ValidationError("An account with this email already exists. Log in instead.")
         return email
@@ -72,8 +84,13 @@ class EmailAuthenticationForm(AuthenticationForm):
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
+    """Sign up. With ``SIGNUP_OPEN=false`` only the holder of a valid invite may, with the invited address."""
+    invited_email = None
     if not settings.SIGNUP_OPEN:
-        raise Http404("Sign-ups are closed")
+        invite = invite_in_session(request.session)
+        if invite is None or invite_refusal(invite=invite, user=None, now=timezone.now()) is not None:
+            raise Http404("Sign-ups are closed")
+        invited_email = invite.email
     # ``next`` continues a flow after sign-up (an invite); ``email`` pre-fills the address it was sent to.
     next_url = request.POST.get("next") or request.GET.get("next") or ""
     if not url_has_allowed_host_and_scheme(
@@ -82,7 +99,11 @@ def signup(request: HttpRequest) -> HttpResponse:
         next_url = ""
     if request.user.is_authenticated:
         return redirect(next_url or "workspace_list")
-    form = SignupForm(request.POST or None, initial={"email": request.GET.get("email", "")[:150]})
+    form = SignupForm(
+        request.POST or None,
+        initial={"email": invited_email or request.GET.get("email", "")[:150]},
+        invited_email=invited_email,
+    )
     if request.method == "POST" and form.is_valid():
         email = form.cleaned_data["email"]
         user = User.objects.create_user(username=email, email=email, password=form.cleaned_data["password1"])

@@ -27,6 +27,7 @@ from workspaces.forms import InviteForm, RoleForm
 from workspaces.models import Invite, Member
 from workspaces.permissions import Action, NotAllowed, allows, require
 from workspaces.selectors import (
+    INVITE_SESSION_KEY,
     MemberRow,
     invite_by_secret_hash,
     member_rows,
@@ -52,9 +53,6 @@ from workspaces.services import (
 )
 from workspaces.views import public_base_url
 
-# The invite being looked at, by the hash of its secret: the link's secret itself is never kept (the
-# session is a database row), and the follow-up pages have no secret in their URL (access logs, Referer).
-INVITE_SESSION_KEY = "invite_secret_hash"
 INVITE_SECRET_MAX_LENGTH = 128
 
 

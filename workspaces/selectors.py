@@ -106,6 +106,16 @@ def open_invites(workspace: Workspace) -> QuerySet[Invite]:
     return Invite.objects.open().filter(workspace=workspace).select_related("invited_by")
 
 
+# The invite being looked at, by the hash of its secret: the link's secret itself is never kept (the
+# session is a database row), and the follow-up pages have no secret in their URL (access logs, Referer).
+INVITE_SESSION_KEY = "invite_secret_hash"
+
+
+def invite_in_session(session: Any) -> Invite | None:
+    """The invite whose link was opened in this browser session, if any (in whatever state it is)."""
+    return invite_by_secret_hash(session.get(INVITE_SESSION_KEY))
+
+
 def invite_by_secret_hash(secret_hash: str | None) -> Invite | None:
     if not secret_hash:
         return None

@@ -283,3 +283,39 @@ def test_the_invite_page_escapes_names(client: Client, team: Team) -> None:
     body = client.get(ACCEPT).content.decode()
     assert "<script>alert(1)" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert "<b>alice</b>" not in body and "&lt;b&gt;alice&lt;/b&gt;@example.com invited" in body
+
+
+def test_invitees_may_sign_up_when_public_sign_up_is_closed(client: Client, team: Team, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SIGNUP_OPEN = False
+    assert client.get("/accounts/signup/").status_code == 404  # no invite in hand: closed
+    _open(client, _invite(team))
+    body = client.get(ACCEPT).content.decode()
+    assert "Sign up as dora@example.com" in body
+    form = client.get("/accounts/signup/?next=/invites/accept/")
+    assert form.status_code == 200 and 'value="dora@example.com"' in form.content.decode()
+    other = client.post(
+        "/accounts/signup/",
+        {"email": "eve@example.com", "password1": "Zebra-Lantern-42", "password2": "Zebra-Lantern-42"},
+    )
+    assert other.status_code == 400 and "by invitation only" in other.content.decode()
+    response = client.post(
+        "/accounts/signup/",
+        {
+            "email": "dora@example.com",
+            "password1": "Zebra-Lantern-42",
+            "password2": "Zebra-Lantern-42",
+            "next": ACCEPT,
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == ACCEPT
+    assert RAW.search(client.post(ACCEPT).content.decode())
+    # The invite is used up: sign-up is closed again for this browser.
+    client.logout()
+    assert client.get("/accounts/signup/").status_code == 404
+
+
+def test_a_closed_sign_up_stays_closed_for_an_expired_invite(client: Client, team: Team, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SIGNUP_OPEN = False
+    _open(client, _invite(team))
+    Invite.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert client.get("/accounts/signup/").status_code == 404
