@@ -290,9 +290,7 @@ def _invite_page_login_url() -> str:
     return reverse("login") + "?" + urlencode({"next": reverse("invite_accept")})
 
 
-def _invite_page(
-    request: HttpRequest, invite: Invite | None, refusal: InviteRefusal | None, status: int | None = None
-) -> HttpResponse:
+def _invite_page(request: HttpRequest, invite: Invite | None, refusal: InviteRefusal | None) -> HttpResponse:
     next_url = reverse("invite_accept")
     context = {
         "invite": invite,
@@ -308,8 +306,7 @@ def _invite_page(
             and invite.member.user_id == request.user.pk
         ),
     }
-    if status is None:
-        status = _REFUSAL_STATUS[refusal] if refusal else 200
+    status = _REFUSAL_STATUS[refusal] if refusal else 200
     return render(request, "workspaces/invite.html", context, status=status)
 
 
