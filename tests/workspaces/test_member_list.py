@@ -182,7 +182,10 @@ def test_it_escapes_names_emails_and_roles(client: Client, team: Team) -> None:
     owner = MemberFactory(
         workspace=hostile, user=UserFactory(username="<b>owner</b>@example.com"), role="owner"
     )
-    MemberFactory(workspace=hostile, user=UserFactory(username="<img src=x onerror=alert(1)>@example.com"))
+    img = MemberFactory(
+        workspace=hostile, user=UserFactory(username="<img src=x onerror=alert(1)>@example.com")
+    )
+    make_token(img, name="<svg onload=alert(2)>")
     # A role value that is not one of the choices (a tampered row) is shown as text too.
     odd = MemberFactory(workspace=hostile, user=UserFactory(username="odd@example.com"))
     Member.objects.filter(pk=odd.pk).update(role="<i>x</i>")  # fits max_length=10
@@ -195,6 +198,18 @@ def test_it_escapes_names_emails_and_roles(client: Client, team: Team) -> None:
         and "&lt;b&gt;owner&lt;/b&gt;@example.com" in body
     )
     assert "&lt;img src=x onerror=alert(1)&gt;@example.com" in body and "&lt;i&gt;x&lt;/i&gt;" in body
+    # The confirmation page, the Tokens tab (holder column and filter) and the Overview too.
+    for path in (
+        f"/workspaces/hostile/members/{img.pk}/remove/",
+        "/workspaces/hostile/tokens/",
+        "/workspaces/hostile/",
+    ):
+        page = client.get(path).content.decode()
+        assert "<img src=x" not in page and "<svg" not in page and "<script>alert" not in page, path
+    assert (
+        "&lt;img src=x onerror=alert(1)&gt;@example.com"
+        in client.get("/workspaces/hostile/tokens/").content.decode()
+    )
     # The invite email of a workspace with markup in its name: escaped in HTML, verbatim in plain text.
     message = mail.outbox[-1]
     html = str(message.alternatives[0][0])  # type: ignore[attr-defined]
