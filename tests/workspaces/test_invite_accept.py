@@ -319,3 +319,19 @@ def test_a_closed_sign_up_stays_closed_for_an_expired_invite(client: Client, tea
     _open(client, _invite(team))
     Invite.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     assert client.get("/accounts/signup/").status_code == 404
+
+
+def test_accepting_needs_csrf(csrf_client: Client, team: Team) -> None:
+    UserFactory(username="dora@example.com")
+    link = _invite(team)
+    assert csrf_client.login(username="dora@example.com", password=PASSWORD)
+    _open(csrf_client, link)
+    assert csrf_client.post(ACCEPT).status_code == 403
+    assert csrf_client.post("/invites/switch-account/").status_code == 403
+    assert not Member.objects.filter(user__username="dora@example.com").exists()
+
+
+def test_the_link_answers_only_get(client: Client, team: Team) -> None:
+    link = _invite(team)
+    assert client.post(link).status_code == 405
+    assert client.get("/invites/switch-account/").status_code == 405
