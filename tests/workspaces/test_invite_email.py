@@ -59,4 +59,7 @@ def test_the_console_backend_is_the_default(team: Team, capsys, settings) -> Non
     settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
     member_invite(actor=team.alice, email="dora@example.com", role="member", base_url="http://127.0.0.1:8000")
     printed = capsys.readouterr().out
-    assert "To: dora@example.com" in printed and "http://127.0.0.1:8000/invites/" in printed
+    secret = Invite.objects.get().secret_hash  # only the hash is stored: find the link by its shape
+    link = re.search(r"http://127\.0\.0\.1:8000/invites/([A-Za-z0-9_-]{43})/\n", printed)
+    assert "To: dora@example.com" in printed and link, printed  # on one line: copyable from `make run`
+    assert invite_secret_hash(link.group(1)) == secret
