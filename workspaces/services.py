@@ -93,7 +93,6 @@ def workspace_create(*, name: str, description: str = "", owner: User) -> Worksp
 # is refused, so a workspace can never be left without an owner.
 
 INVITE_SECRET_BYTES = 32
-INVITE_SECRET_MAX_LENGTH = 64  # token_urlsafe(32) is 43 characters; anything much longer is not ours
 PERSONAL_TOKEN_NAME = "Personal token"  # noqa: S105 (a token's display name, not a secret)
 
 
