@@ -1,4 +1,4 @@
-"""Accounts: sign up, log in (throttled per client IP), log out, change password."""
+"""Accounts: sign up, log in (throttled per client IP), log out, change password, reset it by email."""
 
 from __future__ import annotations
 
@@ -9,17 +9,23 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, PasswordResetForm
 from django.contrib.auth.password_validation import validate_password
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, PasswordResetView
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import get_usage
 
+from aerostack.mail import send_mail
 from aerostack.net import client_ip_key
 from aerostack.views import ratelimited
+from workspaces.selectors import invite_in_session
+from workspaces.services import invite_refusal
 
 User = get_user_model()
 
@@ -37,8 +43,17 @@ class SignupForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
 
+    def __init__(self, *args: Any, invited_email: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.invited_email = invited_email
+
     def clean_email(self) -> str:
         email = str(self.cleaned_data["email"]).strip().lower()
+        if self.invited_email is not None and email != self.invited_email:
+            raise ValidationError(
+                "Sign-up is by invitation only: use the address the invite was sent to, "
+                f"{self.invited_email}."
+            )
         if User.objects.filter(username__iexact=email).exists():
             raise ValidationError("An account with this email already exists. Log in instead.")
         return email
@@ -69,18 +84,37 @@ class EmailAuthenticationForm(AuthenticationForm):
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
+    """Sign up. With ``SIGNUP_OPEN=false`` only the holder of a valid invite may, with the invited address."""
+    invited_email = None
     if not settings.SIGNUP_OPEN:
-        raise Http404("Sign-ups are closed")
+        invite = invite_in_session(request.session)
+        if invite is None or invite_refusal(invite=invite, user=None, now=timezone.now()) is not None:
+            raise Http404("Sign-ups are closed")
+        invited_email = invite.email
+    # ``next`` continues a flow after sign-up (an invite); ``email`` pre-fills the address it was sent to.
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    if not url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        next_url = ""
     if request.user.is_authenticated:
-        return redirect("workspace_list")
-    form = SignupForm(request.POST or None)
+        return redirect(next_url or "workspace_list")
+    form = SignupForm(
+        request.POST or None,
+        initial={"email": invited_email or request.GET.get("email", "")[:150]},
+        invited_email=invited_email,
+    )
     if request.method == "POST" and form.is_valid():
         email = form.cleaned_data["email"]
         user = User.objects.create_user(username=email, email=email, password=form.cleaned_data["password1"])
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        if next_url:
+            messages.success(request, "Welcome to Aerostack.")
+            return redirect(next_url)
         messages.success(request, "Welcome to Aerostack. Create your first workspace.")
         return redirect("workspace_list")
-    return render(request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200)
+    context = {"form": form, "next": next_url}
+    return render(request, "accounts/signup.html", context, status=400 if form.errors else 200)
 
 
 class ThrottledLoginView(LoginView):
@@ -129,3 +163,52 @@ def password_change(request: HttpRequest) -> HttpResponse:
     return render(
         request, "accounts/password_change.html", {"form": form}, status=400 if form.errors else 200
     )
+
+
+class EmailPasswordResetForm(PasswordResetForm):
+    """Django's reset form, sending our templated message (plain text and HTML) through aerostack.mail."""
+
+    def send_mail(
+        self,
+        subject_template_name: str,
+        email_template_name: str,
+        context: dict[str, Any],
+        from_email: str | None,
+        to_email: str,
+        html_email_template_name: str | None = None,
+    ) -> None:
+        context = {
+            **context,
+            "reset_url": context["protocol"]
+            + "://"
+            + context["domain"]
+            + reverse("password_reset_confirm", kwargs={"uidb64": context["uid"], "token": context["token"]}),
+        }
+        send_mail(name="password_reset", to=to_email, context=context)
+
+
+class ThrottledPasswordResetView(PasswordResetView):
+    """Asking for a reset link: every POST sends an email (or pretends to, for an unknown address, so the
+    page never tells who has an account), so every POST counts against ``PASSWORD_RESET_RATE`` per IP."""
+
+    template_name = "accounts/password_reset_form.html"
+    form_class = EmailPasswordResetForm
+    http_method_names = ["get", "post"]
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        usage = get_usage(
+            request,
+            group="password_reset",
+            key=client_ip_key,
+            rate=settings.PASSWORD_RESET_RATE,
+            method="POST",
+            increment=True,
+        )
+        if usage is not None and usage["should_limit"]:
+            return ratelimited(request, retry_after=int(usage["time_left"]))
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form: PasswordResetForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        response.status_code = 400
+        return response

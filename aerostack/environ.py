@@ -149,3 +149,77 @@ def database_from_url(url: str) -> dict[str, Any]:
         "CONN_MAX_AGE": 600,
         "CONN_HEALTH_CHECKS": False,
     }
+
+
+_EMAIL_BACKENDS = {
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "smtps": "django.core.mail.backends.smtp.EmailBackend",
+    "console": "django.core.mail.backends.console.EmailBackend",
+    "file": "django.core.mail.backends.filebased.EmailBackend",
+}
+_EMAIL_OPTIONS = {"tls", "ssl", "timeout"}
+
+
+def email_from_url(url: str) -> dict[str, Any]:
+    """Django's ``EMAIL_*`` settings for an ``EMAIL_URL``.
+
+    ``smtp://user:pass@host:587?tls=1`` (STARTTLS), ``smtps://user:pass@host:465`` (TLS from the first
+    byte), ``console://`` (messages on stderr) or ``file:///path/to/folder`` (one file per message). User and
+    password are percent-decoded, so ``@`` and ``:`` in them are written ``%40`` and ``%3A``. Unknown schemes
+    and options are refused rather than ignored.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in _EMAIL_BACKENDS:
+        raise ImproperlyConfigured(
+            f"EMAIL_URL must start with one of {', '.join(f'{s}://' for s in _EMAIL_BACKENDS)}"
+        )
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = set(options) - _EMAIL_OPTIONS
+    if unknown:
+        raise ImproperlyConfigured(f"EMAIL_URL has unknown options: {', '.join(sorted(unknown))}")
+    config: dict[str, Any] = {"EMAIL_BACKEND": _EMAIL_BACKENDS[parts.scheme]}
+    if parts.scheme == "file":
+        if not parts.path or parts.path == "/":
+            raise ImproperlyConfigured(
+                "EMAIL_URL file:// needs a folder, e.g. file:///var/lib/aerostack/mail"
+            )
+        config["EMAIL_FILE_PATH"] = unquote(parts.path)
+        return config
+    if parts.scheme == "console":
+        return config
+    if not parts.hostname:
+        raise ImproperlyConfigured(
+            "EMAIL_URL must name the SMTP host, e.g. smtp://user:pass@mail.example.com:587"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured("EMAIL_URL has an invalid port") from None
+
+    def flag(name: str, default: bool) -> bool:
+        value = options.get(name)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ImproperlyConfigured(f"EMAIL_URL option {name}={value!r} is not a boolean: use 1 or 0")
+
+    use_ssl = flag("ssl", parts.scheme == "smtps")
+    use_tls = flag("tls", False)
+    if use_ssl and use_tls:
+        raise ImproperlyConfigured("EMAIL_URL: tls (STARTTLS) and ssl (implicit TLS) exclude each other")
+    timeout = options.get("timeout", "10")
+    if not timeout.isdigit() or int(timeout) < 1:
+        raise ImproperlyConfigured(f"EMAIL_URL option timeout={timeout!r} must be a whole number of seconds")
+    config.update(
+        EMAIL_HOST=parts.hostname,
+        EMAIL_PORT=port or (465 if use_ssl else 587 if use_tls else 25),
+        EMAIL_HOST_USER=unquote(parts.username or ""),
+        EMAIL_HOST_PASSWORD=unquote(parts.password or ""),
+        EMAIL_USE_TLS=use_tls,
+        EMAIL_USE_SSL=use_ssl,
+        EMAIL_TIMEOUT=int(timeout),
+    )
+    return config

@@ -15,7 +15,16 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from aerostack.environ import database_from_url, env_bool, env_int, env_list, env_rate, env_str, env_url
+from aerostack.environ import (
+    database_from_url,
+    email_from_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+    env_url,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("AEROSTACK_DATA_DIR") or BASE_DIR / "var")
@@ -198,6 +207,39 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = False
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+
+# --- Email: invites and password resets ---------------------------------------------------------------------
+# EMAIL_URL (smtp://user:pass@host:587?tls=1) or the usual EMAIL_HOST & co.; with neither, messages go to the
+# console (the `make run` output), so a fresh install works without a mail server.
+_EMAIL_URL = env_str("EMAIL_URL")
+_EMAIL_HOST = env_str("EMAIL_HOST")
+if _EMAIL_URL and _EMAIL_HOST:
+    raise ImproperlyConfigured("Set EMAIL_URL or EMAIL_HOST, not both")
+if _EMAIL_URL:
+    globals().update(email_from_url(_EMAIL_URL))
+elif _EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = _EMAIL_HOST
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+    EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+    if EMAIL_USE_TLS and EMAIL_USE_SSL:
+        raise ImproperlyConfigured("EMAIL_USE_TLS (STARTTLS) and EMAIL_USE_SSL exclude each other")
+    EMAIL_PORT = env_int("EMAIL_PORT", 465 if EMAIL_USE_SSL else 587 if EMAIL_USE_TLS else 25, minimum=1)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "") or ""
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "") or ""
+    EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Aerostack <aerostack@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Each request for a reset link sends an email: counted per client IP, successful or not.
+PASSWORD_RESET_RATE = env_str("PASSWORD_RESET_RATE", "5/h") or "5/h"
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3 * 3600, minimum=60)
+
+# --- Invites ------------------------------------------------------------------------------------------------
+INVITE_EXPIRY_DAYS = env_int("INVITE_EXPIRY_DAYS", 7, minimum=1, maximum=90)
+# Invites (and re-sends) a workspace may send in 24 hours, so the product cannot be used to send spam.
+INVITES_PER_DAY = env_int("INVITES_PER_DAY", 50, minimum=1)
 
 # --- Static files -------------------------------------------------------------------------------------------
 STATIC_URL = "static/"

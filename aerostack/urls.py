@@ -13,9 +13,27 @@ urlpatterns = [
     path("accounts/login/", accounts.ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", accounts.password_change, name="password_change"),
+    path("accounts/password/reset/", accounts.ThrottledPasswordResetView.as_view(), name="password_reset"),
+    path(
+        "accounts/password/reset/sent/",
+        auth_views.PasswordResetDoneView.as_view(template_name="accounts/password_reset_done.html"),
+        name="password_reset_done",
+    ),
+    path(
+        "accounts/password/reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(template_name="accounts/password_reset_confirm.html"),
+        name="password_reset_confirm",
+    ),
+    path(
+        "accounts/password/reset/done/",
+        auth_views.PasswordResetCompleteView.as_view(template_name="accounts/password_reset_complete.html"),
+        name="password_reset_complete",
+    ),
     path("admin/", admin.site.urls),
     path("workspaces/", include("workspaces.urls")),
     path("workspaces/<slug:slug>/tokens/", include("tokens.urls")),
     path("workspaces/<slug:slug>/servers/", include("gateway.dashboard_urls")),
+    path("workspaces/<slug:slug>/members/", include("workspaces.member_urls")),
+    path("invites/", include("workspaces.invite_urls")),
     path("", include("gateway.urls")),
 ]

@@ -42,3 +42,16 @@ def test_it_never_shows_upstream_credentials(admin_client_logged: Client, team: 
     )
     body = admin_client_logged.get(f"/admin/gateway/server/{server.pk}/change/").content.decode()
     assert "admin-should-not-see" not in body and server.credential_encrypted not in body
+
+
+def test_it_shows_invites_read_only_without_the_hash(admin_client_logged: Client, team: Team) -> None:
+    from workspaces.services import member_invite
+
+    invite = member_invite(
+        actor=team.alice, email="dora@example.com", role="member", base_url="http://x"
+    ).invite
+    listing = admin_client_logged.get("/admin/workspaces/invite/").content.decode()
+    assert "dora@example.com" in listing
+    page = admin_client_logged.get(f"/admin/workspaces/invite/{invite.pk}/change/")
+    assert page.status_code == 200 and invite.secret_hash not in page.content.decode()
+    assert admin_client_logged.get("/admin/workspaces/invite/add/").status_code == 403

@@ -26,7 +26,9 @@ from tests.conftest import Team, login
 from tests.factories import make_token
 from tests.gateway.conftest import CLOSED_URL, make_server, with_tools
 from tokens.models import Token
+from workspaces.models import Invite
 from workspaces.permissions import MATRIX, Action, matrix_markdown
+from workspaces.services import member_invite
 
 pytestmark = pytest.mark.django_db
 PERSONAS = ("owner", "admin", "member", "stranger", "anonymous")
@@ -43,6 +45,7 @@ class World:
     server: Server
     member_token: Token  # bob's (the member persona's own)
     owner_token: Token  # alice's (not the member's)
+    invite: Invite  # a pending invite (dora@example.com, member)
 
 
 @pytest.fixture
@@ -53,6 +56,9 @@ def world(team: Team) -> World:
         server=server,
         member_token=make_token(team.bob, name="Bob Cursor").token,
         owner_token=make_token(team.alice, name="Alice CI").token,
+        invite=member_invite(
+            actor=team.alice, email="dora@example.com", role="member", base_url="http://testserver"
+        ).invite,
     )
 
 
@@ -61,6 +67,8 @@ URL_KWARGS: dict[str, Callable[[World], Any]] = {
     "slug": lambda w: w.team.workspace.slug,
     "server_id": lambda w: w.server.pk,
     "token_id": lambda w: w.member_token.pk,
+    "invite_id": lambda w: w.invite.pk,
+    "member_id": lambda w: w.team.bob.pk,  # the member persona's membership
 }
 
 
@@ -160,6 +168,44 @@ ROWS: list[Row] = [
     Row("server_test", "POST", 302, 302, 403, data=lambda w: {}),
     Row("tool_toggle", "GET", 405, 405, 405, stranger=405),
     Row("tool_toggle", "POST", 302, 302, 403, data=lambda w: {"tool": "add", "enabled": "0"}),
+    # workspaces/members.py (members see the tab read-only and may leave)
+    Row("member_list", "GET", 200, 200, 200),
+    Row("member_list", "POST", 405, 405, 405, stranger=405),
+    Row("member_invite", "GET", 405, 405, 405, stranger=405),
+    Row(
+        "member_invite", "POST", 302, 302, 403, data=lambda w: {"email": "erin@example.com", "role": "member"}
+    ),
+    Row("invite_resend", "GET", 405, 405, 405, stranger=405),
+    Row("invite_resend", "POST", 302, 302, 403, data=lambda w: {}),
+    Row("invite_revoke", "GET", 405, 405, 405, stranger=405),
+    Row("invite_revoke", "POST", 302, 302, 403, data=lambda w: {}),
+    Row("member_leave", "GET", 200, 200, 200),
+    Row("member_leave", "POST", 302, 302, 302, data=lambda w: {}),
+    Row("member_remove", "GET", 200, 200, 403, note="member"),
+    Row("member_remove", "POST", 302, 302, 403, data=lambda w: {}, note="member"),
+    Row("member_remove", "GET", 200, 403, 403, kwargs={"member_id": lambda w: w.team.alice.pk}, note="owner"),
+    Row(
+        "member_remove",
+        "POST",
+        302,
+        403,
+        403,
+        data=lambda w: {},
+        kwargs={"member_id": lambda w: w.team.alice.pk},
+        note="owner",
+    ),
+    Row("member_role", "GET", 405, 405, 405, stranger=405, note="member"),
+    Row("member_role", "POST", 302, 302, 403, data=lambda w: {"role": "admin"}, note="member"),
+    Row(
+        "member_role",
+        "POST",
+        302,
+        403,
+        403,
+        data=lambda w: {"role": "admin"},
+        kwargs={"member_id": lambda w: w.team.alice.pk},
+        note="owner",
+    ),
 ]
 
 

@@ -6,6 +6,7 @@ from django import forms
 
 from tokens.services import EXPIRES_IN_MAX_SECONDS, NAME_MAX_LENGTH
 from workspaces.models import Member
+from workspaces.permissions import Action, allows
 
 EXPIRY_CHOICES = [
     ("never", "No expiry"),
@@ -45,7 +46,8 @@ class TokenCreateForm(forms.Form):
     def __init__(self, *args: Any, member: Member, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.member = member
-        if member.can_manage:
+        # Which holders to offer is presentation; token_create itself decides who may hold a token.
+        if allows(member, Action.TOKEN_ANY):
             queryset = (
                 Member.objects.current().filter(workspace_id=member.workspace_id).select_related("user")
             )

@@ -24,6 +24,7 @@ from django.utils import timezone
 from tokens import format as token_format
 from tokens.models import Token
 from workspaces.models import Member, Workspace
+from workspaces.permissions import Action, NotAllowed, require
 from workspaces.services import audit_record
 
 NAME_MAX_LENGTH = 100
@@ -99,7 +100,13 @@ def token_create(
     created_by: User,
     now: datetime | None = None,
 ) -> CreatedToken:
-    """Create a token for ``holder`` and return it with its raw value (the only time the value exists)."""
+    """Create a token for ``holder`` and return it with its raw value (the only time the value exists).
+
+    Everyone may create tokens for themselves (``Action.TOKEN_OWN``); a token for another member needs
+    ``Action.TOKEN_ANY`` (owners and admins, e.g. for a CI bot's account). The holder must be a current
+    member: the row is locked, so a removal running at the same moment either sees this token (and revokes
+    it) or has ended the membership first (and this is refused).
+    """
     name = validate_name(name)
     expires_in = validate_expires_in(expires_in)
     if holder.workspace_id != workspace.pk:
@@ -107,6 +114,10 @@ def token_create(
     now = now or timezone.now()
     raw = token_format.generate()
     with transaction.atomic():
+        locked = Member.objects.select_for_update().filter(pk=holder.pk).values_list("ended_at", flat=True)
+        if locked.first() is not None:
+            raise TokenError("holder", f"{holder.display_name} is no longer a member of this workspace.")
+        _require_token_permission(workspace_id=workspace.pk, actor=created_by, holder=holder)
         token = Token.objects.create(
             workspace=workspace,
             member=holder,
@@ -300,9 +311,27 @@ def _token_by_hash(token_hash: str) -> Token | None:
     return lookup.fetch(db, token_hash)
 
 
+def _require_token_permission(*, workspace_id: int, actor: User, holder: Member) -> None:
+    """One's own tokens need ``TOKEN_OWN``, anyone else's ``TOKEN_ANY``; outsiders may do neither."""
+    if holder.user_id == actor.pk and holder.ended_at is None:
+        acting = holder
+    else:
+        found = Member.objects.current().filter(workspace_id=workspace_id, user_id=actor.pk).first()
+        if found is None:
+            raise NotAllowed("You are not a member of this workspace.")
+        acting = found
+    require(acting, Action.TOKEN_OWN if holder.user_id == actor.pk else Action.TOKEN_ANY)
+
+
 def token_revoke(*, token: Token, actor: User | None, now: datetime | None = None) -> Token:
-    """Revoke ``token`` for good. Idempotent: revoking a revoked token changes nothing and records nothing."""
+    """Revoke ``token`` for good. Idempotent: revoking a revoked token changes nothing and records nothing.
+
+    ``actor`` may revoke their own tokens, owners and admins anyone's (checked here); ``None`` is the
+    operator acting on the server itself (``manage.py``), who needs no membership.
+    """
     now = now or timezone.now()
+    if actor is not None:
+        _require_token_permission(workspace_id=token.workspace_id, actor=actor, holder=token.member)
     with transaction.atomic():
         # The conditional UPDATE settles a race between two revokers: exactly one of them records it.
         changed = Token.objects.filter(pk=token.pk, revoked_at__isnull=True).update(

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from tokens.clients import client_snippets, gateway_url, mcp_json
 from tokens.forms import TokenCreateForm
 from tokens.models import Token
-from tokens.services import TokenError, token_create, token_revoke
+from tokens.services import CreatedToken, TokenError, token_create, token_revoke
 from workspaces.models import Member
 from workspaces.permissions import Action, allows
 from workspaces.selectors import membership_or_404
@@ -28,9 +28,19 @@ FORM_ID_TTL = 24 * 3600
 
 
 def visible_tokens(member: Member) -> QuerySet[Token]:
-    """Owners and admins see every token of the workspace; members see their own."""
+    """Owners and admins see every token of the workspace (of removed members too); members see their own."""
     tokens = Token.objects.filter(workspace_id=member.workspace_id).select_related("member__user")
     return tokens if allows(member, Action.TOKEN_ANY) else tokens.filter(member=member)
+
+
+def _holders(member: Member) -> list[Member]:
+    """Every membership, current or ended, that holds a token here: the choices of the holder filter."""
+    return list(
+        Member.objects.filter(workspace_id=member.workspace_id, tokens__isnull=False)
+        .select_related("user")
+        .distinct()
+        .order_by("user__username", "created_at")
+    )
 
 
 def _token_or_404(member: Member, token_id: int) -> Token:
@@ -40,13 +50,49 @@ def _token_or_404(member: Member, token_id: int) -> Token:
         raise Http404("No such token") from None
 
 
+def render_created_token(
+    request: HttpRequest, *, member: Member, created: CreatedToken, joined: bool = False
+) -> HttpResponse:
+    """The show-once page of a new token: the raw value, ``mcp_json`` and the connect snippets.
+
+    Also what a new member sees after accepting an invite (``joined``). Callers are ``never_cache`` views;
+    the raw value is in this response only.
+    """
+    workspace = member.workspace
+    base_url = public_base_url(request)
+    context = {
+        "member": member,
+        "workspace": workspace,
+        "tab": "tokens",
+        "joined": joined,
+        "token": created.token,
+        "raw_token": created.raw,
+        "gateway_url": gateway_url(workspace, base_url),
+        "mcp_json": json.dumps(mcp_json(workspace, created.raw, base_url), indent=2),
+        "snippets": client_snippets(workspace, created.raw, base_url),
+    }
+    return render(request, "tokens/created.html", context)
+
+
 @login_required
 @require_GET
 def token_list(request: HttpRequest, slug: str) -> HttpResponse:
     member = membership_or_404(request.user, slug)
     now = timezone.now()
-    rows = [(token, token.status_at(now)) for token in visible_tokens(member)]
-    context = {"member": member, "workspace": member.workspace, "tab": "tokens", "rows": rows}
+    tokens = visible_tokens(member)
+    holders = _holders(member) if allows(member, Action.TOKEN_ANY) else []
+    holder_id = request.GET.get("holder", "")
+    selected = next((holder for holder in holders if str(holder.pk) == holder_id), None)
+    if selected is not None:
+        tokens = tokens.filter(member=selected)
+    context = {
+        "member": member,
+        "workspace": member.workspace,
+        "tab": "tokens",
+        "rows": [(token, token.status_at(now)) for token in tokens],
+        "holders": holders,
+        "selected_holder": selected,
+    }
     return render(request, "tokens/list.html", context)
 
 
@@ -90,18 +136,7 @@ def token_new(request: HttpRequest, slug: str) -> HttpResponse:
         except TokenError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
-            base_url = public_base_url(request)
-            context = {
-                "member": member,
-                "workspace": workspace,
-                "tab": "tokens",
-                "token": created.token,
-                "raw_token": created.raw,
-                "gateway_url": gateway_url(workspace, base_url),
-                "mcp_json": json.dumps(mcp_json(workspace, created.raw, base_url), indent=2),
-                "snippets": client_snippets(workspace, created.raw, base_url),
-            }
-            return render(request, "tokens/created.html", context)
+            return render_created_token(request, member=member, created=created)
     return render(
         request,
         "tokens/new.html",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from workspaces.models import AuditEvent, Member, Workspace
+from workspaces.models import AuditEvent, Invite, Member, Workspace
 
 
 class MemberInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -20,7 +20,7 @@ class WorkspaceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(Member)
 class MemberAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["user", "workspace", "role", "created_at"]
+    list_display = ["user", "workspace", "role", "created_at", "ended_at"]
     list_filter = ["role"]
 
 
@@ -29,6 +29,32 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["created_at", "workspace", "actor", "action", "target"]
     list_filter = ["action"]
     readonly_fields = ["workspace", "actor", "action", "target", "created_at", "details"]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Invite)
+class InviteAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Read only: invites are made, re-sent and revoked through the services (they send the email and write
+    the audit row); the stored hash is no use to anyone."""
+
+    list_display = [
+        "email",
+        "workspace",
+        "role",
+        "invited_by",
+        "sent_at",
+        "expires_at",
+        "accepted_at",
+        "revoked_at",
+    ]
+    list_filter = ["role"]
+    search_fields = ["email"]
+    exclude = ["secret_hash"]
 
     def has_add_permission(self, request: object) -> bool:
         return False

@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from workspaces.models import RATE_LIMIT_MAX, RATE_LIMIT_MIN, Member
+from workspaces.models import RATE_LIMIT_MAX, RATE_LIMIT_MIN, Invite, Member
 from workspaces.services import DESCRIPTION_MAX_LENGTH, NAME_MAX_LENGTH
 
 
@@ -99,3 +99,19 @@ class ActivityFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["action"].choices = [("", "Every action"), *actions]  # type: ignore[attr-defined]
         self.fields["actor"].choices = [("", "Everyone"), *((str(pk), name) for pk, name in actors)]  # type: ignore[attr-defined]
+
+
+class InviteForm(forms.Form):
+    """Parses the invite form; member_invite decides whether the address may be invited."""
+
+    email = forms.CharField(
+        max_length=254,
+        label="Email",
+        error_messages={"required": "Enter the email address to invite."},
+        widget=forms.EmailInput(attrs={"placeholder": "bob@example.com", "autocomplete": "off"}),
+    )
+    role = forms.ChoiceField(choices=Invite.Role.choices, initial=Invite.Role.MEMBER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Member.Role.choices)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -136,3 +137,64 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target}"
+
+
+class InviteQuerySet(models.QuerySet["Invite"]):
+    def open(self) -> InviteQuerySet:
+        """Invites neither accepted nor revoked: pending, or expired and waiting to be re-sent."""
+        return self.filter(accepted_at__isnull=True, revoked_at__isnull=True)
+
+
+class Invite(models.Model):
+    """An invitation of an email address to a workspace, accepted through a single-use link.
+
+    The link carries a random secret; only its SHA-256 hash is stored, so neither the database nor a backup
+    can be turned into a working link. Re-sending rotates the secret (older links stop working).
+    """
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="invites")
+    email = models.EmailField(max_length=254)  # lower-cased by the service
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    secret_hash = models.CharField(max_length=64)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    sent_at = models.DateTimeField()  # the last (re-)send; the link of that email is the only one that works
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    # The membership the invite turned into: history, so it outlives the membership (never deleted anyway).
+    member = models.ForeignKey(Member, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    objects = InviteQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-sent_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["secret_hash"], name="invite_secret_hash_unique"),
+            # One open invite per address and workspace: inviting again re-sends the open one.
+            models.UniqueConstraint(
+                fields=["workspace", "email"],
+                condition=models.Q(accepted_at__isnull=True, revoked_at__isnull=True),
+                name="invite_unique_open_per_workspace",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.role}) to {self.workspace}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None
+
+    def is_expired_at(self, now: datetime) -> bool:
+        # The expiry instant itself is expired, as for tokens.
+        return self.expires_at <= now

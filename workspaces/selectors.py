@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404
+from django.utils import timezone
 
-from workspaces.models import AuditEvent, Member
+from workspaces.models import AuditEvent, Invite, Member, Workspace
 from workspaces.permissions import Action, allows, require
 
 
@@ -71,3 +77,85 @@ def audit_filter_choices(member: Member) -> tuple[list[str], list[tuple[int, str
         key=lambda actor: actor[1],
     )
     return actions, actors
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    """One line of the Members tab."""
+
+    member: Member
+    active_tokens: int
+    tool_calls: int
+    last_active: datetime | None
+
+
+def _per_member(queryset: QuerySet[Any], aggregate: Any) -> Subquery:
+    """``aggregate`` over ``queryset``'s rows of the outer member, as a correlated subquery (one per column,
+    not a JOIN: joining tokens and usage events together would multiply the counts)."""
+    return Subquery(
+        queryset.filter(member=OuterRef("pk")).order_by().values("member").annotate(v=aggregate).values("v")
+    )
+
+
+def member_rows(workspace: Workspace, now: datetime | None = None) -> list[MemberRow]:
+    """Every current member with their token count, tool calls and last activity, in one query.
+
+    "Last active" is the later of the newest usage row and the newest ``last_used_at`` of their tokens: the
+    usage log records tool calls and refusals, ``last_used_at`` every kind of request (at minute precision).
+    """
+    from gateway.models import UsageEvent
+    from tokens.models import Token
+
+    now = now or timezone.now()
+    active = Token.objects.filter(revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+    members = (
+        Member.objects.current()
+        .filter(workspace=workspace)
+        .select_related("user")
+        .annotate(
+            active_tokens=Coalesce(_per_member(active, Count("pk")), 0),
+            tool_calls=Coalesce(_per_member(UsageEvent.objects.filter(method="tools/call"), Count("pk")), 0),
+            last_event=_per_member(UsageEvent.objects.all(), Max("created_at")),
+            last_token_use=_per_member(Token.objects.all(), Max("last_used_at")),
+        )
+        .order_by("user__username", "pk")
+    )
+    rows = []
+    for member in members:
+        annotated: Any = member  # the annotations are not part of the model's type
+        seen = [moment for moment in (annotated.last_event, annotated.last_token_use) if moment is not None]
+        rows.append(
+            MemberRow(
+                member=member,
+                active_tokens=annotated.active_tokens,
+                tool_calls=annotated.tool_calls,
+                last_active=max(seen, default=None),
+            )
+        )
+    return rows
+
+
+def open_invites(workspace: Workspace) -> QuerySet[Invite]:
+    return Invite.objects.open().filter(workspace=workspace).select_related("invited_by")
+
+
+# The invite being looked at, by the hash of its secret: the link's secret itself is never kept (the
+# session is a database row), and the follow-up pages have no secret in their URL (access logs, Referer).
+INVITE_SESSION_KEY = "invite_secret_hash"
+
+
+def invite_in_session(session: Any) -> Invite | None:
+    """The invite whose link was opened in this browser session, if any (in whatever state it is)."""
+    return invite_by_secret_hash(session.get(INVITE_SESSION_KEY))
+
+
+def invite_by_secret_hash(secret_hash: str | None) -> Invite | None:
+    if not secret_hash:
+        return None
+    return (
+        Invite.objects.select_related("workspace", "invited_by", "member")
+        .filter(secret_hash=secret_hash)
+        .first()
+    )

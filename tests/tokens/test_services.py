@@ -355,3 +355,62 @@ def test_unknown_tokens_are_not_kept(sqlite_only: None, token_reads: list[str], 
     assert token_reads == ["-", "-"]
     store = getattr(services._sqlite_reads, "store", None)
     assert store is None or token_format.hash_token(raw) not in store[1]
+
+
+def test_it_lets_a_member_create_only_their_own_tokens(team: Team) -> None:
+    from workspaces.permissions import NotAllowed
+
+    assert (
+        token_create(
+            workspace=team.workspace, holder=team.bob, name="mine", expires_in=None, created_by=team.bob.user
+        ).token.member
+        == team.bob
+    )
+    with pytest.raises(NotAllowed):
+        token_create(
+            workspace=team.workspace, holder=team.amy, name="x", expires_in=None, created_by=team.bob.user
+        )
+    assert not Token.objects.filter(member=team.amy).exists()
+
+
+def test_it_lets_an_admin_create_a_token_for_another_member(team: Team) -> None:
+    created = token_create(
+        workspace=team.workspace, holder=team.bob, name="CI", expires_in=None, created_by=team.amy.user
+    )
+    assert created.token.member == team.bob and created.token.created_by == team.amy.user
+    event = AuditEvent.objects.get(action="token.create")
+    assert event.actor == team.amy.user and event.subject == team.bob.user
+
+
+def test_it_refuses_tokens_made_by_a_stranger(team: Team) -> None:
+    from workspaces.permissions import NotAllowed
+
+    with pytest.raises(NotAllowed):
+        token_create(
+            workspace=team.workspace, holder=team.bob, name="x", expires_in=None, created_by=team.charlie.user
+        )
+
+
+def test_it_refuses_a_holder_whose_membership_ended(team: Team) -> None:
+    from workspaces.models import Member
+
+    Member.objects.filter(pk=team.bob.pk).update(ended_at=timezone.now())
+    with pytest.raises(TokenError) as info:
+        token_create(
+            workspace=team.workspace, holder=team.bob, name="x", expires_in=None, created_by=team.alice.user
+        )
+    assert info.value.field == "holder" and not Token.objects.exists()
+
+
+def test_it_lets_members_revoke_only_their_own_tokens(team: Team) -> None:
+    from workspaces.permissions import NotAllowed
+
+    amys = make_token(team.amy).token
+    bobs = make_token(team.bob).token
+    with pytest.raises(NotAllowed):
+        token_revoke(token=amys, actor=team.bob.user)
+    with pytest.raises(NotAllowed):
+        token_revoke(token=bobs, actor=team.charlie.user)
+    assert Token.objects.get(pk=amys.pk).revoked_at is None
+    assert token_revoke(token=bobs, actor=team.bob.user).revoked_at is not None
+    assert token_revoke(token=amys, actor=team.alice.user).revoked_at is not None

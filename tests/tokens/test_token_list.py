@@ -65,3 +65,21 @@ def test_it_redirects_anonymous_users(client: Client, team: Team) -> None:
 
 def test_it_refuses_post(client: Client, team: Team) -> None:
     assert login(client, team.alice).post(URL).status_code == 405
+
+
+def test_it_filters_by_holder_for_managers(client: Client, team: Team) -> None:
+    alices = make_token(team.alice, name="Alice's").token
+    bobs = make_token(team.bob, name="Bob's").token
+    login(client, team.amy)
+    body = client.get(URL).content.decode()
+    assert f'<option value="{team.bob.pk}">bob@example.com</option>' in body
+    filtered = client.get(URL, {"holder": team.bob.pk}).content.decode()
+    assert f'id="token-{bobs.pk}"' in filtered and f'id="token-{alices.pk}"' not in filtered
+    assert f'id="token-{alices.pk}"' in client.get(URL, {"holder": "nonsense"}).content.decode()
+
+
+def test_it_offers_no_holder_filter_to_members(client: Client, team: Team) -> None:
+    make_token(team.bob)
+    make_token(team.alice)
+    body = login(client, team.bob).get(URL, {"holder": team.alice.pk}).content.decode()
+    assert 'name="holder"' not in body and "alice@example.com" not in body
