@@ -91,7 +91,10 @@ def _member_role_change(event: AuditEvent) -> str:
 
 
 def _member_remove(event: AuditEvent) -> str:
-    revoked = (event.details or {}).get("tokens_revoked")
+    details = event.details or {}
+    revoked = details.get("tokens_revoked")
+    if revoked is None and isinstance(details.get("revoked_tokens"), list):  # what member_remove records
+        revoked = len(details["revoked_tokens"])
     tokens = f" and revoked their {revoked} token{'s' if revoked != 1 else ''}" if revoked else ""
     return f"removed {_person(event, 'email', 'member')} from the workspace{tokens}"
 

@@ -267,3 +267,43 @@ def test_it_escapes_markup(client: Client, team: Team) -> None:
     body = login(client, team.alice).get(URL).content.decode()
     assert "<img src=x" not in body and "&lt;img src=x onerror=alert(1)&gt;" in body
     assert "<script>alert(2)" not in body and "<b>t</b>" not in body and "&lt;b&gt;t&lt;/b&gt;" in body
+
+
+def test_the_member_services_events_read_as_sentences(team: Team) -> None:
+    """The member and invite events as the real services write them (not hand-made rows)."""
+    from tests.factories import UserFactory
+    from tests.workspaces.helpers import last_invite_secret
+    from workspaces.services import (
+        invite_accept,
+        invite_resend,
+        invite_revoke,
+        invite_secret_hash,
+        member_invite,
+        member_leave,
+        member_remove,
+        member_set_role,
+    )
+
+    base = "http://testserver"
+    sent = member_invite(actor=team.alice, email="dan@example.com", role="admin", base_url=base)
+    invite_resend(actor=team.alice, invite=sent.invite, base_url=base)
+    invite_revoke(actor=team.alice, invite=sent.invite)
+    erin = UserFactory(username="erin@example.com")
+    member_invite(actor=team.alice, email="erin@example.com", role="member", base_url=base)
+    joined = invite_accept(secret_hash=invite_secret_hash(last_invite_secret()), user=erin)
+    member_set_role(actor=team.alice, member=team.bob, role="admin")
+    make_token(team.bob, name="one")
+    make_token(team.bob, name="two")
+    member_remove(actor=team.alice, member=team.bob)
+    member_leave(member=joined.member)
+    seen = {
+        event.action: activity.summary(event)
+        for event in AuditEvent.objects.filter(workspace=team.workspace).order_by("id")
+    }
+    assert seen["member.invite"] == "invited erin@example.com as Member"
+    assert seen["invite.resend"] == "re-sent the invitation to dan@example.com"
+    assert seen["invite.revoke"] == "revoked the invitation of dan@example.com"
+    assert seen["member.join"] == "joined the workspace as Member"
+    assert seen["member.role_change"] == "changed the role of bob@example.com from Member to Admin"
+    assert seen["member.remove"] == "removed bob@example.com from the workspace and revoked their 2 tokens"
+    assert seen["member.leave"] == "left the workspace"
