@@ -16,10 +16,13 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from aerostack.environ import database_from_url, env_bool, env_int, env_list, env_rate, env_str, env_url
+from aerostack.files import private_directory, private_sqlite_database
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(env_str("AEROSTACK_DATA_DIR") or BASE_DIR / "var")
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+_configured_data_dir = env_str("AEROSTACK_DATA_DIR")
+DATA_DIR = Path(_configured_data_dir or BASE_DIR / "var")
+# 0700, files in it 0600 (aerostack/files.py): the database and the secret key are for our eyes only.
+private_directory(DATA_DIR, tighten_existing=not _configured_data_dir)
 
 DEBUG = env_bool("DEBUG", False)
 
@@ -107,6 +110,7 @@ DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": database_from_url(DATABASE_URL)}
 else:
+    private_sqlite_database(DATA_DIR / "aerostack.sqlite3")
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
