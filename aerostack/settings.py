@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from aerostack.environ import database_from_url, env_bool, env_int, env_list, env_rate, env_str, env_url
 from aerostack.files import private_directory, private_sqlite_database
+from aerostack.logs import SECURITY_LOGGERS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 _configured_data_dir = env_str("AEROSTACK_DATA_DIR")
@@ -234,7 +235,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": env_str("LOG_LEVEL", "INFO") or "INFO"},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # Expected refusals (403, 404, CSRF, 429, bad Host) log one line; 5xx keep their traceback.
+    "filters": {"refusals": {"()": "aerostack.logs.ExpectedRefusalsWithoutTraceback"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        **{name: {"filters": ["refusals"]} for name in ("django.request", *SECURITY_LOGGERS)},
+    },
 }
 CSRF_FAILURE_VIEW = "aerostack.views.csrf_failure"
 
