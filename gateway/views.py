@@ -402,7 +402,12 @@ class GatewayView(APIView):
             return _error(protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Invalid Content-Length"))
         if declared > limit:
             return _error(too_large)
-        body = request.read(limit + 1)
+        if not declared and request.META.get("wsgi.input_terminated"):
+            # A chunked body has no Content-Length, and Django's WSGIRequest then reads it as empty. The
+            # server (gunicorn) has de-chunked it and ends wsgi.input at its end, so read it there, capped.
+            body = _read_capped(request.META["wsgi.input"], limit + 1)
+        else:
+            body = request.read(limit + 1)
         if len(body) > limit:
             return _error(too_large)
         return body
@@ -668,6 +673,19 @@ class GatewayView(APIView):
             return _error(protocol.ProtocolError(404, protocol.INVALID_REQUEST, "Unknown or expired session"))
         sessions.end(session)
         return HttpResponse(status=204)
+
+
+def _read_capped(stream: Any, size: int) -> bytes:
+    """Up to ``size`` bytes of ``stream``, read until its end (a stream may return less than asked)."""
+    parts: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        part = stream.read(min(remaining, 65536))
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
 
 
 def _failure_result(message_id: protocol.RequestId | None, text: str) -> dict[str, Any]:
