@@ -15,7 +15,16 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from aerostack.environ import database_from_url, env_bool, env_int, env_list, env_rate, env_str, env_url
+from aerostack.environ import (
+    database_from_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+    env_url,
+    parse_rate,
+)
 from aerostack.files import private_directory, private_sqlite_database
 from aerostack.logs import SECURITY_LOGGERS
 
@@ -170,6 +179,14 @@ RATELIMIT_VIEW = "aerostack.views.ratelimited"
 # --- Accounts -----------------------------------------------------------------------------------------------
 SIGNUP_OPEN = env_bool("SIGNUP_OPEN", True)
 LOGIN_RATE = env_str("LOGIN_RATE", "10/m") or "10/m"
+# Sign-up attempts per client IP (django-ratelimit's rate syntax): mass account creation and probing which
+# emails have accounts are slowed down, a team signing up from one office is not.
+SIGNUP_RATE = env_str("SIGNUP_RATE", "10/h") or "10/h"
+for _name, _rate in (("LOGIN_RATE", LOGIN_RATE), ("SIGNUP_RATE", SIGNUP_RATE)):
+    try:
+        parse_rate(_rate)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{_name}: {exc}") from None
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "workspace_list"
 LOGOUT_REDIRECT_URL = "login"
