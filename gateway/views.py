@@ -398,6 +398,8 @@ class GatewayView(APIView):
         )
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            if declared < 0:
+                raise ValueError(declared)
         except ValueError:
             return _error(protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Invalid Content-Length"))
         if declared > limit:

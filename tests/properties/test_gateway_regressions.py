@@ -26,3 +26,10 @@ def test_a_session_id_that_cannot_be_ours_is_unknown_not_a_500(team: Team, sessi
         response = client.request("ping")
     assert response.status_code == 404 and response.json()["error"]["code"] == -32600
     assert sessions.cache_key(session_id) is None
+
+
+def test_a_negative_content_length_is_invalid(team: Team) -> None:
+    # Found: Content-Length -1 read the body as empty and answered "Parse error".
+    client = McpTestClient(make_token(team.bob).raw)
+    response = client.post({"jsonrpc": "2.0", "id": 1, "method": "initialize"}, CONTENT_LENGTH="-1")
+    assert response.status_code == 400 and response.json()["error"]["message"] == "Invalid Content-Length"
