@@ -25,6 +25,17 @@ token = token_create(workspace=ws, holder=member, name="t", expires_in=None, cre
 print(json.dumps({{"slug": ws.slug, "token": token}}))
 """
 OWNER_EMAIL = "owner@example.com"
+# A legacy-era initialize request, as the HTTP-level tests send it.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
 OWNER_PASSWORD = "a-long-unusual-password-7"
 
 

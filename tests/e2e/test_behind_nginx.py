@@ -19,22 +19,12 @@ import pytest
 import requests
 
 from tests.conftest import need
-from tests.e2e.gateway_stack import OWNER_EMAIL, OWNER_PASSWORD, GatewayStack, gateway_stack
+from tests.e2e.gateway_stack import INITIALIZE, OWNER_EMAIL, OWNER_PASSWORD, GatewayStack, gateway_stack
 from tests.e2e.nginx import RunningNginx, nginx_binary, nginx_in_front
 from tests.e2e.upstreams import parse_sse
 
 pytestmark = pytest.mark.e2e
 FAILURES = 3  # GATEWAY_AUTH_FAILURE_RATE of these stacks
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "n", "version": "1"},
-    },
-}
 
 
 class Through:
@@ -83,7 +73,7 @@ class Through:
         return response.status, found, [json.loads(raw)] if raw.startswith("{") else []
 
     def session(self) -> str:
-        status, headers, _ = self.post(INIT)
+        status, headers, _ = self.post(INITIALIZE)
         assert status == 200
         session = headers["mcp-session-id"]
         assert self.post({"jsonrpc": "2.0", "method": "notifications/initialized"}, session=session)[0] == 202
@@ -172,7 +162,7 @@ def test_an_sse_reply_streams_event_by_event(trusted: Through) -> None:
 def test_a_chunked_post_works_through_nginx(trusted: Through) -> None:
     conn = trusted.connect()
     try:
-        payload = json.dumps(INIT).encode()
+        payload = json.dumps(INITIALIZE).encode()
         parts = (payload[i : i + 16] for i in range(0, len(payload), 16))
         conn.request("POST", trusted.stack.path, body=parts, headers=trusted.headers())  # no length: chunked
         response = conn.getresponse()
@@ -197,7 +187,7 @@ def test_forwarded_for_is_the_client_address_with_trusted_proxies(trusted: Throu
     # Another client through the same nginx is not blocked: the throttle saw two addresses, not nginx's one.
     assert _fail(trusted, "127.0.0.3") == 401
     # And the blocked client's valid token still passes.
-    assert trusted.post(INIT, source="127.0.0.2")[0] == 200
+    assert trusted.post(INITIALIZE, source="127.0.0.2")[0] == 200
 
 
 def test_forwarded_for_is_ignored_without_trusted_proxies(untrusted: Through) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.gateway_stack import GatewayStack, gateway_stack
+from tests.e2e.gateway_stack import INITIALIZE, GatewayStack, gateway_stack
 from tests.e2e.upstreams import parse_sse
 
 pytestmark = pytest.mark.e2e
@@ -54,17 +54,7 @@ def post_chunked(
 def test_chunked_requests_work_on_one_keep_alive_connection(stack: GatewayStack) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", stack.gateway.port, timeout=20)
     try:
-        init = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "c", "version": "1"},
-            },
-        }
-        status, headers, messages = post_chunked(conn, stack, init)
+        status, headers, messages = post_chunked(conn, stack, INITIALIZE)
         assert status == 200, messages
         session = headers["mcp-session-id"]
         status, _, _ = post_chunked(

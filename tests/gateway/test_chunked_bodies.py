@@ -12,6 +12,7 @@ from django.core.signals import request_started
 from django.db import close_old_connections
 
 from tests.conftest import Team
+from tests.e2e.gateway_stack import INITIALIZE
 from tests.factories import make_token
 
 pytestmark = pytest.mark.django_db
@@ -54,18 +55,6 @@ def call_chunked(body: bytes, token: str, **extra: str) -> tuple[int, dict[str, 
     finally:
         request_started.connect(close_old_connections)
     return captured["status"], captured["headers"], content
-
-
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
 
 
 def test_it_reads_a_chunked_body(team: Team) -> None:
