@@ -27,13 +27,18 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-# A laptop's upstream MCP servers usually listen on 127.0.0.1: `make run` allows them explicitly.
-# A deployment leaves ALLOW_PRIVATE_UPSTREAMS unset (false) so upstream URLs cannot reach internal addresses.
-run: export ALLOW_PRIVATE_UPSTREAMS ?= true
+# A laptop's upstream MCP servers usually listen on 127.0.0.1: `make run` allows private upstreams, but only
+# when it listens on a loopback address. With HOST=0.0.0.0 anyone who can sign up could make the server
+# reach internal addresses, so it stays off there unless ALLOW_PRIVATE_UPSTREAMS is set explicitly.
+# Deployments run gunicorn themselves (README, "Production").
+LOOPBACK_HOSTS := 127.0.0.1 ::1 [::1] localhost
+# An IPv6 address is bound as [::1]:PORT.
+BIND = $(if $(findstring :,$(HOST)),$(if $(findstring [,$(HOST)),$(HOST),[$(HOST)]),$(HOST)):$(PORT)
+run: export ALLOW_PRIVATE_UPSTREAMS ?= $(if $(filter $(LOOPBACK_HOSTS),$(HOST)),true,false)
 run: install
 	$(BIN)/python manage.py migrate --noinput
-	@echo "Aerostack on http://$(HOST):$(PORT)/"
-	$(BIN)/gunicorn aerostack.wsgi:application --bind $(HOST):$(PORT) --workers $(WORKERS) --threads $(THREADS) \
+	@echo "Aerostack on http://$(BIND)/ (private upstreams allowed: $$ALLOW_PRIVATE_UPSTREAMS)"
+	$(BIN)/gunicorn aerostack.wsgi:application --bind $(BIND) --workers $(WORKERS) --threads $(THREADS) \
 		--access-logfile -
 
 # The end-to-end upstream (server-everything) comes from npm when node is there; without node those tests

@@ -1,4 +1,5 @@
-"""Accounts: sign up, log in (throttled per client IP), log out, change password, reset it by email."""
+"""Accounts: sign up (throttled per client IP), log in (failures throttled per client IP, the dashboard's and
+the admin's alike), log out, change password, reset it by email (throttled per client IP)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,16 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model, login, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, PasswordResetForm
 from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.views import LoginView, PasswordResetView
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -104,6 +106,20 @@ def signup(request: HttpRequest) -> HttpResponse:
         initial={"email": invited_email or request.GET.get("email", "")[:150]},
         invited_email=invited_email,
     )
+    if request.method == "POST":
+        # Every attempt counts, not only the accounts made: failed ones probe which emails have accounts.
+        usage = _usage(request, group="signup", rate=settings.SIGNUP_RATE, increment=True)
+        if usage is not None and usage["should_limit"]:
+            minutes = max(1, -(-int(usage["time_left"]) // 60))
+            form.errors.clear()  # what was typed stays; only the refusal is shown
+            form.add_error(
+                None,
+                f"Too many sign-ups from your network. Try again in {minutes} minute{pluralize(minutes)}.",
+            )
+            context = {"form": form, "next": next_url}
+            response = render(request, "accounts/signup.html", context, status=429)
+            response["Retry-After"] = str(max(int(usage["time_left"]), 1))
+            return response
     if request.method == "POST" and form.is_valid():
         email = form.cleaned_data["email"]
         user = User.objects.create_user(username=email, email=email, password=form.cleaned_data["password1"])
@@ -117,6 +133,25 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/signup.html", context, status=400 if form.errors else 200)
 
 
+def _usage(request: HttpRequest, *, group: str, rate: str, increment: bool) -> dict[str, Any] | None:
+    return get_usage(  # type: ignore[no-any-return]
+        request, group=group, key=client_ip_key, rate=rate, method="POST", increment=increment
+    )
+
+
+def login_blocked(request: HttpRequest) -> HttpResponse | None:
+    """The 429 page when this client IP had ``LOGIN_RATE`` failed log-ins; None when it may try."""
+    usage = _usage(request, group="login", rate=settings.LOGIN_RATE, increment=False)
+    if usage is not None and usage["count"] >= usage["limit"]:
+        return ratelimited(request, retry_after=int(usage["time_left"]))
+    return None
+
+
+def login_failed(request: HttpRequest) -> None:
+    """Count a failed log-in of this client IP (one budget for the dashboard's and the admin's log-in)."""
+    _usage(request, group="login", rate=settings.LOGIN_RATE, increment=True)
+
+
 class ThrottledLoginView(LoginView):
     """Log-in with failed attempts counted per client IP (``LOGIN_RATE``, default 10 a minute).
 
@@ -128,27 +163,30 @@ class ThrottledLoginView(LoginView):
     redirect_authenticated_user = True
     http_method_names = ["get", "post"]
 
-    def _usage(self, increment: bool) -> dict[str, Any] | None:
-        return get_usage(  # type: ignore[no-any-return]
-            self.request,
-            group="login",
-            key=client_ip_key,
-            rate=settings.LOGIN_RATE,
-            method="POST",
-            increment=increment,
-        )
-
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        usage = self._usage(increment=False)
-        if usage is not None and usage["count"] >= usage["limit"]:
-            return ratelimited(request, retry_after=int(usage["time_left"]))
-        return super().post(request, *args, **kwargs)
+        return login_blocked(request) or super().post(request, *args, **kwargs)
 
     def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
-        self._usage(increment=True)
+        login_failed(self.request)
         response = super().form_invalid(form)
         response.status_code = 400
         return response
+
+
+def admin_login(request: HttpRequest) -> HttpResponseBase:
+    """``/admin/login/``, throttled exactly like the dashboard's log-in (the same per-IP failure budget).
+
+    Django's admin log-in view is used as it is; a POST it answers with the form again (200) failed.
+    """
+    if request.method == "POST":
+        blocked = login_blocked(request)
+        if blocked is not None:
+            return blocked
+    response = admin.site.login(request)
+    if request.method == "POST" and response.status_code == 200:
+        login_failed(request)
+        response.status_code = 400
+    return response
 
 
 @login_required

@@ -24,11 +24,16 @@ from aerostack.environ import (
     env_rate,
     env_str,
     env_url,
+    parse_rate,
 )
+from aerostack.files import private_directory, private_sqlite_database
+from aerostack.logs import SECURITY_LOGGERS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(env_str("AEROSTACK_DATA_DIR") or BASE_DIR / "var")
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+_configured_data_dir = env_str("AEROSTACK_DATA_DIR")
+DATA_DIR = Path(_configured_data_dir or BASE_DIR / "var")
+# 0700, files in it 0600 (aerostack/files.py): the database and the secret key are for our eyes only.
+private_directory(DATA_DIR, tighten_existing=not _configured_data_dir)
 
 DEBUG = env_bool("DEBUG", False)
 
@@ -116,6 +121,7 @@ DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": database_from_url(DATABASE_URL)}
 else:
+    private_sqlite_database(DATA_DIR / "aerostack.sqlite3")
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -174,6 +180,14 @@ RATELIMIT_VIEW = "aerostack.views.ratelimited"
 # --- Accounts -----------------------------------------------------------------------------------------------
 SIGNUP_OPEN = env_bool("SIGNUP_OPEN", True)
 LOGIN_RATE = env_str("LOGIN_RATE", "10/m") or "10/m"
+# Sign-up attempts per client IP (django-ratelimit's rate syntax): mass account creation and probing which
+# emails have accounts are slowed down, a team signing up from one office is not.
+SIGNUP_RATE = env_str("SIGNUP_RATE", "10/h") or "10/h"
+for _name, _rate in (("LOGIN_RATE", LOGIN_RATE), ("SIGNUP_RATE", SIGNUP_RATE)):
+    try:
+        parse_rate(_rate)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{_name}: {exc}") from None
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "workspace_list"
 LOGOUT_REDIRECT_URL = "login"
@@ -272,7 +286,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": env_str("LOG_LEVEL", "INFO") or "INFO"},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # Expected refusals (403, 404, CSRF, 429, bad Host) log one line; 5xx keep their traceback.
+    "filters": {"refusals": {"()": "aerostack.logs.ExpectedRefusalsWithoutTraceback"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        **{name: {"filters": ["refusals"]} for name in ("django.request", *SECURITY_LOGGERS)},
+    },
 }
 CSRF_FAILURE_VIEW = "aerostack.views.csrf_failure"
 

@@ -13,6 +13,8 @@ urlpatterns = [
     path("accounts/login/", accounts.ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", accounts.password_change, name="password_change"),
+    # Before admin.site.urls: the admin's log-in gets the dashboard log-in's per-IP failure throttle.
+    path("admin/login/", accounts.admin_login, name="admin_login"),
     path("accounts/password/reset/", accounts.ThrottledPasswordResetView.as_view(), name="password_reset"),
     path(
         "accounts/password/reset/sent/",

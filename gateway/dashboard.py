@@ -97,13 +97,10 @@ def server_new(request: HttpRequest, slug: str) -> HttpResponse:
     form = ServerForm(_bound(request), workspace=member.workspace)
     if request.method == "POST" and form.is_valid():
         try:
-            server = services.server_create(
-                workspace=member.workspace,
-                actor=_actor(request),
-                credential=form.cleaned_data["credential"],
-                **form.server_values,
-            )
-        except IntegrityError:  # a concurrent add took the slug between the form's check and the insert
+            server = services.server_create(workspace=member.workspace, actor=_actor(request), **form.values)
+        except services.ServerInvalid as exc:
+            form.refuse(exc)
+        except IntegrityError:  # a concurrent add took the slug between the check and the insert
             form.add_error("slug", SLUG_TAKEN)
         else:
             messages.success(request, f"Added {server.name}.")
@@ -119,18 +116,23 @@ def server_edit(request: HttpRequest, slug: str, server_id: int) -> HttpResponse
     server = _server_or_404(member, server_id)
     form = ServerForm(_bound(request), workspace=member.workspace, server=server)
     if request.method == "POST" and form.is_valid():
+        had_credential = server.has_credential
         try:
-            services.server_update(
-                server=server,
-                actor=_actor(request),
-                credential=form.cleaned_data["credential"] or None,  # empty: keep the stored secret
-                **form.server_values,
-            )
+            # An empty credential keeps the stored secret (unless the URL's origin changes).
+            services.server_update(server=server, actor=_actor(request), **form.values)
+        except services.ServerInvalid as exc:
+            form.refuse(exc)
         except IntegrityError:
             server.refresh_from_db()  # server_update had already set the refused values on it
             form.add_error("slug", SLUG_TAKEN)
         else:
             messages.success(request, f"Saved {server.name}.")
+            if had_credential and not server.has_credential and server.credential_kind != "none":
+                messages.warning(
+                    request,
+                    f"The stored credential of {server.name} was cleared: {services.CREDENTIAL_CLEARED}. "
+                    "Enter it again to send it to the new address.",
+                )
             return redirect("server_detail", slug=slug, server_id=server.pk)
     context = {"form": form, "server": server}
     return _page(request, member, "server_form.html", 400 if form.is_bound else 200, **context)

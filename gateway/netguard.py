@@ -8,10 +8,13 @@ to a public address for the check and to 127.0.0.1 a moment later (DNS rebinding
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from urllib.parse import urlsplit
 
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 # IPv6 ranges that carry an IPv4 address inside (NAT64, the deprecated IPv4-compatible form).
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -64,8 +67,12 @@ def resolve_upstream(url: str) -> list[str]:
     if not settings.ALLOW_PRIVATE_UPSTREAMS:
         for address in addresses:
             if not _is_public(address):
+                # The message reaches dashboard users and gateway clients: it names the host they gave,
+                # never the address it resolved to (that would map the internal network for them). The
+                # operator finds the address in the log.
+                logger.info("upstream host %s refused: it resolves to %s", host, address)
                 raise UpstreamAddressRefused(
-                    f"{host} resolves to {address}, a private, loopback or link-local address. "
+                    f"{host} resolves to a private, loopback or link-local address. "
                     "Set ALLOW_PRIVATE_UPSTREAMS=true to allow it."
                 )
     return addresses

@@ -1,22 +1,222 @@
 """Writes on upstream servers. Each one is audited in its own transaction and refreshes the catalog of
-the workspace on every node (``catalog.invalidate``)."""
+the workspace on every node (``catalog.invalidate``).
+
+The rules of a server's fields live here (``server_validate``), so the dashboard form, a REST API and a CLI
+share them: the form only parses. Refused input raises ``ServerInvalid`` with a message per field.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.text import slugify
 
 from gateway import catalog, upstream
 from gateway.crypto import CredentialUnreadable, encrypt
-from gateway.models import Server
+from gateway.models import SERVER_SLUG_VALIDATOR, Server
+from gateway.netguard import UpstreamAddressRefused, check_upstream_url
 from workspaces.models import Workspace
 from workspaces.services import audit_record
 
 SERVER_FIELDS = ("name", "slug", "url", "credential_kind", "credential_header", "timeout_seconds")
+NAME_MAX_LENGTH = 100
+SLUG_MAX_LENGTH = 32
+URL_MAX_LENGTH = 500
+HEADER_MAX_LENGTH = 100
+CREDENTIAL_MAX_LENGTH = 4000
+TIMEOUT_MAX_SECONDS = 600
+# RFC 9110 "token": the characters a header field name may use.
+HEADER_NAME_PATTERN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Headers the gateway sets itself for the MCP transport, or that frame the HTTP message: a credential in
+# one of them would break every request to the upstream (or smuggle a second one), so they are refused.
+RESERVED_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Host",
+        "Content-Length",
+        "Mcp-Session-Id",
+        "MCP-Protocol-Version",
+        "Content-Type",
+        "Accept",
+        "Transfer-Encoding",
+        "Connection",
+    )
+)
+SECRET_KINDS = (Server.CredentialKind.BEARER, Server.CredentialKind.HEADER)
+CREDENTIAL_CLEARED = "the URL's scheme, host or port changed"
+
+
+class ServerInvalid(ValueError):
+    """Refused server input; ``errors`` maps each offending field to the message to show beside it."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ServerInput:
+    """Validated, normalised fields of a server (the credential is handled apart: never stored plain)."""
+
+    name: str
+    slug: str
+    url: str
+    credential_kind: str
+    credential_header: str
+    timeout_seconds: int
+
+    def as_fields(self) -> dict[str, Any]:
+        return {field: getattr(self, field) for field in SERVER_FIELDS}
+
+
+def suggest_slug(name: str) -> str:
+    """The slug a server named ``name`` gets when none is given, e.g. "GitHub Issues" -> "github-issues"."""
+    return slugify(name).replace("_", "-")[:SLUG_MAX_LENGTH].strip("-")
+
+
+def url_origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port of ``url`` (default ports filled in): where a stored credential may be sent."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _name(name: str, errors: dict[str, str]) -> str:
+    name = (name or "").strip()
+    if not name:
+        errors["name"] = "Give the server a name, e.g. “GitHub”."
+    elif len(name) > NAME_MAX_LENGTH:
+        errors["name"] = f"Use at most {NAME_MAX_LENGTH} characters."
+    return name
+
+
+def _slug(workspace: Workspace, server: Server | None, slug: str, name: str, errors: dict[str, str]) -> str:
+    slug = (slug or "").strip()
+    if len(slug) > SLUG_MAX_LENGTH:
+        errors["slug"] = f"Use at most {SLUG_MAX_LENGTH} characters."
+        return slug
+    if slug:
+        try:
+            SERVER_SLUG_VALIDATOR(slug)
+        except ValidationError as exc:
+            errors["slug"] = exc.messages[0]
+            return slug
+    if not slug:
+        if "name" in errors:
+            return slug
+        slug = suggest_slug(name)
+        if not slug:
+            errors["slug"] = "Enter a slug: the name has no letters or digits to make one from."
+            return slug
+    taken = Server.objects.filter(workspace=workspace, slug=slug)
+    if server is not None:
+        taken = taken.exclude(pk=server.pk)
+    if taken.exists():
+        errors["slug"] = f"Another server of this workspace already uses the slug “{slug}”."
+    return slug
+
+
+def _url(url: str, errors: dict[str, str]) -> str:
+    url = (url or "").strip()
+    if not url:
+        errors["url"] = "Enter the server's Streamable HTTP URL."
+    elif len(url) > URL_MAX_LENGTH:
+        errors["url"] = f"Use at most {URL_MAX_LENGTH} characters."
+    elif any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+        errors["url"] = "Enter the URL without spaces."
+    else:
+        try:
+            urlsplit(url).port  # noqa: B018 - raises ValueError on a port that is not a number
+            check_upstream_url(url)
+        except UpstreamAddressRefused as exc:
+            errors["url"] = str(exc)
+        except ValueError:
+            errors["url"] = "Enter a valid URL, e.g. https://mcp.example.com/mcp."
+    return url
+
+
+def _header(kind: str, header: str, errors: dict[str, str]) -> str:
+    header = (header or "").strip()
+    if kind != Server.CredentialKind.HEADER:
+        return ""
+    if not header:
+        errors["credential_header"] = "Enter the name of the header that carries the credential."
+    elif len(header) > HEADER_MAX_LENGTH or not HEADER_NAME_PATTERN.fullmatch(header):
+        errors["credential_header"] = "Use a valid header name, e.g. X-API-Key: no spaces, colons or quotes."
+    elif header.lower() in RESERVED_HEADERS:
+        errors["credential_header"] = f"{header} is set by the gateway itself; choose another."
+    return header
+
+
+def _credential(credential: str, errors: dict[str, str]) -> str:
+    credential = (credential or "").strip()
+    # It becomes an HTTP header value: a line break would inject another header.
+    if any(ord(char) < 32 or ord(char) == 127 for char in credential):
+        errors["credential"] = "The credential cannot contain line breaks or control characters."
+    elif not credential.isascii():
+        # HTTP header values are bytes; a pasted “…” or “ would fail on every request instead of here.
+        errors["credential"] = "The credential can only contain ASCII characters."
+    elif len(credential) > CREDENTIAL_MAX_LENGTH:
+        errors["credential"] = f"Use at most {CREDENTIAL_MAX_LENGTH} characters."
+    return credential
+
+
+def _timeout(timeout_seconds: int | None, errors: dict[str, str]) -> int:
+    if timeout_seconds is None:
+        errors["timeout_seconds"] = "Enter a timeout in seconds."
+        return 0
+    if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, int):
+        errors["timeout_seconds"] = "Enter a whole number of seconds."
+        return 0
+    if timeout_seconds < 1:
+        errors["timeout_seconds"] = "Enter at least 1 second."
+    elif timeout_seconds > TIMEOUT_MAX_SECONDS:
+        errors["timeout_seconds"] = f"Enter at most {TIMEOUT_MAX_SECONDS} seconds."
+    return timeout_seconds
+
+
+def server_validate(
+    *,
+    workspace: Workspace,
+    server: Server | None = None,
+    name: str,
+    slug: str,
+    url: str,
+    credential_kind: str,
+    credential_header: str,
+    credential: str,
+    timeout_seconds: int | None,
+) -> tuple[ServerInput, str]:
+    """The normalised fields and credential for adding a server to ``workspace`` (or changing ``server``);
+    raises ``ServerInvalid`` naming every offending field. An empty slug is made from the name."""
+    errors: dict[str, str] = {}
+    name = _name(name, errors)
+    slug = _slug(workspace, server, slug, name, errors)
+    url = _url(url, errors)
+    if credential_kind not in Server.CredentialKind.values:
+        errors["credential_kind"] = "Choose None, Bearer token or Named header."
+    header = _header(credential_kind, credential_header, errors)
+    credential = _credential(credential, errors)
+    timeout = _timeout(timeout_seconds, errors)
+    # A credential is needed unless one is stored already (on a change, an empty value keeps it; a change of
+    # the URL's origin then clears it, see server_update).
+    stored = server is not None and server.has_credential
+    if credential_kind in SECRET_KINDS and not credential and not stored and "credential" not in errors:
+        errors["credential"] = "Enter the credential, or choose “None”."
+    if errors:
+        raise ServerInvalid(errors)
+    return ServerInput(name, slug, url, credential_kind, header, timeout), credential
 
 
 def _changed(workspace: Workspace, server_id: int) -> None:
@@ -27,10 +227,31 @@ def _changed(workspace: Workspace, server_id: int) -> None:
     transaction.on_commit(refresh)
 
 
-def server_create(*, workspace: Workspace, actor: User, credential: str = "", **fields: Any) -> Server:
+def server_create(
+    *,
+    workspace: Workspace,
+    actor: User,
+    name: str,
+    url: str,
+    slug: str = "",
+    credential_kind: str = Server.CredentialKind.NONE,
+    credential_header: str = "",
+    credential: str = "",
+    timeout_seconds: int | None = 60,
+) -> Server:
     """Add an upstream. ``credential`` is encrypted before it is stored and never returned."""
+    values, credential = server_validate(
+        workspace=workspace,
+        name=name,
+        slug=slug,
+        url=url,
+        credential_kind=credential_kind,
+        credential_header=credential_header,
+        credential=credential,
+        timeout_seconds=timeout_seconds,
+    )
     with transaction.atomic():
-        server = Server(workspace=workspace, **{k: v for k, v in fields.items() if k in SERVER_FIELDS})
+        server = Server(workspace=workspace, **values.as_fields())
         if credential and server.credential_kind != Server.CredentialKind.NONE:
             server.credential_encrypted = encrypt(credential)
         server.save()
@@ -45,10 +266,41 @@ def server_create(*, workspace: Workspace, actor: User, credential: str = "", **
     return server
 
 
-def server_update(*, server: Server, actor: User, credential: str | None = None, **fields: Any) -> Server:
-    """Change an upstream. ``credential=None`` keeps the stored secret; a new value replaces it."""
+def server_update(
+    *,
+    server: Server,
+    actor: User,
+    name: str | None = None,
+    slug: str | None = None,
+    url: str | None = None,
+    credential_kind: str | None = None,
+    credential_header: str | None = None,
+    credential: str | None = None,
+    timeout_seconds: int | None = None,
+) -> Server:
+    """Change an upstream; a field left None keeps its value. ``credential=None`` (or empty) keeps the stored
+    secret, a new value replaces it.
+
+    A stored credential belongs to the origin (scheme, host, port) it was entered for: a change that points
+    the server elsewhere clears it unless a credential is given in the same change. Otherwise an admin who
+    never saw the secret could aim the server at a host of their own, press Test connection, and read it.
+    """
+    values, credential = server_validate(
+        workspace=server.workspace,
+        server=server,
+        name=server.name if name is None else name,
+        slug=server.slug if slug is None else slug,
+        url=server.url if url is None else url,
+        credential_kind=server.credential_kind if credential_kind is None else credential_kind,
+        credential_header=server.credential_header if credential_header is None else credential_header,
+        credential=credential or "",
+        timeout_seconds=server.timeout_seconds if timeout_seconds is None else timeout_seconds,
+    )
     with transaction.atomic():
-        changed = sorted(k for k, v in fields.items() if k in SERVER_FIELDS and getattr(server, k) != v)
+        fields = values.as_fields()
+        moved = url_origin(values.url) != url_origin(server.url)
+        changed = sorted(k for k, v in fields.items() if getattr(server, k) != v)
+        details: dict[str, Any] = {}
         for key in changed:
             setattr(server, key, fields[key])
         if server.credential_kind == Server.CredentialKind.NONE:
@@ -58,13 +310,17 @@ def server_update(*, server: Server, actor: User, credential: str | None = None,
         elif credential:
             server.credential_encrypted = encrypt(credential)
             changed.append("credential")
+        elif moved and server.credential_encrypted:
+            server.credential_encrypted = ""
+            changed.append("credential")
+            details["credential_cleared"] = CREDENTIAL_CLEARED
         server.save()
         audit_record(
             workspace=server.workspace,
             actor=actor,
             action="server.update",
             target=f"server:{server.slug}",
-            details={"changed": changed},
+            details={"changed": changed, **details},
         )
         _changed(server.workspace, server.pk)
     return server

@@ -315,12 +315,15 @@ class GatewayView(APIView):
         else:
             found = cache.get_many(keys)
         ctx.session_data = found.get(session_key) if session_key else None
-        if int(found.get(failures.key) or 0) >= limit:
-            # Not recorded: a blocked client must not be able to fill the usage log (or cost a query) at will.
-            body = protocol.error_body(None, protocol.SERVER_ERROR, "Too many failed authentications")
-            return _json(body, 429, {"Retry-After": str(failures.reset)})
+        # A blocked IP is refused only its failures: a token that is well formed (prefix, alphabet and
+        # checksum, checked offline) is always looked up, so a valid one passes even from an address that
+        # a misconfigured bot behind the same NAT got blocked. See _refuse for what a flood costs.
+        blocked = int(found.get(failures.key) or 0) >= limit
         if raw is None:
             refusal_message, challenge = "Missing bearer token", f'Bearer realm="{REALM}"'
+        elif token_key is None and not token_format.is_well_formed(raw):
+            refusal_message = REFUSAL_MESSAGES[Refusal.MALFORMED]
+            challenge = self._challenge(refusal_message)
         else:
             cached = found.get(token_key) if token_key else None
             result = token_authenticate(raw=raw, workspace_slug=ctx.slug, cached=cached)
@@ -333,10 +336,37 @@ class GatewayView(APIView):
                 return None
             assert result.refusal is not None
             refusal_message = REFUSAL_MESSAGES[result.refusal]
-            challenge = (
-                f'Bearer realm="{REALM}", error="invalid_token", error_description="{refusal_message}"'
+            challenge = self._challenge(refusal_message)
+        return self._refuse(ctx, failures, blocked, refusal_message, challenge)
+
+    @staticmethod
+    def _challenge(refusal_message: str) -> str:
+        return f'Bearer realm="{REALM}", error="invalid_token", error_description="{refusal_message}"'
+
+    def _refuse(
+        self, ctx: _Context, failures: limits.Window, blocked: bool, refusal_message: str, challenge: str
+    ) -> HttpResponse:
+        """401 for a failed authentication, counted per client IP; 429 once the IP has too many.
+
+        What a flood from a blocked IP costs: a missing or malformed token (a random guess fails the CRC32
+        with odds of 1 - 2**-32) costs no database query and no write; a well-formed but unknown, revoked or
+        expired one costs the same single unique-index lookup a valid request costs (or a shared-cache read),
+        and no write: blocked requests are neither counted again nor recorded in the usage log. So a blocked
+        client cannot make a request dearer than one with a valid token of its own would be.
+        """
+        limit, period = settings.GATEWAY_AUTH_FAILURE_LIMIT
+        if blocked:
+            body = protocol.error_body(None, protocol.SERVER_ERROR, "Too many failed authentications")
+            return _json(body, 429, {"Retry-After": str(failures.reset)})
+        count, _ = limits.hit(failures, period)
+        if count == limit:
+            # One line per block, not per refused request: the address, never the token.
+            logger.warning(
+                "gateway: %s failed authentications from %s; its failures get 429 for up to %s s",
+                count,
+                client_ip(ctx.request),
+                failures.reset,
             )
-        limits.hit(failures, period)
         ctx.record(outcome=Outcome.UNAUTHORIZED, status=401, detail=refusal_message)
         body = protocol.error_body(None, -32001, refusal_message)
         return _json(body, 401, {"WWW-Authenticate": challenge})
@@ -368,11 +398,18 @@ class GatewayView(APIView):
         )
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            if declared < 0:
+                raise ValueError(declared)
         except ValueError:
             return _error(protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Invalid Content-Length"))
         if declared > limit:
             return _error(too_large)
-        body = request.read(limit + 1)
+        if not declared and request.META.get("wsgi.input_terminated"):
+            # A chunked body has no Content-Length, and Django's WSGIRequest then reads it as empty. The
+            # server (gunicorn) has de-chunked it and ends wsgi.input at its end, so read it there, capped.
+            body = _read_capped(request.META["wsgi.input"], limit + 1)
+        else:
+            body = request.read(limit + 1)
         if len(body) > limit:
             return _error(too_large)
         return body
@@ -638,6 +675,19 @@ class GatewayView(APIView):
             return _error(protocol.ProtocolError(404, protocol.INVALID_REQUEST, "Unknown or expired session"))
         sessions.end(session)
         return HttpResponse(status=204)
+
+
+def _read_capped(stream: Any, size: int) -> bytes:
+    """Up to ``size`` bytes of ``stream``, read until its end (a stream may return less than asked)."""
+    parts: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        part = stream.read(min(remaining, 65536))
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
 
 
 def _failure_result(message_id: protocol.RequestId | None, text: str) -> dict[str, Any]:

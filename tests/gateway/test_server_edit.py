@@ -59,7 +59,7 @@ def test_it_saves_changes_and_keeps_the_secret(client: Client, team: Team) -> No
     server = _bearer(team)
     stored = server.credential_encrypted
     data = _edit_data(
-        server, name="GitHub Enterprise", url="https://ghe.example.com/mcp", timeout_seconds="120"
+        server, name="GitHub Enterprise", url="https://mcp.example.com/v2/mcp", timeout_seconds="120"
     )
     response = login(client, team.alice).post(_url(server), data)
     assert (
@@ -68,10 +68,10 @@ def test_it_saves_changes_and_keeps_the_secret(client: Client, team: Team) -> No
     server = reload(server)
     assert (server.name, server.url, server.timeout_seconds) == (
         "GitHub Enterprise",
-        "https://ghe.example.com/mcp",
+        "https://mcp.example.com/v2/mcp",
         120,
     )
-    assert server.credential_encrypted == stored  # empty means "keep"
+    assert server.credential_encrypted == stored  # empty means "keep" (same scheme, host and port)
     event = AuditEvent.objects.get(action="server.update")
     assert event.actor == team.alice.user and event.details == {"changed": ["name", "timeout_seconds", "url"]}
     assert "Saved GitHub Enterprise." in client.get(response["Location"]).content.decode()
