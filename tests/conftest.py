@@ -28,6 +28,43 @@ def need(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
+def _database_vendor() -> str:
+    from django.conf import settings
+
+    engine = str(settings.DATABASES["default"]["ENGINE"])
+    return "postgresql" if "postgresql" in engine else "sqlite"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the tests of the other database backend (``only_on``): they do not apply to this run, so
+    they are not skips (a skip in CI means a missing part and fails the run)."""
+    vendor = _database_vendor()
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("only_on")
+        (drop if marker is not None and vendor not in marker.args else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI (AEROSTACK_REQUIRE_ALL=1) every collected test must run: a skip fails the run."""
+    if os.environ.get("AEROSTACK_REQUIRE_ALL") == "1" and _skipped and session.exitstatus == 0:
+        print(f"\nAEROSTACK_REQUIRE_ALL=1: {len(_skipped)} test(s) skipped; CI requires every test to run:")
+        for nodeid in _skipped:
+            print(f"  {nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @dataclass
 class Team:
     workspace: Workspace

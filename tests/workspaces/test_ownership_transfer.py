@@ -145,6 +145,7 @@ def test_it_escapes_names(client: Client, team: Team) -> None:
     assert "<b>mallory</b>" not in body and "&lt;b&gt;mallory&lt;/b&gt;@example.com" in body
 
 
+@pytest.mark.only_on("postgresql")  # SQLite has one writer at a time: there is no row lock to test
 @pytest.mark.django_db(transaction=True)
 def test_two_transfers_at_the_same_moment_make_one_new_owner(team: Team) -> None:
     """The sole owner submits two transfers at once: the row lock lets one through; the other then sees
@@ -153,8 +154,6 @@ def test_two_transfers_at_the_same_moment_make_one_new_owner(team: Team) -> None
 
     from django.db import connection
 
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks (SELECT ... FOR UPDATE) are PostgreSQL's; SQLite has one writer at a time")
     barrier = threading.Barrier(2)
     results: list[str] = []
 
