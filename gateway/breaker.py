@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import BaseCache, cache
 
 if TYPE_CHECKING:
     from gateway.catalog import ServerEntry
@@ -40,21 +40,21 @@ def _pause(failures: int) -> float:
     return float(min(pause, settings.GATEWAY_BREAKER_MAX_BACKOFF_SECONDS))
 
 
-def failed(entry: ServerEntry, reason: str) -> None:
+def failed(entry: ServerEntry, reason: str, *, store: BaseCache = cache) -> None:
     """Count one failed list of ``entry``; opens (or re-opens, for longer) the breaker at the threshold."""
     key = _key(entry)
-    state = cache.get(key) or {}
+    state = store.get(key) or {}
     failures = int(state.get("failures", 0)) + 1
     pause = _pause(failures)
-    cache.set(
+    store.set(
         key,
         {"failures": failures, "open_until": time.time() + pause if pause else 0.0, "reason": reason[:500]},
         int(settings.GATEWAY_BREAKER_MAX_BACKOFF_SECONDS) * 2 + 60,
     )
 
 
-def succeeded(entry: ServerEntry) -> None:
-    cache.delete(_key(entry))
+def succeeded(entry: ServerEntry, *, store: BaseCache = cache) -> None:
+    store.delete(_key(entry))
 
 
 def skipped(entries: Mapping[str, ServerEntry]) -> dict[str, str]:

@@ -25,7 +25,7 @@ from functools import cached_property
 from typing import Any, cast
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import BaseCache, cache, caches
 from django.utils import timezone
 
 from gateway import breaker, protocol, single_flight
@@ -179,14 +179,16 @@ def _fetch(entry: ServerEntry) -> tuple[_Fetch, bool]:
         if running is not None:
             return running, False
         fetch = _fetches[key] = _Fetch(Future(), time.monotonic())
+    # The fetch thread records its outcome through the caller's cache connection (Django's are per thread).
+    store = caches["default"]
     thread = threading.Thread(
-        target=_run_fetch, args=(entry, key, fetch), name=f"aerostack-fetch-{entry.slug}", daemon=True
+        target=_run_fetch, args=(entry, key, fetch, store), name=f"aerostack-fetch-{entry.slug}", daemon=True
     )
     thread.start()
     return fetch, True
 
 
-def _run_fetch(entry: ServerEntry, key: tuple[int, str], fetch: _Fetch) -> None:
+def _run_fetch(entry: ServerEntry, key: tuple[int, str], fetch: _Fetch, store: BaseCache) -> None:
     assert entry.config is not None
     try:
         tools = session_for(entry.config).list_tools()
@@ -194,12 +196,13 @@ def _run_fetch(entry: ServerEntry, key: tuple[int, str], fetch: _Fetch) -> None:
         with _fetches_lock:
             _fetches.pop(key, None)
         if not fetch.counted:
-            breaker.failed(entry, exc.message if isinstance(exc, UpstreamError) else "internal error")
+            reason = exc.message if isinstance(exc, UpstreamError) else "internal error"
+            breaker.failed(entry, reason, store=store)
         fetch.future.set_exception(exc)
     else:
         with _fetches_lock:
             _fetches.pop(key, None)
-        breaker.succeeded(entry)
+        breaker.succeeded(entry, store=store)
         fetch.future.set_result(tools)
 
 

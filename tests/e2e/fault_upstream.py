@@ -6,7 +6,8 @@ Usage:
 Serves Streamable HTTP (2025-11-25 era, stateful, JSON replies) on http://127.0.0.1:PORT/<mode>/<name>, only
 on 127.0.0.1. Every path is an upstream of its own, with its own sessions. ``<mode>`` picks the fault, which
 hits the methods named in the query's ``on`` (comma separated, e.g. ``on=tools/call``; default: every method,
-``initialize`` included); other methods are answered properly:
+``initialize`` included), the first ``times`` times per path (default: always); other requests are answered
+properly:
 
     ok          no fault: tools ``echo`` and ``tool1``..``toolN`` (``tools=N``, default 2), descriptions
                 padded to ``pad`` bytes (default 40), ``sse=1`` answers in SSE instead of JSON
@@ -15,10 +16,10 @@ hits the methods named in the query's ``on`` (comma separated, e.g. ``on=tools/c
     badjson     answers 200 application/json with a body that is not JSON
     cutsse      starts an SSE reply (one progress notification), then closes the connection mid-event
     huge        a result of ``mb`` MiB (default 50): one text content item for tools/call; for tools/list
-                pages of ``page_mb`` MiB (default: everything on one page) linked by ``nextCursor``
+                pages of ``page_mb`` MiB (default: everything on one page) linked by ``nextCursor``; ``sse=1``: as one
+                SSE event
     oldversion  initialize answers protocolVersion 1999-01-01
-    forget      forgets every session after ``initialize``: requests with it get 404 (``times=N``: only the
-                first N times)
+    forget      forgets the session: a request that names it gets 404
 
 The body of a big reply is generated piece by piece, so this process stays small whatever it sends. It counts
 the requests it got per path and method: ``GET /stats`` answers them as JSON (``{"<path> <method>": n}``).
@@ -45,7 +46,7 @@ PIECE = 64 * 1024
 
 _lock = threading.Lock()
 _sessions: dict[str, set[str]] = {}  # path -> live session ids
-_forgotten: Counter[str] = Counter()  # path -> how many requests were answered "unknown session"
+_faults: Counter[str] = Counter()  # path -> how many requests got the fault so far
 _stats: Counter[str] = Counter()
 
 
@@ -130,7 +131,11 @@ class Handler(BaseHTTPRequestHandler):
         with _lock:
             _stats[f"{self.route} {method}"] += 1
         on = self.query.get("on", "all").split(",")
-        faulty = mode != "ok" and ("all" in on or method in on)
+        faulty = mode != "ok" and ("all" in on or method in on) and "id" in message
+        with _lock:
+            faulty = faulty and _faults[self.route] < int(self.query.get("times", 10**9))
+            if faulty:
+                _faults[self.route] += 1
         if faulty and mode == "hang":
             return self._hang()
         if faulty and mode == "http500":
@@ -142,14 +147,9 @@ class Handler(BaseHTTPRequestHandler):
         session = self.headers.get("Mcp-Session-Id") or ""
         with _lock:
             known = session in _sessions.get(self.route, set())
-            forget = (
-                faulty and mode == "forget" and _forgotten[self.route] < int(self.query.get("times", 10**9))
-            )
-            if forget:
-                _forgotten[self.route] += 1
         if not session:
             return self._send(400, b'{"error": "Mcp-Session-Id required"}')
-        if not known or forget:
+        if not known or (faulty and mode == "forget"):
             return self._send(404, b'{"error": "unknown session"}')
         if "id" not in message:
             return self._send(202, b"")
@@ -221,8 +221,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _stream(self, head: bytes, pieces: Iterator[bytes], tail: bytes) -> None:
         # Close-delimited (no Content-Length): the client cannot learn the size before reading it.
+        sse = self.query.get("sse") == "1"
+        if sse:
+            head, tail = b"event: message\ndata: " + head, tail + b"\n\n"
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/event-stream" if sse else "application/json")
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
@@ -237,12 +240,14 @@ class Handler(BaseHTTPRequestHandler):
 
 def _tool_pieces(size: int, *, start: int) -> Iterator[bytes]:
     """Tools of about 4 KiB each until ``size`` bytes, comma separated."""
-    sent, index = 0, start // 4096
+    sent = 0
     while sent < size:
-        tool = json.dumps({"name": f"t{index}", "description": "d" * 4000, "inputSchema": {"type": "object"}})
+        # Named by their offset in the whole list: unique across pages.
+        tool = json.dumps(
+            {"name": f"t{start + sent}", "description": "d" * 4000, "inputSchema": {"type": "object"}}
+        )
         piece = (b"," if sent else b"") + tool.encode()
         sent += len(piece)
-        index += 1
         yield piece
 
 
