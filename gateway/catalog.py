@@ -195,7 +195,8 @@ def _run_fetch(entry: ServerEntry, key: tuple[int, str], fetch: _Fetch, store: B
     except BaseException as exc:  # handed to the waiting rebuild; one broken upstream breaks nothing else
         with _fetches_lock:
             _fetches.pop(key, None)
-        if not fetch.counted:
+            counted, fetch.counted = fetch.counted, True
+        if not counted:
             reason = exc.message if isinstance(exc, UpstreamError) else "internal error"
             breaker.failed(entry, reason, store=store)
         fetch.future.set_exception(exc)
@@ -222,7 +223,8 @@ def _build(workspace_id: int) -> ToolList:
             overdue = time.monotonic() - fetch.started
             if not new and overdue > deadline_seconds:
                 # Still busy with a list asked for by an earlier rebuild: not worth waiting for again.
-                failures[slug] = f"has not answered a tools/list sent {overdue:.0f}s ago"
+                # A stable text (no growing age): the Servers tab's row is written only when it changes.
+                failures[slug] = f"has not answered a tools/list sent more than {deadline_seconds}s ago"
             else:
                 waiting[slug] = fetch
     # One deadline for the whole list: a slow upstream is left out rather than holding the caller.
@@ -232,8 +234,9 @@ def _build(workspace_id: int) -> ToolList:
         if not fetch.future.done():
             failures[slug] = f"did not list its tools within {deadline_seconds}s"
             logger.warning("upstream %s left out of tools/list: too slow", slug)
-            if not fetch.counted:
-                fetch.counted = True
+            with _fetches_lock:
+                counted, fetch.counted = fetch.counted, True
+            if not counted:
                 breaker.failed(entries[slug], failures[slug])
             continue
         exc = fetch.future.exception()
@@ -309,20 +312,31 @@ def _from_cache(value: Any) -> ToolList | None:
 
 
 def tool_list(workspace_id: int, *, refresh: bool = False, current: int | None = None) -> ToolList:
-    """The merged tool list: from this process's memory, else the shared cache, else built (once)."""
+    """The merged tool list: from this process's memory, else the shared cache, else built (once).
+
+    When the list of the current version has only expired (no change: the version is the same) and another
+    request is rebuilding it, the expired list is served meanwhile: only the rebuilding request waits for the
+    workspace's upstreams, not every client of the workspace.
+    """
     current = version(workspace_id) if current is None else int(current)
     if not settings.GATEWAY_TOOLS_CACHE_SECONDS:
         return _build(workspace_id)
+    stale: ToolList | None = None
     if not refresh:
         local = _lists.get(workspace_id)
-        if local is not None and local[0] == current and local[1].expires_at > time.time():
-            return local[1]
+        if local is not None and local[0] == current:
+            if local[1].expires_at > time.time():
+                return local[1]
+            stale = local[1]
     key = _list_key(workspace_id, current)
+    flight = f"{workspace_id}:{current}"
     listed = None if refresh else _from_cache(cache.get(key))
     if listed is None:
+        if stale is not None and single_flight.running(flight):
+            return stale
         listed = single_flight.run(
-            f"{workspace_id}:{current}",
-            lambda: _rebuild(workspace_id, key, refresh=refresh),
+            flight,
+            lambda: _rebuild(workspace_id, key, refresh=refresh, stale=stale),
             wait_seconds=settings.GATEWAY_LIST_DEADLINE_SECONDS + 5,
         )
     with _local_lock:
@@ -330,13 +344,17 @@ def tool_list(workspace_id: int, *, refresh: bool = False, current: int | None =
     return listed
 
 
-def _rebuild(workspace_id: int, key: str, *, refresh: bool) -> ToolList:
+def _rebuild(workspace_id: int, key: str, *, refresh: bool, stale: ToolList | None) -> ToolList:
     """Build the list and share it; one build per catalog version across nodes (a lease in the shared cache),
-    so that N nodes do not ask every upstream N times. A node that finds the lease taken waits for the other
-    node's list (bounded by the list deadline), then builds itself if none came (that node may have died)."""
+    so that N nodes do not ask every upstream N times. A node that finds the lease taken serves its expired
+    copy if it has one, else waits for the other node's list (bounded by the list deadline), then builds
+    itself if none came (that node may have died)."""
     lease = f"{key}:building"
     deadline_seconds = settings.GATEWAY_LIST_DEADLINE_SECONDS
-    if not refresh and not cache.add(lease, 1, deadline_seconds + 5):
+    owned = refresh or cache.add(lease, 1, deadline_seconds + 5)
+    if not owned:
+        if stale is not None:
+            return stale
         give_up = time.monotonic() + deadline_seconds + 2
         while time.monotonic() < give_up:
             time.sleep(REBUILD_POLL_SECONDS)
@@ -354,7 +372,8 @@ def _rebuild(workspace_id: int, key: str, *, refresh: bool) -> ToolList:
         cache.set(key, asdict(listed), ttl)
         return listed
     finally:
-        cache.delete(lease)
+        if owned:
+            cache.delete(lease)
 
 
 def route(workspace_id: int, exposed_name: str, current: int | None = None) -> Route | None:

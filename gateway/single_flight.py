@@ -26,6 +26,12 @@ _flights: dict[str, _Flight] = {}
 _lock = threading.Lock()
 
 
+def running(key: str) -> bool:
+    """Whether a call for ``key`` is running now."""
+    with _lock:
+        return key in _flights
+
+
 def run(key: str, work: Callable[[], T], *, wait_seconds: float) -> T:
     """``work()``, or the result (or exception) of the call already running for ``key``.
 

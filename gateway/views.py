@@ -544,6 +544,21 @@ class GatewayView(APIView):
                 upstream_progress = f"aerostack-{secrets.token_hex(8)}"
                 upstream_meta["progressToken"] = upstream_progress
             upstream_params["_meta"] = upstream_meta
+        call = _ToolCall(
+            ctx=ctx,
+            session=session,
+            request_id=request_id,
+            target=target,
+            upstream=session_for(target.server.config),
+            upstream_id=f"aerostack-{secrets.token_hex(8)}",
+            client_progress=client_progress,
+            upstream_progress=upstream_progress,
+            started=started,
+        )
+        messages = call.upstream.stream(
+            "tools/call", upstream_params, request_id=call.upstream_id, on_slow=call.register_inflight
+        )
+        streaming = protocol.accepts_sse(ctx.request.META.get("HTTP_ACCEPT"))
         lease = inflight.acquire(
             workspace_id=token.workspace_id, token_id=token.pk, timeout_seconds=target.server.config.timeout
         )
@@ -560,21 +575,6 @@ class GatewayView(APIView):
             )
             body = protocol.error_body(request_id, protocol.SERVER_ERROR, lease.message)
             return _json(body, 429, {**ctx.headers, "Retry-After": "1"})
-        call = _ToolCall(
-            ctx=ctx,
-            session=session,
-            request_id=request_id,
-            target=target,
-            upstream=session_for(target.server.config),
-            upstream_id=f"aerostack-{secrets.token_hex(8)}",
-            client_progress=client_progress,
-            upstream_progress=upstream_progress,
-            started=started,
-        )
-        messages = call.upstream.stream(
-            "tools/call", upstream_params, request_id=call.upstream_id, on_slow=call.register_inflight
-        )
-        streaming = protocol.accepts_sse(ctx.request.META.get("HTTP_ACCEPT"))
         handed_over = False  # to the stream, which gives the lease back when it ends
         try:
             for incoming in messages:
@@ -583,8 +583,9 @@ class GatewayView(APIView):
                 note = call.relay(incoming)
                 if note is not None and streaming:
                     # A notification came before the result and the client takes SSE: stream from here on.
+                    response = self._stream(ctx, note, messages, call, lease)
                     handed_over = True
-                    return self._stream(ctx, note, messages, call, lease)
+                    return response
         except UpstreamError as exc:
             return ctx.reply(call.failed(exc))
         finally:

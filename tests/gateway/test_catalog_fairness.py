@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
+from django.test import Client
 
 from gateway import catalog, protocol
 from gateway.models import Server
 from gateway.services import server_create, tool_set_enabled
-from tests.conftest import Team
+from tests.conftest import Team, login
 from tests.e2e.upstreams import RunningUpstream
 from tests.factories import make_token
 from tests.gateway.conftest import fault_stats, fault_url
@@ -135,7 +136,7 @@ def test_it_builds_itself_when_the_node_holding_the_lease_never_delivers(
 
 # -- the circuit breaker -------------------------------------------------------------------------------------
 @pytest.mark.django_db
-def test_it_skips_an_upstream_that_keeps_failing_then_tries_it_again(
+def test_it_skips_an_upstream_that_keeps_failing_and_shows_why_then_tries_it_again(
     team: Team, fault_upstream: RunningUpstream, tight: None
 ) -> None:
     url = fault_url(fault_upstream, "http500", on="tools/list", times=2)
@@ -154,6 +155,8 @@ def test_it_skips_an_upstream_that_keeps_failing_then_tries_it_again(
     assert "fine__echo" in _names(listed)
     flaky.refresh_from_db()
     assert flaky.status == "error" and flaky.last_error.startswith("skipped until ")
+    servers_tab = login(Client(), team.alice).get("/workspaces/acme-tools/servers/").content.decode()
+    assert 'data-status="error"' in servers_tab and "after 2 failed tool lists in a row" in servers_tab
 
     time.sleep(1.1)  # the pause (1 s) is over: one rebuild tries again; the upstream answers now
     listed = catalog.tool_list(ws, refresh=True)
@@ -190,7 +193,7 @@ def test_it_counts_a_hung_list_once_and_does_not_wait_for_it_again(
     started = time.monotonic()
     again = catalog.tool_list(ws, refresh=True)  # the first fetch is still hanging: join it, do not wait
     assert time.monotonic() - started < DEADLINE
-    assert again.failures["hung"].startswith("has not answered a tools/list sent ")
+    assert again.failures["hung"] == f"has not answered a tools/list sent more than {DEADLINE}s ago"
     assert fault_stats(fault_upstream, url)["tools/list"] == 1
 
 
@@ -253,3 +256,45 @@ def test_it_drops_its_copy_when_the_shared_list_expires(
     time.sleep(1.1)
     assert catalog.tool_list(team.workspace.pk) is not first
     assert fault_stats(fault_upstream, url)["tools/list"] == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_serves_the_expired_list_while_one_request_rebuilds_it_but_never_an_older_version(
+    team: Team, fault_upstream: RunningUpstream, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.GATEWAY_TOOLS_CACHE_SECONDS = 1
+    _server(team, "one", fault_url(fault_upstream, "ok"))
+    ws = team.workspace.pk
+    first = catalog.tool_list(ws)
+    time.sleep(1.1)
+    entered, release = threading.Event(), threading.Event()
+    real_build = catalog._build
+
+    def slow_build(workspace_id: int) -> catalog.ToolList:
+        entered.set()
+        release.wait(10)
+        return real_build(workspace_id)
+
+    monkeypatch.setattr(catalog, "_build", slow_build)
+    rebuild = _thread(catalog.tool_list, ws)
+    rebuild.start()
+    assert entered.wait(10)
+    started = time.monotonic()
+    assert catalog.tool_list(ws) is first  # expired, same version: served while the rebuild waits
+    assert time.monotonic() - started < 1
+    release.set()
+    rebuild.join(10)
+    fresh = catalog.tool_list(ws)
+    assert fresh is not first and fresh.expires_at > time.time()
+
+    # A version bump (a change) is never answered with the list of the version before.
+    entered.clear()
+    release.clear()
+    catalog.invalidate(ws)
+    rebuild = _thread(catalog.tool_list, ws)
+    rebuild.start()
+    assert entered.wait(10)
+    threading.Timer(0.3, release.set).start()
+    after_change = catalog.tool_list(ws)
+    rebuild.join(10)
+    assert after_change is not fresh and after_change is not first
