@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("port", type=int)
     args = parser.parse_args(argv)
+    ThreadingHTTPServer.request_queue_size = 256  # the default backlog (5) resets connections under a burst
     server = ThreadingHTTPServer((HOST, args.port), Handler)
     server.daemon_threads = True
     server.serve_forever()
