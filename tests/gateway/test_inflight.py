@@ -97,6 +97,18 @@ def test_a_lease_of_a_dead_process_expires(shared: RedisCache) -> None:  # noqa:
     assert shared.lease_count("ws") == 1
 
 
+def test_every_node_sees_the_slots_of_the_others(shared: RedisCache) -> None:  # noqa: F811
+    other_node = RedisCache(REDIS_URL, {"KEY_PREFIX": shared.key_prefix})
+    assert shared.lease_acquire(["ws", "token"], [2, 1], "node-a-call", 60) == 0
+    assert (
+        other_node.lease_acquire(["ws", "token"], [2, 1], "node-b-call", 60) == 2
+    )  # the token's slot is taken
+    assert other_node.lease_acquire(["ws", "other-token"], [2, 1], "node-b-call", 60) == 0
+    assert other_node.lease_acquire(["ws", "third-token"], [2, 1], "node-b-call-2", 60) == 1  # workspace full
+    shared.lease_release(["ws", "token"], "node-a-call")
+    assert other_node.lease_count("ws") == 1 and other_node.lease_count("token") == 0
+
+
 def test_the_lease_set_expires_with_its_last_slot(shared: RedisCache) -> None:  # noqa: F811
     shared.lease_acquire(["ws"], [5], "long", 60)
     shared.lease_acquire(["ws"], [5], "short", 1)
