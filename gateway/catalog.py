@@ -307,7 +307,10 @@ def _list_key(workspace_id: int, current: int) -> str:
 def _from_cache(value: Any) -> ToolList | None:
     if not isinstance(value, dict) or not isinstance(value.get("tools_json"), bytes):
         return None  # absent, or written by an older release
-    listed = ToolList(**value)
+    try:
+        listed = ToolList(**value)
+    except TypeError:
+        return None  # written by another release with other fields: rebuild rather than fail
     return listed if listed.expires_at > time.time() else None
 
 

@@ -299,3 +299,14 @@ def test_it_serves_the_expired_list_while_one_request_rebuilds_it_but_never_an_o
     after_change = catalog.tool_list(ws)
     rebuild.join(10)
     assert after_change is not fresh and after_change is not first
+
+
+@pytest.mark.django_db
+def test_it_rebuilds_over_a_cached_list_it_cannot_read(team: Team, fault_upstream: RunningUpstream) -> None:
+    url = fault_url(fault_upstream, "ok")
+    _server(team, "one", url)
+    key = catalog._list_key(team.workspace.pk, catalog.version(team.workspace.pk))
+    for unreadable in ({"tools": []}, {"tools_json": b"[]", "routes": {}, "failures": {}, "new_field": 1}):
+        catalog._lists.clear()
+        cache.set(key, unreadable, 30)
+        assert "one__echo" in _names(catalog.tool_list(team.workspace.pk))
