@@ -58,6 +58,7 @@ check: lint typecheck test
 
 bench: install-test
 	$(BIN)/python -m benchmarks.gateway
+	$(BIN)/python -m benchmarks.catalog
 
 lock: | $(BIN)/python
 	rm -rf /tmp/aerostack-lock && $(PYTHON) -m venv /tmp/aerostack-lock

@@ -6,6 +6,8 @@
    ``add`` + ``incr`` takes three (SET NX, EXISTS, INCR), and can read one more key in that round trip.
 3. ``read_and_count`` reads several keys and counts a hit, only if one of them exists, in one round trip
    (a Lua script): the gateway's whole per-request state in one exchange with Redis.
+4. ``lease_acquire`` / ``lease_release``: counted slots with an expiry each (sorted sets scored by Redis's own
+   clock), for caps on concurrent work across nodes that a crashed process cannot leak (gateway/inflight.py).
 
 Each Redis command costs ~100 µs of CPU in redis-py on this kind of machine, so round trips are counted.
 """
@@ -65,6 +67,33 @@ class RedisCache(django_redis.RedisCache):
         count = results[len(keys)]
         return values, None if count is None else int(count)
 
+    def lease_acquire(self, keys: list[str], limits: list[int], lease: str, ttl_seconds: float) -> int:
+        """Take a slot named ``lease`` in every one of ``keys`` (expiring after ``ttl_seconds``), only if
+        each holds fewer than its limit of unexpired slots; returns 0 when taken, else the 1-based index of
+        the first key at its limit (and takes nothing). One round trip, atomic."""
+        redis_keys = [self.make_and_validate_key(key) for key in keys]
+        client = self._cache.get_client(redis_keys[0], write=True)
+        arguments: list[Any] = [int(ttl_seconds * 1000), lease, *limits]
+        return int(self._lease_acquire(keys=redis_keys, args=arguments, client=client))
+
+    def lease_release(self, keys: list[str], lease: str) -> None:
+        redis_keys = [self.make_and_validate_key(key) for key in keys]
+        pipeline = self._cache.get_client(redis_keys[0], write=True).pipeline(transaction=False)
+        for key in redis_keys:
+            pipeline.zrem(key, lease)
+        pipeline.execute()
+
+    def lease_count(self, key: str) -> int:
+        """How many unexpired slots ``key`` holds."""
+        redis_key = self.make_and_validate_key(key)
+        client = self._cache.get_client(redis_key, write=True)
+        seconds, micros = client.time()
+        return int(client.zcount(redis_key, seconds * 1000 + micros // 1000 + 1, "+inf"))
+
+    @cached_property
+    def _lease_acquire(self) -> Any:
+        return self._cache.get_client(None, write=True).register_script(_LEASE_ACQUIRE)
+
     @cached_property
     def _read_and_count(self) -> Any:
         """The script, sent by its SHA1 (redis-py loads it again when the server answers NOSCRIPT)."""
@@ -83,4 +112,25 @@ if values[tonumber(ARGV[1])] then
 end
 values[n + 1] = count
 return values
+"""
+
+# KEYS: sorted sets of slots (member: lease name, score: expiry in ms of Redis's clock); ARGV: the lease's TTL
+# in ms, its name, then one limit per key. Expired slots are dropped first: a process that died holding a slot
+# gives it back when the slot expires. Each set expires with its last slot, so idle sets do not pile up.
+_LEASE_ACQUIRE = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local expiry = now + tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= tonumber(ARGV[2 + i]) then
+    return i
+  end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, expiry, ARGV[2])
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', key, math.max(tonumber(last[2]), expiry))
+end
+return 0
 """

@@ -303,6 +303,20 @@ GATEWAY_AUTH_FAILURE_LIMIT = env_rate("GATEWAY_AUTH_FAILURE_RATE", "30/3m")
 GATEWAY_SESSION_TTL_SECONDS = env_int("GATEWAY_SESSION_TTL_SECONDS", 24 * 3600, minimum=60)
 GATEWAY_TOOLS_CACHE_SECONDS = env_int("GATEWAY_TOOLS_CACHE_SECONDS", 30, minimum=0)
 GATEWAY_ALLOWED_ORIGINS = env_list("GATEWAY_ALLOWED_ORIGINS", [])
+# Fairness and caps (docs/reliability.md): how long tools/list waits for a workspace's upstreams; when an
+# upstream whose lists keep failing is skipped, and for how long; what one upstream reply and one upstream's
+# tool list may weigh; how many tools/call may be in flight at once per workspace and per token (all nodes).
+GATEWAY_LIST_DEADLINE_SECONDS = env_int("GATEWAY_LIST_DEADLINE_SECONDS", 10, minimum=1, maximum=600)
+GATEWAY_BREAKER_FAILURES = env_int("GATEWAY_BREAKER_FAILURES", 2, minimum=1)
+GATEWAY_BREAKER_BACKOFF_SECONDS = env_int("GATEWAY_BREAKER_BACKOFF_SECONDS", 30, minimum=1)
+GATEWAY_BREAKER_MAX_BACKOFF_SECONDS = env_int("GATEWAY_BREAKER_MAX_BACKOFF_SECONDS", 600, minimum=1)
+GATEWAY_MAX_UPSTREAM_REPLY_BYTES = env_int(
+    "GATEWAY_MAX_UPSTREAM_REPLY_BYTES", 16 * 1024 * 1024, minimum=65536
+)
+GATEWAY_MAX_TOOLS_LIST_BYTES = env_int("GATEWAY_MAX_TOOLS_LIST_BYTES", 8 * 2**20, minimum=65536)
+GATEWAY_MAX_TOOLS_PER_SERVER = env_int("GATEWAY_MAX_TOOLS_PER_SERVER", 2000, minimum=1)
+GATEWAY_MAX_INFLIGHT_PER_WORKSPACE = env_int("GATEWAY_MAX_INFLIGHT_PER_WORKSPACE", 256, minimum=1)
+GATEWAY_MAX_INFLIGHT_PER_TOKEN = env_int("GATEWAY_MAX_INFLIGHT_PER_TOKEN", 64, minimum=1)
 # Upstream URLs on private, loopback or link-local addresses are refused (SSRF) unless this is on: a gateway
 # on a laptop or in tests talks to servers on 127.0.0.1, so `make run` turns it on explicitly.
 ALLOW_PRIVATE_UPSTREAMS = env_bool("ALLOW_PRIVATE_UPSTREAMS", False)

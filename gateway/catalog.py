@@ -3,26 +3,32 @@
 A workspace's catalog has a version number kept in the shared cache. Every change to a server or a tool
 setting bumps it (``invalidate``), on every node at once; each process keeps the server configurations of the
 current version in memory, so routing a ``tools/call`` costs one small cache read, not a database query.
-The merged tool list is kept in the shared cache for ``GATEWAY_TOOLS_CACHE_SECONDS`` under that version.
+The merged tool list is kept in the shared cache for ``GATEWAY_TOOLS_CACHE_SECONDS`` under that version, and
+pre-encoded in each process's memory until that entry expires.
+
+Fairness: a workspace's rebuild waits at most ``GATEWAY_LIST_DEADLINE_SECONDS`` for its own upstreams, on
+threads of their own (never a pool another workspace needs); concurrent rebuilds of one catalog version are
+collapsed into one per process (``single_flight``) and, through a lease in the shared cache, across nodes;
+an upstream whose lists keep failing is skipped for a while (``breaker``) and shown failing with the reason.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import Future, wait
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
+from typing import Any, cast
 
 from django.conf import settings
-from django.core.cache import cache
-from django.db import close_old_connections
+from django.core.cache import BaseCache, cache, caches
 from django.utils import timezone
 
-from gateway import protocol
+from gateway import breaker, protocol, single_flight
 from gateway.crypto import CredentialUnreadable, decrypt
 from gateway.models import Server
 from gateway.upstream import UpstreamConfig, UpstreamError, session_for
@@ -30,10 +36,8 @@ from gateway.upstream import UpstreamConfig, UpstreamError, session_for
 logger = logging.getLogger(__name__)
 
 FAILED_LIST_CACHE_SECONDS = 5
-# How long tools/list waits for all upstreams together. Upstream fetches run on a shared pool of threads,
-# so this also bounds how long one workspace's slow upstreams can occupy it for everyone else.
-LIST_DEADLINE_SECONDS = 15
-_executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="aerostack-upstream")
+# How often a node that waits for another node's rebuild looks for the result.
+REBUILD_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,26 @@ class Route:
 
 @dataclass(frozen=True)
 class ToolList:
-    tools: list[dict[str, Any]]
+    tools_json: bytes  # the merged ``tools`` array, encoded as the gateway sends it
     routes: dict[str, tuple[str, str]]  # exposed name -> (server slug, upstream tool name)
     failures: dict[str, str]  # server slug -> why it was left out
+    expires_at: float  # time.time() when the shared cache lets it go: every node drops it then
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", json.loads(self.tools_json))
+
+    def result_json(self, request_id: protocol.RequestId) -> bytes:
+        """The JSON-RPC response to ``tools/list`` with ``request_id``: the same bytes as encoding
+        ``protocol.result_body(request_id, {"tools": self.tools})`` compactly, without encoding the tools."""
+        return b"".join((_RESULT_HEAD, json.dumps(request_id).encode("ascii"), self._result_tail))
+
+    @cached_property
+    def _result_tail(self) -> bytes:
+        return b',"result":{"tools":' + self.tools_json + b"}}"
+
+
+_RESULT_HEAD = b'{"jsonrpc":"2.0","id":'
 
 
 def version_key(workspace_id: int) -> str:
@@ -96,6 +117,9 @@ def server_config(server: Server) -> UpstreamConfig:
         headers=headers,
         timeout=float(server.timeout_seconds),
         stamp=server.updated_at.isoformat(),
+        max_reply_bytes=settings.GATEWAY_MAX_UPSTREAM_REPLY_BYTES,
+        max_list_bytes=settings.GATEWAY_MAX_TOOLS_LIST_BYTES,
+        max_list_tools=settings.GATEWAY_MAX_TOOLS_PER_SERVER,
     )
 
 
@@ -129,34 +153,101 @@ def servers(workspace_id: int, current: int | None = None) -> dict[str, ServerEn
     return entries
 
 
-def _fetch(entry: ServerEntry) -> list[dict[str, Any]]:
-    if entry.config is None:
-        raise UpstreamError("config", entry.problem)
+# -- fetching one upstream's tools ---------------------------------------------------------------------------
+# No shared pool: each fetch runs on a thread of its own, and at most one fetch per server (and configuration)
+# runs in a process at a time; a rebuild that finds one running joins it. A hung upstream therefore holds one
+# thread (until its own timeout) and nothing that another server or workspace needs.
+
+
+@dataclass
+class _Fetch:
+    future: Future[list[dict[str, Any]]]
+    started: float  # time.monotonic()
+    counted: bool = False  # its failure is already in the breaker (it missed a list deadline)
+
+
+_fetches: dict[tuple[int, str], _Fetch] = {}
+_fetches_lock = threading.Lock()
+
+
+def _fetch(entry: ServerEntry) -> tuple[_Fetch, bool]:
+    """The running fetch of ``entry``'s tools, or a new one on a thread of its own (True when new)."""
+    assert entry.config is not None
+    key = (entry.id, entry.config.stamp)
+    with _fetches_lock:
+        running = _fetches.get(key)
+        if running is not None:
+            return running, False
+        fetch = _fetches[key] = _Fetch(Future(), time.monotonic())
+    # The fetch thread records its outcome through the caller's cache connection (Django's are per thread).
+    store = caches["default"]
+    thread = threading.Thread(
+        target=_run_fetch, args=(entry, key, fetch, store), name=f"aerostack-fetch-{entry.slug}", daemon=True
+    )
+    thread.start()
+    return fetch, True
+
+
+def _run_fetch(entry: ServerEntry, key: tuple[int, str], fetch: _Fetch, store: BaseCache) -> None:
+    assert entry.config is not None
     try:
-        return session_for(entry.config).list_tools()
-    finally:
-        close_old_connections()
+        tools = session_for(entry.config).list_tools()
+    except BaseException as exc:  # handed to the waiting rebuild; one broken upstream breaks nothing else
+        with _fetches_lock:
+            _fetches.pop(key, None)
+            counted, fetch.counted = fetch.counted, True
+        if not counted:
+            reason = exc.message if isinstance(exc, UpstreamError) else "internal error"
+            breaker.failed(entry, reason, store=store)
+        fetch.future.set_exception(exc)
+    else:
+        with _fetches_lock:
+            _fetches.pop(key, None)
+        breaker.succeeded(entry, store=store)
+        fetch.future.set_result(tools)
 
 
 def _build(workspace_id: int) -> ToolList:
     entries = servers(workspace_id)
-    futures = {slug: _executor.submit(_fetch, entry) for slug, entry in entries.items()}
-    fetched: dict[str, list[dict[str, Any]]] = {}
+    deadline_seconds = settings.GATEWAY_LIST_DEADLINE_SECONDS
     failures: dict[str, str] = {}
+    waiting: dict[str, _Fetch] = {}
+    skipped = breaker.skipped(entries)
+    for slug, entry in entries.items():
+        if entry.config is None:
+            failures[slug] = entry.problem
+        elif slug in skipped:
+            failures[slug] = skipped[slug]
+        else:
+            fetch, new = _fetch(entry)
+            overdue = time.monotonic() - fetch.started
+            if not new and overdue > deadline_seconds:
+                # Still busy with a list asked for by an earlier rebuild: not worth waiting for again.
+                # A stable text (no growing age): the Servers tab's row is written only when it changes.
+                failures[slug] = f"has not answered a tools/list sent more than {deadline_seconds}s ago"
+            else:
+                waiting[slug] = fetch
     # One deadline for the whole list: a slow upstream is left out rather than holding the caller.
-    deadline = time.monotonic() + LIST_DEADLINE_SECONDS
-    for slug, future in futures.items():
-        try:
-            fetched[slug] = future.result(timeout=max(deadline - time.monotonic(), 0))
-        except FutureTimeout:
-            failures[slug] = f"did not list its tools within {LIST_DEADLINE_SECONDS}s"
+    wait([fetch.future for fetch in waiting.values()], timeout=deadline_seconds)
+    fetched: dict[str, list[dict[str, Any]]] = {}
+    for slug, fetch in waiting.items():
+        if not fetch.future.done():
+            failures[slug] = f"did not list its tools within {deadline_seconds}s"
             logger.warning("upstream %s left out of tools/list: too slow", slug)
-        except UpstreamError as exc:
+            with _fetches_lock:
+                counted, fetch.counted = fetch.counted, True
+            if not counted:
+                breaker.failed(entries[slug], failures[slug])
+            continue
+        exc = fetch.future.exception()
+        if exc is None:
+            fetched[slug] = fetch.future.result()
+        elif isinstance(exc, UpstreamError):
             failures[slug] = exc.message
             logger.warning("upstream %s left out of tools/list: %s", slug, exc.message)
-        except Exception as exc:  # one broken upstream must never break the list for the others
+        else:  # one broken upstream must never break the list for the others
             failures[slug] = "internal error"
-            logger.exception("upstream %s failed in tools/list", slug, exc_info=exc)
+            logger.error("upstream %s failed in tools/list", slug, exc_info=exc)
     pairs = [
         (slug, tool["name"])
         for slug, tools in fetched.items()
@@ -167,7 +258,12 @@ def _build(workspace_id: int) -> ToolList:
     exposed = protocol.build_tool_names(pairs)
     tools = [{**definitions[(item.server_slug, item.original_name)], "name": item.name} for item in exposed]
     _record_health(entries, fetched, failures)
-    return ToolList(tools=tools, routes=protocol.tool_reverse_map(exposed), failures=failures)
+    return ToolList(
+        tools_json=json.dumps(tools, separators=(",", ":")).encode("utf-8"),
+        routes=protocol.tool_reverse_map(exposed),
+        failures=failures,
+        expires_at=0.0,
+    )
 
 
 def tool_snapshot(tools: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -195,42 +291,103 @@ def _record_health(
             )
 
 
+# -- the merged list, pre-encoded ----------------------------------------------------------------------------
+# The list is kept in the shared cache as the JSON bytes of its ``tools`` array (so no node unpickles a
+# thousand dicts or encodes them again per request) and, in each process, as a ToolList for the current
+# catalog version until the shared entry expires. A cached tools/list then costs splicing the request id into
+# ready bytes; a version bump still reaches every node at once, because the version is read per request.
+
+_lists: dict[int, tuple[int, ToolList]] = {}
+
+
+def _list_key(workspace_id: int, current: int) -> str:
+    return f"gw:tool-list:{workspace_id}:{current}"
+
+
+def _from_cache(value: Any) -> ToolList | None:
+    if not isinstance(value, dict) or not isinstance(value.get("tools_json"), bytes):
+        return None  # absent, or written by an older release
+    try:
+        listed = ToolList(**value)
+    except TypeError:
+        return None  # written by another release with other fields: rebuild rather than fail
+    return listed if listed.expires_at > time.time() else None
+
+
 def tool_list(workspace_id: int, *, refresh: bool = False, current: int | None = None) -> ToolList:
-    """The merged tool list, from the shared cache when fresh."""
-    key = f"gw:tools:{workspace_id}:{version(workspace_id) if current is None else current}"
-    if not refresh and settings.GATEWAY_TOOLS_CACHE_SECONDS:
-        cached = cache.get(key)
-        if cached is not None:
-            return ToolList(**cached)
-    built = _build(workspace_id)
-    if settings.GATEWAY_TOOLS_CACHE_SECONDS:
+    """The merged tool list: from this process's memory, else the shared cache, else built (once).
+
+    When the list of the current version has only expired (no change: the version is the same) and another
+    request is rebuilding it, the expired list is served meanwhile: only the rebuilding request waits for the
+    workspace's upstreams, not every client of the workspace.
+    """
+    current = version(workspace_id) if current is None else int(current)
+    if not settings.GATEWAY_TOOLS_CACHE_SECONDS:
+        return _build(workspace_id)
+    stale: ToolList | None = None
+    if not refresh:
+        local = _lists.get(workspace_id)
+        if local is not None and local[0] == current:
+            if local[1].expires_at > time.time():
+                return local[1]
+            stale = local[1]
+    key = _list_key(workspace_id, current)
+    flight = f"{workspace_id}:{current}"
+    listed = None if refresh else _from_cache(cache.get(key))
+    if listed is None:
+        if stale is not None and single_flight.running(flight):
+            return stale
+        listed = single_flight.run(
+            flight,
+            lambda: _rebuild(workspace_id, key, refresh=refresh, stale=stale),
+            wait_seconds=settings.GATEWAY_LIST_DEADLINE_SECONDS + 5,
+        )
+    with _local_lock:
+        _lists[workspace_id] = (current, listed)
+    return listed
+
+
+def _rebuild(workspace_id: int, key: str, *, refresh: bool, stale: ToolList | None) -> ToolList:
+    """Build the list and share it; one build per catalog version across nodes (a lease in the shared cache),
+    so that N nodes do not ask every upstream N times. A node that finds the lease taken serves its expired
+    copy if it has one, else waits for the other node's list (bounded by the list deadline), then builds
+    itself if none came (that node may have died)."""
+    lease = f"{key}:building"
+    deadline_seconds = settings.GATEWAY_LIST_DEADLINE_SECONDS
+    owned = refresh or cache.add(lease, 1, deadline_seconds + 5)
+    if not owned:
+        if stale is not None:
+            return stale
+        give_up = time.monotonic() + deadline_seconds + 2
+        while time.monotonic() < give_up:
+            time.sleep(REBUILD_POLL_SECONDS)
+            listed = _from_cache(cache.get(key))
+            if listed is not None:
+                return listed
+    try:
+        built = _build(workspace_id)
         # A list with an upstream missing is kept only briefly, so that the upstream is tried again soon, but
         # a burst of calls for its tools does not knock on every upstream again each time.
         ttl = settings.GATEWAY_TOOLS_CACHE_SECONDS
         if built.failures:
             ttl = min(ttl, FAILED_LIST_CACHE_SECONDS)
-        cache.set(key, {"tools": built.tools, "routes": built.routes, "failures": built.failures}, ttl)
-    return built
-
-
-_routes: dict[int, tuple[int, dict[str, tuple[str, str]]]] = {}
+        listed = replace(built, expires_at=time.time() + ttl)
+        cache.set(key, asdict(listed), ttl)
+        return listed
+    finally:
+        if owned:
+            cache.delete(lease)
 
 
 def route(workspace_id: int, exposed_name: str, current: int | None = None) -> Route | None:
     """Where a ``tools/call`` for ``exposed_name`` goes, or None for an unknown or switched-off tool.
 
-    The name map is kept in this process for the current catalog version, so a call usually costs no
-    tool-list fetch at all; an unknown name refreshes it once (an upstream may have added a tool).
+    The name map comes with the tool list, which this process keeps for the current catalog version, so a
+    call usually costs no cache read for it at all.
     """
     current = version(workspace_id) if current is None else int(current)
     entries = servers(workspace_id, current)
-    cached = _routes.get(workspace_id)
-    routes = cached[1] if cached is not None and cached[0] == current else None
-    if routes is None or exposed_name not in routes:
-        routes = tool_list(workspace_id, current=current).routes
-        with _local_lock:
-            _routes[workspace_id] = (current, routes)
-    target = routes.get(exposed_name)
+    target = tool_list(workspace_id, current=current).routes.get(exposed_name)
     if target is None:
         return None
     entry = entries.get(target[0])

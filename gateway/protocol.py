@@ -423,6 +423,12 @@ def encode_sse_event(
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
+def encode_sse_json(payload: bytes) -> bytes:
+    """An SSE ``message`` event carrying ``payload``, one compact JSON message already encoded (it has no
+    line break: see ``encode_sse_event``)."""
+    return b"event: message\ndata: " + payload + b"\n\n"
+
+
 @dataclass(frozen=True)
 class SSEEvent:
     """One dispatched SSE event.

@@ -33,7 +33,11 @@ logger = logging.getLogger(__name__)
 
 CLIENT_INFO = {"name": "aerostack-gateway", "version": "0.1.0"}
 MAX_LIST_PAGES = 100
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+MIB = 1024 * 1024
+# Defaults of the caps; the gateway takes them from settings (catalog.server_config).
+MAX_REPLY_BYTES = 16 * MIB
+MAX_LIST_BYTES = 8 * MIB
+MAX_LIST_TOOLS = 2000
 READ_CHUNK = 64 * 1024
 POOL_SIZE = 16
 IDLE_SECONDS = 4.0
@@ -42,7 +46,8 @@ SLOW_SECONDS = 0.05
 
 
 class UpstreamError(Exception):
-    """An upstream failed to answer properly. ``kind``: unreachable, timeout, http, protocol, config."""
+    """An upstream failed to answer properly. ``kind``: unreachable, timeout, http, protocol, too_large,
+    config."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -67,6 +72,36 @@ class UpstreamConfig:
     timeout: float = 60.0
     # Changes whenever the server's settings change, so a stale session is never reused for a new config.
     stamp: str = ""
+    # Memory caps: one reply's body, and one whole tools/list (all pages together), in bytes and in tools.
+    max_reply_bytes: int = MAX_REPLY_BYTES
+    max_list_bytes: int = MAX_LIST_BYTES
+    max_list_tools: int = MAX_LIST_TOOLS
+
+
+@dataclass
+class ByteBudget:
+    """How many bytes of reply bodies an exchange (or a whole paged tools/list) may still read.
+
+    Bodies are read in chunks of at most ``READ_CHUNK`` and counted as they arrive, so a hostile upstream
+    costs at most ``limit`` bytes (plus one chunk) of memory, whatever it sends and whether it says so first.
+    """
+
+    limit: int
+    what: str  # what is too large, for the message: "a reply", "its tools/list"
+    setting: str
+    used: int = 0
+
+    def spend(self, size: int, slug: str) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise UpstreamError(
+                "too_large",
+                f"{slug} sent more than {_size(self.limit)} in {self.what} (limit {self.setting})",
+            )
+
+
+def _size(limit: int) -> str:
+    return f"{limit / MIB:g} MiB" if limit >= MIB else f"{limit} bytes"
 
 
 @dataclass
@@ -256,36 +291,36 @@ class UpstreamSession:
         else:
             reply.connection.close()
 
-    def _messages(self, reply: _Reply, deadline: float) -> Iterator[dict[str, Any]]:
+    def _chunks(self, reply: _Reply, deadline: float, budget: ByteBudget) -> Iterator[bytes]:
+        """The body as it arrives, counted against ``budget`` and the deadline (a trickle cannot hold us)."""
+        while True:
+            if time.monotonic() > deadline:
+                raise UpstreamError(
+                    "timeout", f"{self.config.slug} did not finish within {self.config.timeout:g}s"
+                )
+            chunk = reply.response.read1(READ_CHUNK)
+            if not chunk:
+                return
+            budget.spend(len(chunk), self.config.slug)
+            yield chunk
+
+    def _messages(
+        self, reply: _Reply, deadline: float, budget: ByteBudget | None = None
+    ) -> Iterator[dict[str, Any]]:
         """The JSON-RPC messages of a reply body, JSON or SSE, as they arrive."""
+        if budget is None:
+            budget = ByteBudget(self.config.max_reply_bytes, "a reply", "GATEWAY_MAX_UPSTREAM_REPLY_BYTES")
         try:
             if reply.content_type == "text/event-stream":
                 parser = protocol.SSEParser()
-                received = 0
-                while True:
-                    if time.monotonic() > deadline:
-                        raise UpstreamError(
-                            "timeout", f"{self.config.slug} did not finish within {self.config.timeout:g}s"
-                        )
-                    chunk = reply.response.read1(READ_CHUNK)
-                    if not chunk:
-                        break
-                    received += len(chunk)
-                    if received > MAX_RESPONSE_BYTES:
-                        raise UpstreamError(
-                            "protocol", f"{self.config.slug} sent more than {MAX_RESPONSE_BYTES} bytes"
-                        )
+                for chunk in self._chunks(reply, deadline, budget):
                     for event in parser.feed(chunk):
                         if event.event == "message" and event.data:
                             yield _message(
                                 _decode(event.data.encode("utf-8"), self.config.slug), self.config.slug
                             )
                 return
-            data = reply.response.read(MAX_RESPONSE_BYTES + 1)
-            if len(data) > MAX_RESPONSE_BYTES:
-                raise UpstreamError(
-                    "protocol", f"{self.config.slug} sent more than {MAX_RESPONSE_BYTES} bytes"
-                )
+            data = b"".join(self._chunks(reply, deadline, budget))
             if reply.content_type != "application/json" and not data.strip():
                 return
             message = _decode(data, self.config.slug)
@@ -307,6 +342,7 @@ class UpstreamSession:
         session_id: str | None,
         deadline: float,
         on_slow: Callable[[], None] | None = None,
+        budget: ByteBudget | None = None,
     ) -> Iterator[dict[str, Any]]:
         """POST one message; yield every message of the reply up to and including our response."""
         reply = self._send(json.dumps(message, separators=(",", ":")).encode("utf-8"), session_id, on_slow)
@@ -326,7 +362,7 @@ class UpstreamSession:
             if "id" not in message:
                 complete = True  # a notification: 202 and no body
                 return
-            for incoming in self._messages(reply, deadline):
+            for incoming in self._messages(reply, deadline, budget):
                 if "method" in incoming and "id" in incoming:
                     self._refuse_server_request(incoming)
                     continue
@@ -426,6 +462,7 @@ class UpstreamSession:
         *,
         request_id: str | None = None,
         on_slow: Callable[[], None] | None = None,
+        budget: ByteBudget | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Send one request; yield the upstream's notifications for it, then its response message.
 
@@ -443,7 +480,7 @@ class UpstreamSession:
         for attempt in range(2):
             session_id = self.session_id
             try:
-                yield from self._exchange(message, session_id, deadline, on_slow)
+                yield from self._exchange(message, session_id, deadline, on_slow, budget)
                 return
             except _SessionExpired:
                 if attempt:
@@ -452,10 +489,12 @@ class UpstreamSession:
                     ) from None
                 self._reinitialize(session_id, deadline)
 
-    def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def request(
+        self, method: str, params: dict[str, Any] | None = None, *, budget: ByteBudget | None = None
+    ) -> dict[str, Any]:
         """Send one request and return its result; an upstream JSON-RPC error raises UpstreamError."""
         response: dict[str, Any] = {}
-        for message in self.stream(method, params):
+        for message in self.stream(method, params, budget=budget):
             if "method" not in message:
                 response = message
         if "error" in response:
@@ -479,16 +518,22 @@ class UpstreamSession:
             pass
 
     def list_tools(self) -> list[dict[str, Any]]:
-        """Every tool of the upstream, draining every page, all within the server's timeout."""
+        """Every tool of the upstream, draining every page, all within the server's timeout.
+
+        All pages together may hold at most ``max_list_bytes`` of bodies and ``max_list_tools`` tools: a
+        catalog is kept in memory (and in the shared cache) and sent to every client, so an upstream beyond
+        that fails rather than taking the gateway's memory.
+        """
         tools: list[dict[str, Any]] = []
         cursor: object = None
         deadline = time.monotonic() + self.config.timeout
+        budget = ByteBudget(self.config.max_list_bytes, "its tools/list", "GATEWAY_MAX_TOOLS_LIST_BYTES")
         for _ in range(MAX_LIST_PAGES):
             if time.monotonic() > deadline:
                 raise UpstreamError(
                     "timeout", f"{self.config.slug} did not list its tools within {self.config.timeout:g}s"
                 )
-            result = self.request("tools/list", {"cursor": cursor} if cursor else None)
+            result = self.request("tools/list", {"cursor": cursor} if cursor else None, budget=budget)
             page = result.get("tools")
             if not isinstance(page, list):
                 raise UpstreamError(
@@ -497,6 +542,12 @@ class UpstreamSession:
             tools.extend(
                 tool for tool in page if isinstance(tool, dict) and isinstance(tool.get("name"), str)
             )
+            if len(tools) > self.config.max_list_tools:
+                raise UpstreamError(
+                    "too_large",
+                    f"{self.config.slug} lists more than {self.config.max_list_tools} tools"
+                    " (limit GATEWAY_MAX_TOOLS_PER_SERVER)",
+                )
             cursor = result.get("nextCursor")
             if not cursor:
                 return tools
@@ -509,11 +560,17 @@ class UpstreamSession:
         if self.session_id:
             try:
                 connection, _ = self._checkout()
+            except (OSError, UpstreamError):
+                self.close()
+                return
+            try:
+                connection.sock.settimeout(min(self.config.timeout, 5.0))
                 connection.request("DELETE", self._path, headers=self._headers(self.session_id))
-                connection.getresponse().read()
-                connection.close()
-            except (OSError, http.client.HTTPException, UpstreamError):
+                connection.getresponse().read(DRAIN_BYTES)  # bounded: whatever it says does not matter
+            except (OSError, AttributeError, http.client.HTTPException):
                 pass
+            finally:
+                connection.close()
         self.close()
 
 

@@ -25,7 +25,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from aerostack.net import client_ip
-from gateway import catalog, limits, protocol, sessions, usage
+from gateway import catalog, inflight, limits, protocol, sessions, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import format as token_format
@@ -92,6 +92,17 @@ class _Context:
 
     def reply(self, body: dict[str, Any]) -> HttpResponse:
         return _json(body, 200, self.headers, sse=self.sse_only)
+
+    def reply_encoded(self, body: bytes) -> HttpResponse:
+        """``reply()`` for a body that is already compact JSON (a pre-encoded tools/list)."""
+        if self.sse_only:
+            response = HttpResponse(protocol.encode_sse_json(body), content_type="text/event-stream")
+            response["Cache-Control"] = "no-cache"
+        else:
+            response = HttpResponse(body, content_type="application/json")
+        for name, value in self.headers.items():
+            response[name] = value
+        return response
 
     def record(
         self,
@@ -495,8 +506,8 @@ class GatewayView(APIView):
             return ctx.reply(protocol.result_body(message.id, {}))
         if message.method == "tools/list":
             protocol.check_list_cursor(message.params, message.id)
-            tools = catalog.tool_list(token.workspace_id, current=ctx.catalog_version).tools
-            return ctx.reply(protocol.result_body(message.id, {"tools": tools}))
+            listed = catalog.tool_list(token.workspace_id, current=ctx.catalog_version)
+            return ctx.reply_encoded(listed.result_json(message.id))
         if message.method == "tools/call":
             return self._call_tool(ctx, session, message)
         raise protocol.ProtocolError(
@@ -585,6 +596,23 @@ class GatewayView(APIView):
             "tools/call", upstream_params, request_id=call.upstream_id, on_slow=call.register_inflight
         )
         streaming = protocol.accepts_sse(ctx.request.META.get("HTTP_ACCEPT"))
+        lease = inflight.acquire(
+            workspace_id=token.workspace_id, token_id=token.pk, timeout_seconds=target.server.config.timeout
+        )
+        if isinstance(lease, inflight.Refusal):
+            # At once, never queued: a client over its cap must not tie up the gateway waiting for a slot.
+            ctx.record(
+                outcome=Outcome.RATE_LIMITED,
+                status=429,
+                method="tools/call",
+                server_id=target.server.id,
+                server_slug=target.server.slug,
+                tool=target.tool,
+                detail=f"over {lease.limit} calls in flight per {lease.scope}",
+            )
+            body = protocol.error_body(request_id, protocol.SERVER_ERROR, lease.message)
+            return _json(body, 429, {**ctx.headers, "Retry-After": "1"})
+        handed_over = False  # to the stream, which gives the lease back when it ends
         try:
             for incoming in messages:
                 if "method" not in incoming:
@@ -592,13 +620,23 @@ class GatewayView(APIView):
                 note = call.relay(incoming)
                 if note is not None and streaming:
                     # A notification came before the result and the client takes SSE: stream from here on.
-                    return self._stream(ctx, note, messages, call)
+                    response = self._stream(ctx, note, messages, call, lease)
+                    handed_over = True
+                    return response
         except UpstreamError as exc:
             return ctx.reply(call.failed(exc))
+        finally:
+            if not handed_over:
+                lease.release()
         return ctx.reply(call.failed(UpstreamError("protocol", "no answer")))
 
     def _stream(
-        self, ctx: _Context, first: dict[str, Any], messages: Iterator[dict[str, Any]], call: _ToolCall
+        self,
+        ctx: _Context,
+        first: dict[str, Any],
+        messages: Iterator[dict[str, Any]],
+        call: _ToolCall,
+        lease: inflight.Lease,
     ) -> StreamingHttpResponse:
         def events() -> Iterator[bytes]:
             yield protocol.encode_sse_event(first)
@@ -619,8 +657,9 @@ class GatewayView(APIView):
                 yield protocol.encode_sse_event(call.failed(failure))
             finally:
                 messages.close()  # type: ignore[attr-defined]
+                lease.release()
 
-        response = StreamingHttpResponse(events(), content_type="text/event-stream")
+        response = StreamingHttpResponse(_Closing(events(), lease.release), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         for name, value in ctx.headers.items():
@@ -688,6 +727,24 @@ def _read_capped(stream: Any, size: int) -> bytes:
         parts.append(part)
         remaining -= len(part)
     return b"".join(parts)
+
+
+class _Closing:
+    """A response body that runs ``on_close`` when the server closes the response, also when it was never
+    iterated (a generator's ``finally`` does not run then): the in-flight slot is always given back."""
+
+    def __init__(self, chunks: Iterator[bytes], on_close: Any) -> None:
+        self._chunks = chunks
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        try:
+            self._chunks.close()  # type: ignore[attr-defined]
+        finally:
+            self._on_close()
 
 
 def _failure_result(message_id: protocol.RequestId | None, text: str) -> dict[str, Any]:

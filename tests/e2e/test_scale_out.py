@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -207,3 +209,53 @@ def test_a_deleted_workspaces_tokens_get_401_on_every_node(cluster: Cluster) -> 
         + "workspace_delete(actor=owner, confirm_name='Doomed Team')",
     )
     assert on_b.request("ping")[0] == 401 and on_a.request("ping")[0] == 401
+
+
+FAULT_SETUP = """
+import json
+from django.contrib.auth.models import User
+from workspaces.services import workspace_create
+from gateway.services import server_create
+from tokens.services import token_create
+owner = User.objects.get(username="owner@example.com")
+ws = workspace_create(name="Collapse Team", owner=owner)
+member = ws.members.get()
+for n, url in enumerate({urls}):
+    server_create(workspace=ws, actor=owner, name=f"s{{n}}", slug=f"s{{n}}", url=url)
+print(json.dumps({{"slug": ws.slug, "token": token_create(workspace=ws, holder=member, name="c", expires_in=None, created_by=owner).raw}}))
+"""
+
+
+def test_concurrent_rebuilds_on_both_nodes_ask_each_upstream_once(cluster: Cluster) -> None:
+    from tests.e2e.upstreams import start_fault_upstream
+
+    with start_fault_upstream() as upstream:
+        urls = [f"{upstream.url}/ok/collapse{n}?tools=3" for n in range(3)]
+        data = json.loads(
+            cluster.a.manage("shell", "-c", FAULT_SETUP.format(urls=json.dumps(urls)))
+            .strip()
+            .splitlines()[-1]
+        )
+        clients = []
+        for n in range(8):
+            client = Raw((cluster.a if n % 2 else cluster.b).port, data["slug"], data["token"])
+            client.initialize()
+            clients.append(client)
+        barrier = threading.Barrier(len(clients))
+        listed: list[int] = []
+
+        def list_tools(client: Raw) -> None:
+            barrier.wait()
+            status, _, body = client.request("tools/list")
+            assert status == 200
+            listed.append(len(json.loads(body)["result"]["tools"]))
+
+        threads = [threading.Thread(target=list_tools, args=(client,)) for client in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert listed == [12] * 8  # 3 upstreams x (echo + 3 tools), on both nodes
+        with urllib.request.urlopen(f"{upstream.url}/stats", timeout=5) as response:  # noqa: S310 (loopback)
+            stats = json.loads(response.read())
+        assert [stats.get(f"/ok/collapse{n} tools/list") for n in range(3)] == [1, 1, 1]

@@ -16,6 +16,8 @@ Upstreams:
   ``PORT=N node -r loopback.cjs node_modules/@modelcontextprotocol/server-everything/dist/index.js
   streamableHttp`` with an environment of PATH and PORT only (it has a ``get-env`` tool).
   ``loopback.cjs`` forces its ``listen(PORT)`` onto 127.0.0.1.
+- ``start_fault_upstream()``: ``fault_upstream.py`` (standard library only), one process serving many
+  misbehaving upstreams, one per path (hangs, HTTP 500, invalid JSON, cut SSE, huge replies, ...).
 - ``start_python_upstream(*extra_args)``: ``py_upstream.py`` (official Python SDK ``MCPServer``),
   extra args ``--stateless`` / ``--json-response`` / ``--name NAME``.
 
@@ -304,6 +306,22 @@ def start_python_upstream(*extra_args: str, timeout: float = 20) -> RunningUpstr
         return argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1"}
 
     return _start_with_retries("py-upstream", argv_env, E2E_DIR, timeout)
+
+
+FAULT_UPSTREAM_SCRIPT = E2E_DIR / "fault_upstream.py"
+
+
+def start_fault_upstream(timeout: float = 20) -> RunningUpstream:
+    """Start fault_upstream.py (stdlib only): ``url`` is its base, ``http://127.0.0.1:<port>``; each
+    ``<url>/<mode>/<name>?...`` is an upstream of its own (see that file for the modes)."""
+
+    def argv_env(port: int) -> tuple[list[str], dict[str, str]]:
+        argv = [sys.executable, str(FAULT_UPSTREAM_SCRIPT), str(port)]
+        return argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1"}
+
+    upstream = _start_with_retries("fault-upstream", argv_env, E2E_DIR, timeout)
+    upstream.url = f"http://{HOST}:{upstream.port}"
+    return upstream
 
 
 # --------------------------------------------------------------------------- raw wire

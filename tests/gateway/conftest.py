@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import html
+import json
 import re
+import uuid
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode, urlsplit
+from urllib.request import urlopen
 
 import pytest
 from django.db.models import Model
@@ -12,7 +17,7 @@ from django.http import HttpResponse
 
 from gateway.models import Server
 from gateway.services import server_create
-from tests.e2e.upstreams import RunningUpstream
+from tests.e2e.upstreams import RunningUpstream, start_fault_upstream
 from tests.live import free_port
 from workspaces.models import Member
 
@@ -119,3 +124,28 @@ BAD_INPUTS = [
     ("timeout_seconds", {"timeout_seconds": "abc"}, "whole number"),
     ("timeout_seconds", {"timeout_seconds": ""}, "Enter a timeout"),
 ]
+
+
+@pytest.fixture(scope="session")
+def fault_upstream() -> Iterator[RunningUpstream]:
+    """tests/e2e/fault_upstream.py on 127.0.0.1 for the whole run: ``<url>/<mode>/<name>?...`` upstreams that
+    hang, answer 500, invalid JSON, cut SSE streams, huge replies... (one process, one path per upstream)."""
+    upstream = start_fault_upstream()
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+def fault_url(upstream: RunningUpstream, mode: str, **query: object) -> str:
+    """The URL of a fresh upstream of ``mode`` (a unique path: its fault counters and sessions are its own)."""
+    path = f"{upstream.url}/{mode}/{uuid.uuid4().hex[:12]}"
+    return path + ("?" + urlencode(query) if query else "")
+
+
+def fault_stats(upstream: RunningUpstream, url: str) -> dict[str, int]:
+    """How many requests of each method the fault upstream got on ``url``'s path."""
+    with urlopen(f"{upstream.url}/stats", timeout=5) as response:  # noqa: S310 (loopback, our own server)
+        counts: dict[str, int] = json.loads(response.read())
+    path = urlsplit(url).path
+    return {key.split(" ", 1)[1]: n for key, n in counts.items() if key.split(" ", 1)[0] == path}
