@@ -17,7 +17,6 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
@@ -148,12 +147,8 @@ def _locked(actor: Member, action: Action) -> tuple[Workspace, Member]:
     takes this row lock first, so two of them never interleave: a role checked here cannot change before
     the transaction commits. Call inside ``transaction.atomic()``.
     """
-    workspace = Workspace.objects.select_for_update().get(pk=actor.workspace_id)
-    try:
-        fresh = Member.objects.current().select_related("user").get(pk=actor.pk)
-    except Member.DoesNotExist:
-        # The membership ended since the page was loaded: the actor is now a stranger.
-        raise Http404("No such workspace") from None
+    workspace = _lock_workspace(actor.workspace_id)
+    fresh = _reread_actor(actor)
     require(fresh, action)
     return workspace, fresh
 
