@@ -13,51 +13,16 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import need
-from tests.live import ROOT, LiveServer, live_server
+from tests.browser.conftest import ARTIFACTS, TIMEOUT_MS, TOKEN_RE
+from tests.live import LiveServer
 
 pytestmark = [pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = ROOT / "test-artifacts"
-TOKEN_RE = re.compile(r"mwt_[0-9A-Za-z]{36}")
-TIMEOUT_MS = 15_000
 EXPECTED_FAILED_LOADS = [(400, "/workspaces/acme-tools/tokens/new/")]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LiveServer]:
-    need(CHROMIUM.exists(), "Debian's chromium is not installed: apt-get install chromium")
-    with live_server() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def browser(server: LiveServer) -> Iterator[object]:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed: pip install -e .[test]"
-    )
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_signup_create_copy_and_revoke_a_token(server: LiveServer, browser) -> None:  # type: ignore[no-untyped-def]

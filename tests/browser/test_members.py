@@ -18,8 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser.test_dashboard import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, TOKEN_RE
-from tests.conftest import need
+from tests.browser.conftest import ARTIFACTS, TIMEOUT_MS, TOKEN_RE, need_chromium
 from tests.live import LiveServer, live_server
 
 pytestmark = [pytest.mark.browser]
@@ -40,23 +39,10 @@ def mail_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def server(mail_dir: Path) -> Iterator[LiveServer]:
-    need(CHROMIUM.exists(), "Debian's chromium is not installed: apt-get install chromium")
+    need_chromium()
     with live_server(extra_env={"EMAIL_URL": f"file://{mail_dir}"}) as running:
         running.manage("shell", "-c", SETUP)
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser(server: LiveServer) -> Iterator[object]:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed: pip install -e .[test]"
-    )
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _invite_link(mail_dir: Path) -> str:

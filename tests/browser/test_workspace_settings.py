@@ -10,38 +10,16 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser.test_dashboard import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
-from tests.conftest import need
-from tests.live import LiveServer, live_server
+from tests.browser.conftest import ARTIFACTS, TIMEOUT_MS
+from tests.live import LiveServer
 
 pytestmark = [pytest.mark.browser]
 # Form pages answer 400 when refusing input, and Chromium logs each as "Failed to load resource".
 EXPECTED_FAILED_LOADS = {"/workspaces/acme-tools/settings/", "/workspaces/acme-tools/settings/delete/"}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LiveServer]:
-    need(CHROMIUM.exists(), "Debian's chromium is not installed: apt-get install chromium")
-    with live_server() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def browser(server: LiveServer) -> Iterator[object]:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed: pip install -e .[test]"
-    )
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_rename_limit_read_the_activity_export_and_delete(server: LiveServer, browser) -> None:  # type: ignore[no-untyped-def]
