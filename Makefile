@@ -24,8 +24,14 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,dev]'
 	touch $(VENV)/.installed $@
 
+# The load suite's driver (locust, the [load] extra): only `make stress` needs it.
+$(VENV)/.installed-load: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,dev,load]'
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-load: $(VENV)/.installed-load
 
 # A laptop's upstream MCP servers usually listen on 127.0.0.1: `make run` allows them explicitly.
 # A deployment leaves ALLOW_PRIVATE_UPSTREAMS unset (false) so upstream URLs cannot reach internal addresses.
@@ -54,9 +60,17 @@ check: lint typecheck test
 bench: install-test
 	$(BIN)/python -m benchmarks.gateway
 
+# Long runs, not in `make test`; each writes its figures (docs/reliability.md keeps those of the last run).
+# Load: 32 MCP clients for 60 s on 2 nodes x 3 gunicorn workers, PostgreSQL + Redis (DATABASE_URL / REDIS_URL,
+# else the test defaults); summary in var/load/. LOAD_ARGS="--duration 120" etc. to change it.
+.PHONY: stress install-load
+stress: install-test
+	$(MAKE) --no-print-directory install-load
+	$(BIN)/python -m benchmarks.load $(LOAD_ARGS)
+
 lock: | $(BIN)/python
 	rm -rf /tmp/aerostack-lock && $(PYTHON) -m venv /tmp/aerostack-lock
-	/tmp/aerostack-lock/bin/pip install --quiet -e '.[test,dev]'
+	/tmp/aerostack-lock/bin/pip install --quiet -e '.[test,dev,load]'
 	( echo '# Exact versions of every package, direct and transitive. `make` installs with `-c constraints.txt`'; \
 	  echo '# so that every machine gets the same set. Refresh with `make lock`.'; \
 	  /tmp/aerostack-lock/bin/pip freeze --exclude-editable ) > constraints.txt
