@@ -52,6 +52,7 @@ MIXED = {
 FAST = {"py__add": 50, "py__echo": 25, "ping": 25}
 MIXES = {"mixed": MIXED, "fast": FAST}
 SLOW_SECONDS = (1.0, 3.0)
+SLOW_STEPS = 4  # progress notifications of py_upstream.py's slow tool
 EXPECTED_TOOLS = {"py__add", "py__echo", "py__slow", "py__fail", "ev__echo", "ev__get-sum"}
 
 
@@ -139,6 +140,7 @@ class LoadClient:
         self.negotiated: str | None = None
         self.ids = 0
         self.last: dict[str, Any] = {}  # the record of the last exchange
+        self.notifications: list[dict[str, Any]] = []  # those that came with the last answer
         choices = MIXES[plan.mix]
         self.kinds = list(choices)
         self.weights = list(choices.values())
@@ -266,7 +268,8 @@ class LoadClient:
         replies = [m for m in messages if "method" not in m]
         if len(replies) != 1 or replies[0].get("id") != request_id or replies[0].get("jsonrpc") != "2.0":
             raise Unexpected(f"not one response with id {request_id}: {raw[:200]!r}")
-        record["notifications"] = len(messages) - 1
+        self.notifications = [m for m in messages if "method" in m]
+        record["notifications"] = len(self.notifications)
         return replies[0]
 
     # -- the handshake -------------------------------------------------------------------------------------
@@ -314,7 +317,7 @@ class LoadClient:
         return self._finish(record, "ok")
 
     # -- one request of the mix ----------------------------------------------------------------------------
-    def _request(self, kind: str) -> tuple[dict[str, Any], str]:
+    def _request(self, kind: str, request_id: int) -> tuple[dict[str, Any], str]:
         """The JSON-RPC request for ``kind`` and the text its result must carry ("" when not a tool)."""
         r = self.random
         if kind == "ping":
@@ -341,10 +344,13 @@ class LoadClient:
             raise ValueError(kind)
         params: dict[str, Any] = {"name": kind, "arguments": arguments}
         if kind == "py__slow":
-            params["_meta"] = {"progressToken": f"p-{self.plan.index}-{self.ids}"}
+            params["_meta"] = {"progressToken": self._progress_token(request_id)}
         return {"method": "tools/call", "params": params}, expected
 
-    def _check(self, kind: str, reply: dict[str, Any], expected: str) -> None:
+    def _progress_token(self, request_id: int) -> str:
+        return f"progress-{self.plan.index}-{request_id}"
+
+    def _check(self, kind: str, reply: dict[str, Any], expected: str, request_id: int) -> None:
         result = reply.get("result")
         if not isinstance(result, dict):
             raise Unexpected(f"no result: {json.dumps(reply)[:200]}")
@@ -365,6 +371,16 @@ class LoadClient:
             return
         if result.get("isError") or text != expected:
             raise Unexpected(f"{kind} answered {json.dumps(result)[:200]}, expected {expected!r}")
+        if kind == "py__slow":
+            # Every progress step of this call, with this call's own token: many clients share one upstream
+            # session, so a mix-up between concurrent calls would show here.
+            tokens = [
+                (n.get("params") or {}).get("progressToken")
+                for n in self.notifications
+                if n.get("method") == "notifications/progress"
+            ]
+            if tokens != [self._progress_token(request_id)] * SLOW_STEPS:
+                raise Unexpected(f"slow: progress tokens {tokens}, expected {SLOW_STEPS} of its own")
 
     def step(self) -> str:
         """One exchange (the whole handshake while there is no session); returns the recorded outcome."""
@@ -377,8 +393,8 @@ class LoadClient:
         if self.session_id is None:
             return self._initialize()
         kind = self.random.choices(self.kinds, self.weights)[0]
-        message, expected = self._request(kind)
         request_id = self._next_id()
+        message, expected = self._request(kind, request_id)
         message = {"jsonrpc": "2.0", "id": request_id, **message}
         status, headers, raw, record = self._exchange(kind, message)
         if status == 429:
@@ -386,7 +402,7 @@ class LoadClient:
         try:
             if status != 200:
                 raise Unexpected(f"HTTP {status}: {raw[:200]!r}")
-            self._check(kind, self._reply(record, headers, raw, request_id), expected)
+            self._check(kind, self._reply(record, headers, raw, request_id), expected, request_id)
         except Unexpected as exc:
             return self._finish(record, "unexpected", str(exc))
         return self._finish(record, "tool_error" if kind == "py__fail" else "ok")
