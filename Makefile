@@ -55,6 +55,7 @@ lint: install-test
 typecheck: install-test
 	$(BIN)/mypy .
 
+# What CI runs (.ci/run: this, then `make test` again on PostgreSQL + Redis): lint, types, the whole fast suite.
 check: lint typecheck test
 
 bench: install-test
