@@ -37,7 +37,7 @@ SERVER_ERROR = -32000
 
 # Requests of a client on a workspace with a normal limit (weights): fast tools of both upstreams, a slow
 # tool (1-3 s, with progress and log notifications, so the gateway streams SSE), a failing tool (an
-# ``isError`` result), tools/list and ping.
+# ``isError`` result), tools/list, ping and the end of the session.
 MIXED = {
     "py__add": 30,
     "py__echo": 15,
@@ -47,6 +47,7 @@ MIXED = {
     "py__fail": 6,
     "tools/list": 8,
     "ping": 10,
+    "DELETE": 2,  # the client ends its session (as SDK clients do when they close); the next step opens one
 }
 # A client that drives its token over the limit: fast requests only.
 FAST = {"py__add": 50, "py__echo": 25, "ping": 25}
@@ -151,8 +152,9 @@ class LoadClient:
 
     # -- one exchange --------------------------------------------------------------------------------------
     def _exchange(
-        self, kind: str, message: dict[str, Any]
+        self, kind: str, message: dict[str, Any] | None
     ) -> tuple[int, dict[str, str], bytes, dict[str, Any]]:
+        """POST ``message``, or DELETE the session when it is None."""
         index = self.turn
         self.turn = (self.turn + 1) % len(self.nodes)
         node = self.nodes[index]
@@ -165,20 +167,20 @@ class LoadClient:
             headers["Mcp-Session-Id"] = self.session_id
         if self.negotiated is not None:
             headers["MCP-Protocol-Version"] = self.negotiated
-        body = json.dumps(message, separators=(",", ":")).encode()
+        body = None if message is None else json.dumps(message, separators=(",", ":")).encode()
         record: dict[str, Any] = {
             "client": self.plan.index,
             "token_id": self.plan.token_id,
             "workspace": self.plan.workspace,
             "node": index,
             "kind": kind,
-            "id": message.get("id"),
+            "id": None if message is None else message.get("id"),
         }
         connection = node.fresh()
         record["sent"] = time.time()
         started = time.perf_counter()
         try:
-            connection.request("POST", self.path, body=body, headers=headers)
+            connection.request("POST" if body else "DELETE", self.path, body=body, headers=headers)
             response = connection.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -316,6 +318,17 @@ class LoadClient:
             return self._finish(record, "unexpected", f"HTTP {status}: {raw[:200]!r}")
         return self._finish(record, "ok")
 
+    def _end_session(self) -> str:
+        status, headers, raw, record = self._exchange("DELETE", None)
+        if status == 429:
+            return self._rate_limited(record, headers, raw, None)
+        self.session_id = self.negotiated = None
+        if status != 204 or raw or record["remaining"] is None:
+            return self._finish(
+                record, "unexpected", f"DELETE: HTTP {status}, RateLimit {record['remaining']}"
+            )
+        return self._finish(record, "ok")
+
     # -- one request of the mix ----------------------------------------------------------------------------
     def _request(self, kind: str, request_id: int) -> tuple[dict[str, Any], str]:
         """The JSON-RPC request for ``kind`` and the text its result must carry ("" when not a tool)."""
@@ -393,6 +406,8 @@ class LoadClient:
         if self.session_id is None:
             return self._initialize()
         kind = self.random.choices(self.kinds, self.weights)[0]
+        if kind == "DELETE":
+            return self._end_session()
         request_id = self._next_id()
         message, expected = self._request(kind, request_id)
         message = {"jsonrpc": "2.0", "id": request_id, **message}
