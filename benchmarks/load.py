@@ -667,25 +667,15 @@ def run_load(config: LoadConfig, log: Callable[[str], None] = print) -> dict[str
         )
         usage_failures = check_usage(expected, found)
         failures += usage_failures
-        if config.driver == "locust":
-            stats = Path(summary["locust"]["stats_csv"])
-            if stats.is_file():
-                config.out.mkdir(parents=True, exist_ok=True)
-                kept = config.out / f"load-{started_at:%Y%m%dT%H%M%SZ}-locust-stats.csv"
-                shutil.copy(stats, kept)
-                summary["locust"]["stats_csv"] = str(kept)
-        # The clients' records (no raw tokens) and locust's log stay with the summary, for a failed check.
-        kept = config.out / f"load-{started_at:%Y%m%dT%H%M%SZ}-records"
-        shutil.copytree(records_dir, kept, dirs_exist_ok=True)
-        if (work / "locust.log").is_file():
-            shutil.copy(work / "locust.log", kept / "locust.log")
-        summary["records"] = str(kept)
+        summary["records"] = str(keep_artifacts(config.out, started_at, work, summary.get("locust")))
         if usage_failures:  # the rows themselves, to hold against the records
-            dump_usage(scratch, sorted(by_id), kept / "usage-rows.jsonl")
+            dump_usage(scratch, sorted(by_id), Path(summary["records"]) / "usage-rows.jsonl")
         logs = "".join(server.log_text() for server in servers)
         tracebacks = logs.count("Traceback (most recent call last)")
         if tracebacks:
             failures.append(f"the gateway logged {tracebacks} tracebacks")
+    if {row["pid"] for row in memory_after} != {row["pid"] for row in memory_before}:
+        failures.append("a gateway worker was restarted during the run (its pid changed)")
     memory = []
     for before in memory_before:
         after = next((row for row in memory_after if row["pid"] == before["pid"]), {})
@@ -712,12 +702,25 @@ def run_load(config: LoadConfig, log: Callable[[str], None] = print) -> dict[str
             "expected_rows": sum(sum(c.values()) for c in expected.values()),
             "found_rows": sum(sum(c.values()) for c in found.values()),
             "flush_wait_seconds": round(waited, 2),
-            "complete": not check_usage(expected, found),
+            "complete": not usage_failures,
         },
         memory=memory,
         failures=failures,
     )
     return summary
+
+
+def keep_artifacts(out: Path, started_at: datetime, work: Path, locust: dict[str, Any] | None) -> Path:
+    """The clients' records (no raw tokens), locust's log and statistics next to the summary, for a failed
+    check to be looked into; returns the records' folder."""
+    stamp = f"load-{started_at:%Y%m%dT%H%M%SZ}"
+    kept = out / f"{stamp}-records"
+    shutil.copytree(work / "records", kept, dirs_exist_ok=True)
+    if (work / "locust.log").is_file():
+        shutil.copy(work / "locust.log", kept / "locust.log")
+    if locust is not None and Path(locust["stats_csv"]).is_file():
+        locust["stats_csv"] = str(shutil.copy(locust["stats_csv"], out / f"{stamp}-locust-stats.csv"))
+    return kept
 
 
 def _mib(kib: int | None) -> float | None:
