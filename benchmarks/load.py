@@ -184,7 +184,7 @@ def wait_for_workers(servers: list[LiveServer], workers: int, timeout: float = 3
 def machine() -> dict[str, Any]:
     def run(*argv: str) -> str:
         try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()  # noqa: S603
+            return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.rstrip()  # noqa: S603
         except (OSError, subprocess.SubprocessError):
             return ""
 
