@@ -48,6 +48,7 @@ import time
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -591,22 +592,32 @@ def upstreams() -> Iterator[tuple[Any, Any]]:
         python.stop()
 
 
-def warm_up(setup: dict[str, Any], nodes: list[str], work: Path) -> None:
-    """Catalogs built and upstream sessions opened on every node, with tokens that are not checked."""
+def warm_up(setup: dict[str, Any], nodes: list[str], workers: int, work: Path) -> None:
+    """Catalogs built and upstream sessions opened on every node, with tokens that are not checked: on the
+    high-limit workspaces as many clients at once as there are workers, so that (most likely) every worker has
+    served requests before its memory is first read; on the limited one a single client, below its limit."""
     folder = work / "warmup"
     folder.mkdir()
-    warm = [token for token in setup["tokens"] if token["role"] == "warmup"]
-    for index, token in enumerate(warm):
-        plan = _client(index, token, setup, nodes, "mixed", 0.0, index)
-        with open_records(folder, index) as out:
+    plans: list[ClientPlan] = []
+    for token in (token for token in setup["tokens"] if token["role"] == "warmup"):
+        parallel = 1 if token["workspace"] == "Load Limited" else workers * len(nodes)
+        for _ in range(parallel):
+            plans.append(_client(len(plans), token, setup, nodes, "mixed", 0.0, len(plans)))
+
+    def run(plan: ClientPlan) -> None:
+        with open_records(folder, plan.index) as out:
             client = LoadClient(plan, out)
             try:
-                outcomes = [client.step() for _ in range(WARM_UP_STEPS * len(nodes))]
+                for _ in range(WARM_UP_STEPS * len(nodes)):
+                    client.step()
             finally:
                 client.close()
-        if "unexpected" in outcomes:
-            bad = [r for r in read_records(folder) if r.get("outcome") == "unexpected"]
-            raise LoadError(f"the warm-up failed on {token['workspace']}: {bad[:3]}")
+
+    with ThreadPoolExecutor(max_workers=len(plans)) as pool:
+        list(pool.map(run, plans))
+    bad = [r for r in read_records(folder) if r.get("outcome") == "unexpected"]
+    if bad:
+        raise LoadError(f"the warm-up failed: {bad[:3]}")
 
 
 def run_load(config: LoadConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -634,7 +645,7 @@ def run_load(config: LoadConfig, log: Callable[[str], None] = print) -> dict[str
         nodes = [f"127.0.0.1:{server.port}" for server in servers]
         wait_for_workers(servers, config.workers)
         plans = plan_clients(config, setup, nodes, limited_clients)
-        warm_up(setup, nodes, work)
+        warm_up(setup, nodes, config.workers, work)
         records_dir = work / "records"
         records_dir.mkdir()
         memory_before = worker_memory(servers)
