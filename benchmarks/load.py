@@ -77,7 +77,7 @@ from workspaces.models import Workspace
 from workspaces.services import workspace_create
 plan = json.loads({plan!r})
 owner = User.objects.create_user(username="load-owner@example.com", password="a-long-password-1")
-out = {{"workspaces": {{}}, "tokens": []}}
+out = {{"workspaces": {{}}, "limits": {{}}, "tokens": []}}
 for spec in plan:
     ws = workspace_create(name=spec["name"], owner=owner)
     # Before any token exists: the limit travels with each cached token.
@@ -87,6 +87,7 @@ for spec in plan:
         url = spec["python" if slug == "py" else "everything"]
         server_create(workspace=ws, actor=owner, name=name, slug=slug, url=url, timeout_seconds=30)
     out["workspaces"][spec["name"]] = ws.slug
+    out["limits"][spec["name"]] = spec["limit"]
     for i in range(spec["tokens"] + 1):
         role = "warmup" if i == spec["tokens"] else "load"
         created = token_create(
@@ -243,6 +244,7 @@ def _client(
     seed: int,
 ) -> ClientPlan:
     return ClientPlan(
+        limit=setup["limits"][token["workspace"]],
         index=index,
         token=token["raw"],
         token_id=token["id"],

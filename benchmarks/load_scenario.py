@@ -70,6 +70,7 @@ class ClientPlan:
     mix: str
     think_seconds: float
     seed: int
+    limit: int  # the workspace's requests per minute and token, as RateLimit-Policy must say
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClientPlan:
@@ -118,6 +119,11 @@ def rate_limit_header(value: str | None) -> tuple[int | None, int | None]:
 
 class Unexpected(Exception):
     """An answer that is not the documented one."""
+
+
+def _rate_headers(record: dict[str, Any]) -> bool:
+    """The answer carried ``RateLimit`` (remaining, reset) and its token's limit in ``RateLimit-Policy``."""
+    return record["remaining"] is not None and record["reset"] is not None and bool(record["quota"])
 
 
 class _TransportFailed(Exception):
@@ -203,6 +209,8 @@ class LoadClient:
         record["status"] = response.status
         remaining, reset = rate_limit_header(response_headers.get("ratelimit"))
         record["remaining"], record["reset"] = remaining, reset
+        policy = response_headers.get("ratelimit-policy", "")
+        record["quota"] = policy == f'"per-token";q={self.plan.limit};w=60'
         if "retry-after" in response_headers:
             record["retry_after"] = response_headers["retry-after"]
         return response.status, response_headers, raw, record
@@ -244,6 +252,8 @@ class LoadClient:
             and headers.get("content-type", "").startswith("application/json")
         ):
             return self._finish(record, "unexpected", f"429 with an undocumented body: {raw[:200]!r}")
+        if not _rate_headers(record) or record["remaining"] != 0:
+            return self._finish(record, "unexpected", "429 without the RateLimit headers of an empty budget")
         if (
             not retry_after.isdigit()
             or not 1 <= int(retry_after) <= 60
@@ -265,8 +275,8 @@ class LoadClient:
                 raise Unexpected(f"content type {content_type!r}")
         except ValueError as exc:
             raise Unexpected(f"unparsable body: {exc}: {raw[:200]!r}") from None
-        if record["remaining"] is None or record["reset"] is None:
-            raise Unexpected(f"no RateLimit header: {headers.get('ratelimit')!r}")
+        if not _rate_headers(record):
+            raise Unexpected(f"RateLimit {headers.get('ratelimit')!r} {headers.get('ratelimit-policy')!r}")
         replies = [m for m in messages if "method" not in m]
         if len(replies) != 1 or replies[0].get("id") != request_id or replies[0].get("jsonrpc") != "2.0":
             raise Unexpected(f"not one response with id {request_id}: {raw[:200]!r}")
@@ -314,7 +324,7 @@ class LoadClient:
         )
         if status == 429:
             return self._rate_limited(record, headers, raw, None)
-        if status != 202 or raw or record["remaining"] is None:
+        if status != 202 or raw or not _rate_headers(record):
             return self._finish(record, "unexpected", f"HTTP {status}: {raw[:200]!r}")
         return self._finish(record, "ok")
 
@@ -323,7 +333,7 @@ class LoadClient:
         if status == 429:
             return self._rate_limited(record, headers, raw, None)
         self.session_id = self.negotiated = None
-        if status != 204 or raw or record["remaining"] is None:
+        if status != 204 or raw or not _rate_headers(record):
             return self._finish(
                 record, "unexpected", f"DELETE: HTTP {status}, RateLimit {record['remaining']}"
             )
