@@ -3,8 +3,12 @@ gateway's answers or its usage log are off by one."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections import Counter
 from typing import Any
+
+import pytest
 
 from benchmarks.load import (
     check_rate_limits,
@@ -13,7 +17,7 @@ from benchmarks.load import (
     usage_expected,
     window_index,
 )
-from benchmarks.load_scenario import rate_limit_header
+from benchmarks.load_scenario import ClientPlan, LoadClient, Unexpected, rate_limit_header
 
 LIMIT = 5
 START = 1_800_000_000.0 - 1_800_000_000.0 % 60 + 60  # a window turns at START for offset 0
@@ -103,3 +107,60 @@ def test_the_usage_log_must_hold_exactly_the_calls_and_refusals_the_clients_saw(
 def test_it_reads_the_ratelimit_header() -> None:
     assert rate_limit_header('"per-token";r=7;t=42') == (7, 42)
     assert rate_limit_header(None) == (None, None)
+
+
+# -- what a client takes for the documented answer ---------------------------------------------------------------
+def _client() -> LoadClient:
+    plan = ClientPlan(
+        index=0,
+        token="mwt_x",
+        token_id=1,
+        workspace="w",
+        slug="w",
+        nodes=("127.0.0.1:1",),
+        mix="fast",
+        think_seconds=0.0,
+        seed=1,
+        limit=LIMIT,
+    )
+    return LoadClient(plan, io.StringIO())
+
+
+def _refusal(**changes: Any) -> tuple[dict[str, Any], dict[str, str], bytes]:
+    body = {"jsonrpc": "2.0", "id": 7, "error": {"code": -32000, "message": "Rate limit exceeded"}}
+    body.update(changes.pop("body", {}))
+    headers = {"content-type": "application/json", "retry-after": "12", **changes.pop("headers", {})}
+    record = {"remaining": 0, "reset": 12, "quota": True, **changes}
+    return record, headers, json.dumps(body).encode()
+
+
+def test_a_client_takes_only_the_documented_429_for_a_refusal() -> None:
+    assert _client()._rate_limited(*_refusal(), 7) == "rate_limited"
+    assert _client()._rate_limited(*_refusal(), 8) == "unexpected"  # another request's id
+    assert (
+        _client()._rate_limited(*_refusal(body={"error": {"code": -32603, "message": "x"}}), 7)
+        == "unexpected"
+    )
+    assert _client()._rate_limited(*_refusal(headers={"retry-after": "13"}), 7) == "unexpected"
+    assert _client()._rate_limited(*_refusal(quota=False), 7) == "unexpected"  # another limit's policy
+    assert _client()._rate_limited(*_refusal(remaining=3), 7) == "unexpected"
+
+
+def test_a_client_takes_a_wrong_result_or_a_foreign_progress_token_as_unexpected() -> None:
+    client = _client()
+    ok = {"result": {"content": [{"type": "text", "text": "5"}]}}
+    client._check("py__add", ok, "5", 3)
+    with pytest.raises(Unexpected):
+        client._check("py__add", ok, "6", 3)
+    with pytest.raises(Unexpected):
+        client._check("py__fail", ok, "5", 3)  # the failing tool must answer isError
+    done = {"result": {"content": [{"type": "text", "text": "done"}]}}
+    progress = [{"method": "notifications/progress", "params": {"progressToken": "progress-0-3"}}] * 4
+    client.notifications = progress
+    client._check("py__slow", done, "done", 3)
+    client.notifications = [
+        *progress[:3],
+        {"method": "notifications/progress", "params": {"progressToken": "x"}},
+    ]
+    with pytest.raises(Unexpected):
+        client._check("py__slow", done, "done", 3)
