@@ -24,8 +24,14 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,dev]'
 	touch $(VENV)/.installed $@
 
+# The load suite's driver (locust, the [load] extra): only `make stress` needs it.
+$(VENV)/.installed-load: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,dev,load]'
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-load: $(VENV)/.installed-load
 
 # A laptop's upstream MCP servers usually listen on 127.0.0.1: `make run` allows private upstreams, but only
 # when it listens on a loopback address. With HOST=0.0.0.0 anyone who can sign up could make the server
@@ -54,15 +60,24 @@ lint: install-test
 typecheck: install-test
 	$(BIN)/mypy .
 
+# What CI runs (.ci/run: this, then `make test` again on PostgreSQL + Redis): lint, types, the whole fast suite.
 check: lint typecheck test
 
 bench: install-test
 	$(BIN)/python -m benchmarks.gateway
 	$(BIN)/python -m benchmarks.catalog
 
+# Long runs, not in `make test`; each writes its figures (docs/reliability.md keeps those of the last run).
+# Load: 32 MCP clients for 60 s on 2 nodes x 3 gunicorn workers, PostgreSQL + Redis (DATABASE_URL / REDIS_URL,
+# else the test defaults); summary in var/load/. LOAD_ARGS="--duration 120" etc. to change it.
+.PHONY: stress install-load
+stress: install-test
+	$(MAKE) --no-print-directory install-load
+	$(BIN)/python -m benchmarks.load $(LOAD_ARGS)
+
 lock: | $(BIN)/python
 	rm -rf /tmp/aerostack-lock && $(PYTHON) -m venv /tmp/aerostack-lock
-	/tmp/aerostack-lock/bin/pip install --quiet -e '.[test,dev]'
+	/tmp/aerostack-lock/bin/pip install --quiet -e '.[test,dev,load]'
 	( echo '# Exact versions of every package, direct and transitive. `make` installs with `-c constraints.txt`'; \
 	  echo '# so that every machine gets the same set. Refresh with `make lock`.'; \
 	  /tmp/aerostack-lock/bin/pip freeze --exclude-editable ) > constraints.txt

@@ -704,16 +704,28 @@ class GatewayView(APIView):
         if refused is not None:
             return refused
         assert ctx.token is not None
+        # A DELETE is a request of the token like any other: counted (on Redis it already was, with the token
+        # read) and refused over the limit, whatever the cache.
+        limited = self._rate_limit(ctx, None)
+        if limited is not None:
+            return limited
         session_id = ctx.request.META.get("HTTP_MCP_SESSION_ID") or ""
         if not session_id:
             return _error(
-                protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Missing Mcp-Session-Id header")
+                protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Missing Mcp-Session-Id header"),
+                ctx.headers,
             )
         session = sessions.from_cache(session_id, ctx.session_data, token_id=ctx.token.pk)
         if session is None:
-            return _error(protocol.ProtocolError(404, protocol.INVALID_REQUEST, "Unknown or expired session"))
+            return _error(
+                protocol.ProtocolError(404, protocol.INVALID_REQUEST, "Unknown or expired session"),
+                ctx.headers,
+            )
         sessions.end(session)
-        return HttpResponse(status=204)
+        response = HttpResponse(status=204)
+        for name, value in ctx.headers.items():
+            response[name] = value
+        return response
 
 
 def _read_capped(stream: Any, size: int) -> bytes:
