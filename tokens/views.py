@@ -114,7 +114,9 @@ def token_list(request: HttpRequest, slug: str) -> HttpResponse:
             "scopes": token_scopes.describe(token.scopes, names),
             # The successor of a rotated token (one query per page: prefetched below).
             "successor": getattr(token, "successor", None),
-            "expiring_soon": token.expires_at is not None and now < token.expires_at <= soon,
+            "expiring_soon": token.expires_at is not None
+            and now < token.expires_at <= soon
+            and token.revoked_at is None,
         }
         for token in tokens.select_related("rotated_from", "successor")
     ]

@@ -114,9 +114,11 @@ def test_the_list_flags_tokens_expiring_within_7_days(client: Client, team: Team
     never = make_token(team.bob, name="never").token
     gone = make_token(team.bob, name="gone", expires_in=60).token
     Token.objects.filter(pk=gone.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    revoked = make_token(team.bob, name="revoked", expires_in=3600).token
+    token_revoke(token=revoked, actor=team.bob.user)
     body = login(client, team.bob).get(LIST).content.decode()
     assert "Expires within 7 days" in _row(body, soon) and 'data-expiring-soon="1"' in _row(body, soon)
-    for token in (later, never, gone):
+    for token in (later, never, gone, revoked):
         assert "Expires within 7 days" not in _row(body, token)
 
 
