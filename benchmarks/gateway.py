@@ -622,6 +622,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         before = cpu.seconds()
         sequential = sequential_alternating(pairs, args.calls, args.block, failures)
         gateway_cpu = cpu_delta(cpu, before)
+        shared_cpu = None if gateway_cpu is None else gateway_cpu / 2
         for target, _ in pairs:
             values = sequential[target.label]
             figures.append(
@@ -630,8 +631,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "sequential",
                     values,
                     sum(values),
-                    # One worker serves both gateway paths: its CPU is shown once, on the unscoped row.
-                    gateway_cpu if target is gateway else None,
+                    # One worker serves both gateway paths, alternated with equal call counts: each row
+                    # gets half its CPU (the mean per call of the two paths).
+                    shared_cpu if target in (gateway, scoped) else None,
                     failures.counts.get(f"{target.label} sequential", 0),
                 )
             )
