@@ -240,9 +240,9 @@ def token_rotate(
     now = now or timezone.now()
     raw = token_format.generate()
     holder = token.member
+    _require_token_permission(workspace_id=token.workspace_id, actor=actor, holder=holder)
     with transaction.atomic():
         _lock_holder(holder)
-        _require_token_permission(workspace_id=token.workspace_id, actor=actor, holder=holder)
         old = Token.objects.select_for_update().get(pk=token.pk)
         status = old.status_at(now)
         if status != Token.Status.ACTIVE:

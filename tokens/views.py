@@ -199,7 +199,7 @@ def token_rotate_view(request: HttpRequest, slug: str, token_id: int) -> HttpRes
     """
     member = membership_or_404(request.user, slug)
     token = _token_or_404(member, token_id)
-    form = TokenRotateForm(request.POST or None)
+    form = TokenRotateForm(request.POST if request.method == "POST" else None)
     status = 200
     if request.method == "POST":
         status = 400
