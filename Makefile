@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 HOST ?= 127.0.0.1
-# One process with threads: the embedded setup (SQLite + in-process cache) must stay in one process.
+# One process: the embedded setup (SQLite + in-process cache) must stay in one process. Its event loop holds
+# the connections, bounded thread lanes run Django (SERVER_GATEWAY_THREADS, SERVER_DASHBOARD_THREADS).
 # The worker class and other gunicorn settings are in gunicorn.conf.py.
 WORKERS ?= 1
-THREADS ?= 8
 
-.PHONY: run test lint typecheck check bench lock clean install install-test
+.PHONY: run test lint typecheck check bench stress lock clean install install-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,7 @@ run: export ALLOW_PRIVATE_UPSTREAMS ?= true
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	@echo "Aerostack on http://$(HOST):$(PORT)/"
-	$(BIN)/gunicorn aerostack.wsgi:application --bind $(HOST):$(PORT) --workers $(WORKERS) --threads $(THREADS) \
-		--access-logfile -
+	$(BIN)/gunicorn aerostack.asgi:application --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile -
 
 # The end-to-end upstream (server-everything) comes from npm when node is there; without node those tests
 # skip and say why (and fail in CI).
@@ -51,8 +50,14 @@ typecheck: install-test
 
 check: lint typecheck test
 
+# BENCH_ARGS="--baseline-root /tmp/old-checkout" also measures an earlier commit in the same run.
 bench: install-test
-	$(BIN)/python -m benchmarks.gateway
+	$(BIN)/python -m benchmarks.gateway $(BENCH_ARGS)
+
+# One `make run`-like process under 200 slow calls, 1,000 idle connections and 500 slowloris connections
+# (benchmarks/stress.py; a few minutes, loopback only). Figures go to docs/reliability.md.
+stress: install-test
+	$(BIN)/python -m benchmarks.stress $(STRESS_ARGS)
 
 lock: | $(BIN)/python
 	rm -rf /tmp/aerostack-lock && $(PYTHON) -m venv /tmp/aerostack-lock

@@ -255,3 +255,14 @@ ENCRYPTION_KEYS = env_list("ENCRYPTION_KEYS", [])
 TOKEN_CACHE_SECONDS = env_int("TOKEN_CACHE_SECONDS", 60 if REDIS_URL else 0, minimum=0, maximum=3600)
 if TOKEN_CACHE_SECONDS and not REDIS_URL:
     raise ImproperlyConfigured("TOKEN_CACHE_SECONDS needs REDIS_URL: revocations must reach every process")
+
+# --- Serving (aerostack/serving.py, docs/architecture.md) ---------------------------------------------------
+# Connections live in the event loop; requests run in bounded pools of reusable threads. A gateway thread is
+# held only while its request runs (for a tools/call: while the upstream works), so the bound is the number
+# of gateway requests in flight per process; beyond it a request gets a JSON-RPC error at once (503).
+SERVER_GATEWAY_THREADS = env_int("SERVER_GATEWAY_THREADS", 256, minimum=1, maximum=4096)
+# Dashboard, API and admin requests are short: a few threads, and a bounded queue in front of them.
+SERVER_DASHBOARD_THREADS = env_int("SERVER_DASHBOARD_THREADS", 8, minimum=1, maximum=256)
+SERVER_DASHBOARD_QUEUE = env_int("SERVER_DASHBOARD_QUEUE", 128, minimum=0, maximum=100_000)
+# Largest dashboard request body read into memory (Django's own DATA_UPLOAD_MAX_MEMORY_SIZE still applies).
+SERVER_DASHBOARD_MAX_BODY_BYTES = env_int("SERVER_DASHBOARD_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)

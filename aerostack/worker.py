@@ -1,56 +1,51 @@
-"""gunicorn's threaded worker with a keep-alive fast path: ``--worker-class aerostack.worker.ThreadWorker``.
+"""Aerostack's gunicorn worker: uvicorn's event loop serving ``aerostack.asgi:application``.
 
-gunicorn's ``gthread`` worker keeps idle keep-alive connections in its main thread's poller and hands each
-request to a pool thread and back: per request an ``epoll`` change, a thread-pool hand-off, a pipe write to
-wake the main thread and a second ``epoll`` change, with the GIL passed between threads at each step. On a
-2-core machine that costs ~0.3 ms per request, about a third of what the MCP gateway may add to a call.
-MCP clients send their requests on one keep-alive connection, one after the other: here the pool thread that
-answered a request waits briefly for the next one on the same connection and serves it itself.
+``--worker-class aerostack.worker.Worker`` (set in gunicorn.conf.py). Every connection lives in the event loop
+(uvloop + httptools: the fastest combination measured, docs/architecture.md), so idle keep-alive connections,
+clients that trickle their headers and open streams hold no thread; requests run in the thread lanes of
+aerostack/serving.py. What differs from uvicorn's stock worker, and why:
 
-The waiting is bounded so that threads are never tied to idle clients: a thread lingers for at most
-``LINGER_SECONDS``, only while at least one other pool thread is free for new connections, and never while
-the worker shuts down. Everything else (parsing, limits, timeouts, graceful shutdown, HTTP/2) is gthread's.
+- ``proxy_headers`` off: uvicorn would rewrite the client address from ``X-Forwarded-For`` for any peer in
+  gunicorn's ``forwarded_allow_ips``; Aerostack resolves the client itself (aerostack/net.py,
+  TRUSTED_PROXIES),
+  exactly as under a WSGI server.
+- no ``Server`` header (nothing to advertise).
+- gunicorn's ``worker_connections`` becomes uvicorn's ``limit_concurrency``: beyond it new requests get 503
+  instead of the process running out of file descriptors; the soft descriptor limit is raised to fit it.
+- gunicorn's ``graceful_timeout`` bounds uvicorn's graceful shutdown.
 """
 
 from __future__ import annotations
 
-import select
-import threading
+import resource
 from typing import Any
 
-from gunicorn.workers import gthread
+from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
-LINGER_SECONDS = 0.002
+# Descriptors per connection slot: the client's socket, and an upstream connection while a call is in flight.
+DESCRIPTORS_PER_CONNECTION = 2
+DESCRIPTORS_SPARE = 256
 
 
-class ThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
-    """``gthread`` whose pool threads serve a keep-alive connection's back-to-back requests themselves."""
+class Worker(UvicornWorker):  # type: ignore[misc]
+    CONFIG_KWARGS: dict[str, Any] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "proxy_headers": False,
+        "server_header": False,
+        "lifespan": "on",
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._busy = 0
-        self._busy_lock = threading.Lock()
+        self.config.limit_concurrency = self.cfg.worker_connections
+        self.config.timeout_graceful_shutdown = self.cfg.graceful_timeout
+        _raise_descriptor_limit(self.cfg.worker_connections * DESCRIPTORS_PER_CONNECTION + DESCRIPTORS_SPARE)
 
-    def handle(self, conn: Any) -> Any:
-        with self._busy_lock:
-            self._busy += 1
-        try:
-            keepalive = super().handle(conn)
-            while keepalive is True and self._next_request_arrives(conn):
-                keepalive = super().handle(conn)
-            return keepalive
-        finally:
-            with self._busy_lock:
-                self._busy -= 1
 
-    def _next_request_arrives(self, conn: Any) -> bool:
-        """True when the connection's next request is (or soon is) readable and this thread may serve it."""
-        if not self.alive or conn.is_http2:
-            return False
-        if conn.parser.unreader.buf.getvalue():
-            return True  # pipelined bytes already read: the poller would never see them
-        if self._busy >= self.cfg.threads:
-            return False  # every other thread is busy: new connections must not wait for this one
-        poller = select.poll()
-        poller.register(conn.sock, select.POLLIN)
-        return bool(poller.poll(LINGER_SECONDS * 1000))
+def _raise_descriptor_limit(wanted: int) -> None:
+    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (never above the hard limit, never lower it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))

@@ -155,6 +155,15 @@ class McpClient:
                 return response, reply
         raise BenchError(f"{message['method']}: no response with id {message['id']} in {raw[:300]!r}")
 
+    def request(
+        self, method: str, params: dict[str, Any] | None = None
+    ) -> tuple[http.client.HTTPResponse, dict[str, Any]]:
+        """One JSON-RPC request that must answer HTTP 200; the response and the reply message."""
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self.ids), "method": method}
+        if params is not None:
+            message["params"] = params
+        return self._reply(message)
+
     def initialize(self) -> None:
         request = {
             "jsonrpc": "2.0",
@@ -434,36 +443,15 @@ print({marker} + json.dumps({{
 
 
 @contextlib.contextmanager
-def floor_server(upstream_url: str, log_dir: str) -> Iterator[str]:
-    """``benchmarks/floor_site.py`` under the same gunicorn setup as Aerostack; yields its URL."""
-    port = free_port()
-    log = Path(log_dir) / "floor.log"
-    env = server_env(Path(log_dir), {"DJANGO_SETTINGS_MODULE": "benchmarks.floor_site"})
-    env["BENCH_UPSTREAM_URL"] = upstream_url
+def server_process(argv: list[str], cwd: Path, env: dict[str, str], log: Path, port: int) -> Iterator[int]:
+    """A server process on 127.0.0.1:``port``, stopped at the end; yields its pid."""
     with log.open("ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "django.core.wsgi:get_wsgi_application()",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--threads",
-                "8",
-                "--access-logfile",
-                "-",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+            argv, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
     try:
         wait_for_port(port, process, log)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield process.pid
     finally:
         process.terminate()
         try:
@@ -471,6 +459,73 @@ def floor_server(upstream_url: str, log_dir: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def _gunicorn(target: str, port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", target, "--bind", f"127.0.0.1:{port}", "--workers", "1", *extra]
+
+
+@contextlib.contextmanager
+def floor_server(
+    upstream_url: str, log_dir: str, root: Path = ROOT, *, baseline: bool = False
+) -> Iterator[str]:
+    """``benchmarks/floor_site.py`` served the way Aerostack is (``root``'s gunicorn.conf.py); yields its URL.
+
+    ``baseline``: a checkout from before the event-loop front, whose floor was a WSGI app with 8 threads.
+    """
+    port = free_port()
+    log = Path(log_dir) / f"floor{'-baseline' if baseline else ''}.log"
+    env = server_env(Path(log_dir), {"DJANGO_SETTINGS_MODULE": "benchmarks.floor_site"})
+    env["BENCH_UPSTREAM_URL"] = upstream_url
+    if baseline:
+        argv = _gunicorn("django.core.wsgi:get_wsgi_application()", port, "--threads", "8")
+    else:
+        argv = _gunicorn("benchmarks.floor_asgi:application", port)
+    with server_process([*argv, "--access-logfile", "-"], root, env, log, port):
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+@contextlib.contextmanager
+def proxy_server(upstream_url: str, log_dir: str) -> Iterator[str]:
+    """``benchmarks/proxy.py``: the physical floor of one extra hop; yields its URL (the upstream's path)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.proxy", str(port), upstream_url]
+    with server_process(argv, ROOT, server_env(Path(log_dir)), Path(log_dir) / "proxy.log", port):
+        yield f"http://127.0.0.1:{port}{urlsplit(upstream_url).path}"
+
+
+@contextlib.contextmanager
+def baseline_gateway(root: Path, upstream_url: str, log_dir: str) -> Iterator[tuple[str, str, int]]:
+    """Aerostack from another checkout (e.g. main before this change), as ITS ``make run`` served it
+    (``aerostack.wsgi:application``, 8 threads, its gunicorn.conf.py), with its own SQLite data folder.
+    Yields the gateway URL, the token and the gunicorn master's pid."""
+    data_dir = Path(log_dir) / "baseline"
+    data_dir.mkdir()
+    env = server_env(data_dir, {"ALLOW_PRIVATE_UPSTREAMS": "true", "GATEWAY_RATE_LIMIT": str(RATE_LIMIT)})
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        if os.environ.get(name):
+            raise BenchError("--baseline-root compares the embedded default: unset DATABASE_URL/REDIS_URL")
+    env["SECRET_KEY"] = os.urandom(32).hex()
+    server = LiveServer(url="", port=free_port(), data_dir=data_dir, log=data_dir / "server.log", env=env)
+
+    def manage(*args: str) -> str:
+        done = subprocess.run(  # noqa: S603
+            [sys.executable, str(root / "manage.py"), *args],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            raise BenchError(f"baseline manage.py {args[0]} failed: {done.stderr[-2000:]}")
+        return done.stdout
+
+    manage("migrate", "--noinput")
+    server.manage = manage  # type: ignore[method-assign]
+    setup = provision(server, upstream_url)
+    argv = _gunicorn("aerostack.wsgi:application", server.port, "--threads", "8", "--access-logfile", "-")
+    with server_process(argv, root, env, server.log, server.port) as pid:
+        yield f"http://127.0.0.1:{server.port}/ws/{setup['workspace']}", str(setup["token"]), pid
 
 
 def provision(server: LiveServer, upstream_url: str) -> dict[str, Any]:
@@ -501,7 +556,7 @@ def report(results: dict[str, Any], figures: list[Figure], emit: Callable[[str],
     emit("Aerostack gateway benchmark: tools/call add(a=1, b=2), keep-alive http.client, 127.0.0.1")
     emit(
         f"  database {env['database']}, cache {env['cache']}, usage log async={env['usage_async']}, "
-        f"gunicorn 1 worker x 8 threads (gthread)"
+        "one gunicorn process (gunicorn.conf.py's worker class)"
     )
     emit(
         f"  python {env['python']}, {env['cpus']} CPUs; upstream: Python SDK, {env['upstream_mode']} "
@@ -530,6 +585,9 @@ def report(results: dict[str, Any], figures: list[Figure], emit: Callable[[str],
         )
     for name, values in results.get("floor", {}).items():
         emit(f"{name} (sequential): median {values['median_ms']:+.3f} ms, p99 {values['p99_ms']:+.3f} ms")
+    for path, ratios in results.get("ratios", {}).items():
+        for name, value in ratios.items():
+            emit(f"{path}: {name} = {value}")
     for name, target in results["targets"].items():
         emit(
             f"target {name}: {target['value_ms']:+.3f} ms <= {target['limit_ms']:g} ms  "
@@ -566,7 +624,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server = stack.enter_context(
             live_server(
                 workers=1,
-                threads=8,
                 extra_env={"ALLOW_PRIVATE_UPSTREAMS": "true", "GATEWAY_RATE_LIMIT": str(RATE_LIMIT)},
             )
         )
@@ -575,9 +632,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("starting the framework floor (a bare DRF forwarding view, same gunicorn setup)...", flush=True)
         floor = Target("floor", stack.enter_context(floor_server(upstream.url, str(server.data_dir))), TOOL)
         direct = Target("direct", upstream.url, TOOL)
+        proxy = Target("proxy", stack.enter_context(proxy_server(upstream.url, str(server.data_dir))), TOOL)
         gateway = Target(
             "gateway", f"{server.url}/ws/{setup['workspace']}", f"{setup['server']}__{TOOL}", token
         )
+        gateway_tool = f"{setup['server']}__{TOOL}"
+        baseline: list[Target] = []
+        baseline_cpu = ProcessCpu(None)
+        if args.baseline_root is not None:
+            print(f"starting the baseline gateway and floor from {args.baseline_root}...", flush=True)
+            root = Path(args.baseline_root).resolve()
+            url, base_token, base_master = stack.enter_context(
+                baseline_gateway(root, upstream.url, str(server.data_dir))
+            )
+            base_floor = stack.enter_context(
+                floor_server(upstream.url, str(server.data_dir), root, baseline=True)
+            )
+            baseline = [
+                Target("floor@base", base_floor, TOOL),
+                Target("gateway@base", url, gateway_tool, base_token),
+            ]
+            baseline_cpu = ProcessCpu(gunicorn_worker_pid(base_master))
         results["environment"] = {
             "database": setup["database"],
             "cache": setup["cache"],
@@ -593,7 +668,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu = ProcessCpu(gunicorn_worker_pid(server.processes[0].pid))
         results["gateway_worker_cpu_readable"] = cpu.seconds() is not None
 
-        pairs = [(direct, direct.client()), (floor, floor.client()), (gateway, gateway.client())]
+        paths = [direct, proxy, floor, gateway, *baseline]
+        pairs = [(target, target.client()) for target in paths]
         for _, client in pairs:
             stack.callback(client.close)
         print(f"warm-up: {args.warmup} calls per path...", flush=True)
@@ -601,9 +677,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             warm_up(client, target, args.warmup, failures)
 
         print(f"sequential: {args.calls} calls per path, alternating blocks of {args.block}...", flush=True)
-        before = cpu.seconds()
+        before, base_before = cpu.seconds(), baseline_cpu.seconds()
         sequential = sequential_alternating(pairs, args.calls, args.block, failures)
-        gateway_cpu = cpu_delta(cpu, before)
+        cpu_used = {"gateway": cpu_delta(cpu, before), "gateway@base": cpu_delta(baseline_cpu, base_before)}
         for target, _ in pairs:
             values = sequential[target.label]
             figures.append(
@@ -612,18 +688,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "sequential",
                     values,
                     sum(values),
-                    gateway_cpu if target is gateway else None,
+                    cpu_used.get(target.label),
                     failures.counts.get(f"{target.label} sequential", 0),
                 )
             )
 
         mode_label = f"concurrent-{args.concurrency}"
         print(f"{mode_label}: {args.concurrency} threads x {args.per_thread} calls per path...", flush=True)
-        for target in (direct, gateway):
-            before = cpu.seconds()
+        for target in (direct, proxy, gateway, *baseline[1:]):
+            meter = {"gateway": cpu, "gateway@base": baseline_cpu}.get(target.label)
+            before = meter.seconds() if meter else None
             label = f"{target.label} {mode_label}"
             values, wall = concurrent(target, args.concurrency, args.per_thread, failures, label)
-            used = cpu_delta(cpu, before) if target is gateway else None
+            used = cpu_delta(meter, before) if meter else None
             figures.append(
                 figure(target.label, mode_label, values, wall, used, failures.counts.get(label, 0))
             )
@@ -637,9 +714,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         added[label] = _difference(by_key[("gateway", label)], by_key[("direct", label)])
     seq = added["sequential"]
     results["floor"] = {
+        "proxy over direct": _difference(by_key[("proxy", "sequential")], by_key[("direct", "sequential")]),
         "floor over direct": _difference(by_key[("floor", "sequential")], by_key[("direct", "sequential")]),
         "gateway over floor": _difference(by_key[("gateway", "sequential")], by_key[("floor", "sequential")]),
     }
+    results["ratios"] = {}
+    for suffix in ("", "@base"):
+        if ("gateway" + suffix, "sequential") not in by_key:
+            continue
+        gateway_figure = by_key[("gateway" + suffix, "sequential")]
+        direct_figure, proxy_figure = by_key[("direct", "sequential")], by_key[("proxy", "sequential")]
+        if suffix:
+            results["floor"]["gateway over floor (baseline)"] = _difference(
+                gateway_figure, by_key[("floor@base", "sequential")]
+            )
+        proxy_added = proxy_figure.median_ms - direct_figure.median_ms
+        results["ratios"]["gateway" + suffix] = {
+            "gateway added / proxy added (sequential medians)": round(
+                (gateway_figure.median_ms - direct_figure.median_ms) / proxy_added, 2
+            )
+            if proxy_added > 0
+            else None,
+            f"gateway / direct throughput ({mode_label})": round(
+                by_key[("gateway" + suffix, mode_label)].requests_per_s
+                / by_key[("direct", mode_label)].requests_per_s,
+                3,
+            ),
+        }
     results["figures"] = [
         {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(item).items()} for item in figures
     ]
@@ -685,6 +786,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=positive, default=100, help="warm-up calls per path (100)")
     parser.add_argument("--block", type=positive, default=50, help="sequential calls per alternation block")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    parser.add_argument(
+        "--baseline-root",
+        default=None,
+        help="a checkout of an earlier commit (a git worktree): its gateway and floor are measured too, "
+        "as its own `make run` served them, in the same alternating blocks",
+    )
     return parser.parse_args(argv)
 
 
