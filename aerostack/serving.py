@@ -185,7 +185,10 @@ class Front:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
         finally:
             disconnected.cancel()
-            await loop.run_in_executor(lane.executor, _close, started.result)
+            try:
+                await loop.run_in_executor(lane.executor, _close, started.result)
+            except RuntimeError:  # the lane was shut down (the process is stopping): close it here
+                _close(started.result)
 
 
 # -- on the event loop --------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ machine the upstream's CPU would otherwise be measured as the gateway's latency.
   progress token), then the result ``"streamed"``.
 - ``add(a, b)``: answers at once.
 
-``GET /stats`` answers ``{"in_flight": N, "served": M}``: how many tool calls are waiting right now.
+``GET /stats`` answers ``{"in_flight": N, "served": M, "aborted": A}``: tool calls waiting right now, calls
+finished, and streams whose reader (the gateway) went away before the end.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ TOOLS = [
     },
 ]
 MAX_SECONDS = 600.0
-state: dict[str, int] = {"in_flight": 0, "served": 0}
+state: dict[str, int] = {"in_flight": 0, "served": 0, "aborted": 0}
 
 
 def _text(request_id: Any, text: str) -> dict[str, Any]:
@@ -110,6 +111,9 @@ async def _call(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
         final = json.dumps(_text(request_id, "streamed"))
         writer.write(_chunk(f"event: message\ndata: {final}\n\n".encode()) + _chunk(b""))
         await writer.drain()
+    except ConnectionError:
+        state["aborted"] += 1
+        raise
     finally:
         state["in_flight"] -= 1
         state["served"] += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -224,6 +225,40 @@ def test_it_relays_an_sse_stream_with_progress(served: Served) -> None:
     assert {event["params"]["progressToken"] for event in progress} == {"mine"}
     assert events[-1]["id"] == 41
     assert events[-1]["result"]["content"][0]["text"] == "streamed"
+
+
+def test_a_client_that_closes_a_stream_ends_the_upstream_reply(served: Served) -> None:
+    """Closing the SSE stream stops the relay, and the gateway closes its upstream reply (cancellation)."""
+    client = session_client(served.setup.slow_url, served.setup.slow_token, timeout=20)
+    client.close()
+    aborted = served.upstream.stats()["aborted"]
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 42,
+            "method": "tools/call",
+            "params": {
+                "name": STREAM_TOOL,
+                "arguments": {"seconds": 30, "steps": 60},
+                "_meta": {"progressToken": "p"},
+            },
+        }
+    ).encode()
+    path = served.setup.slow_url.removeprefix(served.setup.server.url)
+    headers = {**client.headers, "Accept": "text/event-stream", "Content-Length": str(len(body))}
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection(("127.0.0.1", served.setup.server.port), timeout=20) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        data = b""
+        while b"notifications/progress" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    deadline = time.monotonic() + 20  # far less than the 30 s the stream would last
+    while served.upstream.stats()["aborted"] == aborted and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert served.upstream.stats()["aborted"] == aborted + 1
+    assert _ping(served.setup)["result"] == {}
 
 
 def test_a_chunked_request_body_is_read(served: Served) -> None:
