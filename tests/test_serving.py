@@ -280,3 +280,38 @@ def test_a_chunked_request_body_is_read(served: Served) -> None:
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 "), data[:300]
     assert json.loads(data.split(b"\r\n\r\n", 1)[1]) == {"jsonrpc": "2.0", "id": 5, "result": {}}
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_over_the_gateway_limit_gets_413(served: Served, chunked: bool) -> None:
+    """The loop reads at most the lane's limit (+1 byte); the view answers 413 with a JSON-RPC error."""
+    path = served.setup.ping_url.removeprefix(served.setup.server.url)
+    body = b"x" * (1024 * 1024 + 100_000)  # GATEWAY_MAX_BODY_BYTES is 1 MiB by default
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+    payload = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n" if chunked else body
+    with socket.create_connection(("127.0.0.1", served.setup.server.port), timeout=20) as sock:
+        sock.sendall(head.encode() + payload)
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 413 "), data[:300]
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]["code"] == -32600
+
+
+def test_a_websocket_upgrade_is_refused(served: Served) -> None:
+    request = (
+        b"GET /ws/x HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", served.setup.server.port), timeout=20) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    # No WebSocket endpoint: served as a plain GET of the gateway, which answers 405 (never 101).
+    assert data.startswith(b"HTTP/1.1 405 "), data[:300]
