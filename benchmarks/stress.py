@@ -9,9 +9,9 @@ the in-process cache (DATABASE_URL and REDIS_URL are ignored here). A small upst
 ``wait``, and "ping", whose client measures. Phases, each bounded in time:
 
 1. baseline: no load.
-2. slow calls: ``--slow-calls`` concurrent ``tools/call`` of ``wait(--slow-seconds)``, all in flight at once.
-3. idle connections: ``--idle`` open client connections, half after one request (keep-alive), half silent.
-4. slowloris: ``--slowloris`` connections that trickle header lines and never finish their request.
+2. idle connections: ``--idle`` open client connections, half after one request (keep-alive), half silent.
+3. slowloris: ``--slowloris`` connections that trickle header lines and never finish their request.
+4. slow calls: ``--slow-calls`` concurrent ``tools/call`` of ``wait(--slow-seconds)``, all in flight at once.
 5. all of 2-4 at once.
 6. beyond the bound: more concurrent slow calls than the gateway lane admits; the rest must be refused at
    once with a JSON-RPC error (HTTP 503), never left waiting.
@@ -487,13 +487,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("phase baseline", flush=True)
         measure("baseline", {})
 
-        print(f"phase slow calls: {args.slow_calls} x wait({args.slow_seconds:g}s)", flush=True)
-        calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
-        in_flight = upstream.wait_in_flight(args.slow_calls, timeout=60)
-        measure("slow_calls", {"in_flight_upstream": in_flight})
-        calls.join(args.slow_seconds + 90)
-        phases["slow_calls"]["calls"] = calls.summary()
-
         print(f"phase idle connections: {args.idle}", flush=True)
         idle = Connections(port)
         idle.open_idle(args.idle)
@@ -507,6 +500,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         measure("slowloris", {"connections": args.slowloris})
         phases["slowloris"]["still_open"] = loris.still_open()
         loris.close()
+
+        print(f"phase slow calls: {args.slow_calls} x wait({args.slow_seconds:g}s)", flush=True)
+        calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
+        in_flight = upstream.wait_in_flight(args.slow_calls, timeout=60)
+        measure("slow_calls", {"in_flight_upstream": in_flight})
+        calls.join(args.slow_seconds + 90)
+        phases["slow_calls"]["calls"] = calls.summary()
 
         print("phase all at once", flush=True)
         calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
@@ -525,8 +525,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calls.join(args.beyond_seconds + 90)
         phases["beyond_bound"] = {"bound": bound, "calls": calls.summary(), "process": process_status(pid)}
         phases["after"] = {"process": process_status(pid), "upstream": upstream.stats()}
+    results["memory"] = memory_figures(results["phases"], args)
     results["load_end"] = load()
     return results
+
+
+def memory_figures(phases: dict[str, Any], args: argparse.Namespace) -> dict[str, float]:
+    """RSS growth per idle connection, per slowloris connection and per in-flight call (KiB), from the phases
+    in the order they ran (each measured while its load was held; the lanes' threads stay afterwards)."""
+
+    def rss(name: str) -> int:
+        return int(phases[name]["process"].get("vmrss_kib", 0))
+
+    return {
+        "rss_baseline_mib": round(rss("baseline") / 1024, 1),
+        "kib_per_idle_connection": round((rss("idle_connections") - rss("baseline")) / args.idle, 2),
+        "kib_per_slowloris_connection": round(
+            max(rss("slowloris") - rss("idle_connections"), 0) / args.slowloris, 2
+        ),
+        "kib_per_in_flight_call": round((rss("slow_calls") - rss("slowloris")) / args.slow_calls, 1),
+        "rss_all_at_once_mib": round(rss("all_at_once") / 1024, 1),
+        "rss_after_mib": round(rss("after") / 1024, 1),
+    }
 
 
 STRESS_BOUND_DEFAULT = 256  # SERVER_GATEWAY_THREADS' default in aerostack/settings.py
@@ -573,6 +593,8 @@ def report(results: dict[str, Any]) -> None:
             print(f"{name}: {json.dumps(extra)}")
         if phase.get("errors"):
             print(f"{name} probe errors: {phase['errors']}")
+    print("")
+    print(f"memory: {json.dumps(results.get('memory', {}))}")
     print("")
     for line in verdicts(results):
         print(line)
