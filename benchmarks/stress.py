@@ -12,8 +12,10 @@ the in-process cache (DATABASE_URL and REDIS_URL are ignored here). A small upst
 2. idle connections: ``--idle`` open client connections, half after one request (keep-alive), half silent.
 3. slowloris: ``--slowloris`` connections that trickle header lines and never finish their request.
 4. slow calls: ``--slow-calls`` concurrent ``tools/call`` of ``wait(--slow-seconds)``, all in flight at once.
-5. all of 2-4 at once.
-6. beyond the bound: more concurrent slow calls than the gateway lane admits; the rest must be refused at
+5. SSE streams: ``--streams`` concurrent streamed calls (a progress notification every second, relayed to
+   SSE clients), all open at once.
+6. all of 2-4 at once.
+7. beyond the bound: more concurrent slow calls than the gateway lane admits; the rest must be refused at
    once with a JSON-RPC error (HTTP 503), never left waiting.
 
 During each phase a probe sends ``ping`` (workspace "ping", one keep-alive connection) every 20 ms and loads a
@@ -39,7 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gateway import McpClient, gunicorn_worker_pid, percentile, positive, server_process
+from benchmarks.gateway import (
+    McpClient,
+    _parse_sse,
+    gunicorn_worker_pid,
+    percentile,
+    positive,
+    server_process,
+)
 from tests.live import ROOT, LiveServer, free_port, live_server
 
 PING_TARGET_MS = 50.0
@@ -47,6 +56,7 @@ DASHBOARD_TARGET_MS = 300.0
 PROBE_INTERVAL = 0.02
 DASHBOARD_EVERY = 5  # probes: one dashboard page per this many pings
 PROBE_TIMEOUT = 15.0
+PROGRESS_TOKEN = "stress-progress"  # noqa: S105 (an MCP progress token, not a secret)
 TRICKLE_INTERVAL = 1.0
 SETUP_MARKER = "AEROSTACK-STRESS-SETUP "
 WAIT_TOOL = "slow__wait"
@@ -192,23 +202,29 @@ class CallOutcome:
     ok: bool = False
     seconds: float = 0.0
     error: str = ""
+    progress: int = 0  # progress notifications relayed before the result (SSE replies)
 
 
-def tool_call(client: McpClient, name: str, arguments: dict[str, Any]) -> CallOutcome:
-    message = {
-        "jsonrpc": "2.0",
-        "id": next(client.ids),
-        "method": "tools/call",
-        "params": {"name": name, "arguments": arguments},
-    }
+def tool_call(
+    client: McpClient, name: str, arguments: dict[str, Any], progress_token: str | None = None
+) -> CallOutcome:
+    params: dict[str, Any] = {"name": name, "arguments": arguments}
+    if progress_token is not None:
+        params["_meta"] = {"progressToken": progress_token}
+    message = {"jsonrpc": "2.0", "id": next(client.ids), "method": "tools/call", "params": params}
     started = time.perf_counter()
     try:
-        status, _, raw = client._post(message)
+        status, response, raw = client._post(message)
     except (OSError, http.client.HTTPException) as exc:
         return CallOutcome(error=repr(exc)[:200], seconds=time.perf_counter() - started)
     outcome = CallOutcome(status=status, seconds=time.perf_counter() - started)
     try:
-        body = json.loads(raw)
+        if (response.getheader("Content-Type") or "").startswith("text/event-stream"):
+            events = _parse_sse(raw)
+            outcome.progress = sum(1 for event in events if event.get("method") == "notifications/progress")
+            body = events[-1] if events else {}
+        else:
+            body = json.loads(raw)
     except ValueError:
         outcome.error = f"not JSON: {raw[:120]!r}"
         return outcome
@@ -224,19 +240,31 @@ def tool_call(client: McpClient, name: str, arguments: dict[str, Any]) -> CallOu
 class SlowCalls:
     """``count`` threads, each with its own connection, each making one slow call at the same time."""
 
-    def __init__(self, setup: Setup, count: int, seconds: float) -> None:
+    def __init__(self, setup: Setup, count: int, seconds: float, *, stream_steps: int = 0) -> None:
+        """``stream_steps``: call the streaming tool instead, as an SSE client, with that many steps."""
         self.outcomes: list[CallOutcome] = []
         self._lock = threading.Lock()
+        self.stream_steps = stream_steps
         base = session_client(setup.slow_url, setup.slow_token)
         base.close()
         self.clients = [clone(base, setup.slow_url, timeout=seconds + 60) for _ in range(count)]
+        if stream_steps:
+            for client in self.clients:
+                client.headers["Accept"] = "text/event-stream"
         self.threads = [
             threading.Thread(target=self._run, args=(client, seconds), daemon=True, name=f"slow-{i}")
             for i, client in enumerate(self.clients)
         ]
 
     def _run(self, client: McpClient, seconds: float) -> None:
-        outcome = tool_call(client, WAIT_TOOL, {"seconds": seconds})
+        if self.stream_steps:
+            arguments = {"seconds": seconds, "steps": self.stream_steps}
+            outcome = tool_call(client, STREAM_TOOL, arguments, progress_token=PROGRESS_TOKEN)
+            if outcome.ok and outcome.progress != self.stream_steps:
+                outcome.ok = False
+                outcome.error = f"{outcome.progress} of {self.stream_steps} progress notifications relayed"
+        else:
+            outcome = tool_call(client, WAIT_TOOL, {"seconds": seconds})
         client.close()
         with self._lock:
             self.outcomes.append(outcome)
@@ -508,6 +536,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calls.join(args.slow_seconds + 90)
         phases["slow_calls"]["calls"] = calls.summary()
 
+        print(f"phase SSE streams: {args.streams} x stream({args.slow_seconds:g}s, progress each second)")
+        calls = SlowCalls(setup, args.streams, args.slow_seconds, stream_steps=int(args.slow_seconds)).start()
+        in_flight = upstream.wait_in_flight(args.streams, timeout=60)
+        measure("sse_streams", {"in_flight_upstream": in_flight})
+        calls.join(args.slow_seconds + 90)
+        phases["sse_streams"]["calls"] = calls.summary()
+
         print("phase all at once", flush=True)
         calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
         crowd = Connections(port)
@@ -619,6 +654,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slow-seconds", type=float, default=20.0)
     parser.add_argument("--idle", type=positive, default=1000)
     parser.add_argument("--slowloris", type=positive, default=500)
+    parser.add_argument("--streams", type=positive, default=200, help="open SSE streams (200)")
     parser.add_argument("--probe-seconds", type=float, default=8.0)
     parser.add_argument("--bound", type=positive, default=None, help="the gateway lane's bound (256)")
     parser.add_argument("--beyond", type=positive, default=50, help="calls beyond the bound (50)")
