@@ -74,4 +74,9 @@ def _route(path: str) -> Lane:
     return gateway_lane if path.startswith(GATEWAY_PREFIX) else dashboard_lane
 
 
-application = Front(wsgi_application, _route, [gateway_lane, dashboard_lane])
+application = Front(
+    wsgi_application,
+    _route,
+    [gateway_lane, dashboard_lane],
+    body_budget=settings.SERVER_MAX_BUFFERED_BODY_BYTES,
+)

@@ -102,12 +102,22 @@ class _Started:
 
 
 class Front:
-    """An ASGI application that serves a WSGI application through lanes chosen by ``route(path)``."""
+    """An ASGI application that serves a WSGI application through lanes chosen by ``route(path)``.
 
-    def __init__(self, app: WSGIApp, route: Callable[[str], Lane], lanes: list[Lane]) -> None:
+    Request bodies are read into memory before a lane runs them, so their total is capped: ``body_budget``
+    bytes for all requests being read or served at once (``buffered``, only touched on the loop's thread).
+    A request whose body would go beyond it is answered with its lane's busy response, so a flood of large
+    bodies on thousands of connections cannot take the process's memory.
+    """
+
+    def __init__(
+        self, app: WSGIApp, route: Callable[[str], Lane], lanes: list[Lane], *, body_budget: int
+    ) -> None:
         self.app = app
         self.route = route
         self.lanes = lanes
+        self.body_budget = body_budget
+        self.buffered = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -130,18 +140,46 @@ class Front:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         lane = self.route(scope["path"])
-        read = await _read_body(receive, lane.max_body + 1)
-        if read is None:
-            return  # the client went away before its request was complete
-        body, complete = read
-        if not lane.admit():
-            status, headers, content = lane.busy(body)
-            await _send_whole(send, status, headers, content, close=not complete)
-            return
+        reserved = [0]  # bytes of this request counted in self.buffered, given back at the end
         try:
-            await self._serve(scope, receive, send, lane, body, complete)
+            read = await self._read_body(receive, lane.max_body + 1, reserved)
+            if read is None:
+                return  # the client went away before its request was complete
+            body, complete, within_budget = read
+            if not within_budget or not lane.admit():
+                status, headers, content = lane.busy(body)
+                await _send_whole(send, status, headers, content, close=not complete)
+                return
+            try:
+                await self._serve(scope, receive, send, lane, body, complete)
+            finally:
+                lane.release()
         finally:
-            lane.release()
+            self.buffered -= reserved[0]
+
+    async def _read_body(
+        self, receive: Receive, limit: int, reserved: list[int]
+    ) -> tuple[bytes, bool, bool] | None:
+        """The request body (at most ``limit`` bytes), whether it was read to its end and whether it fitted
+        in the body budget (if not, what was read so far); None when the client disconnected."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            if chunk:
+                if self.buffered + len(chunk) > self.body_budget:
+                    return b"".join(chunks), False, False
+                self.buffered += len(chunk)
+                reserved[0] += len(chunk)
+                chunks.append(chunk)
+                size += len(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), True, True
+            if size >= limit:
+                return b"".join(chunks)[:limit], False, True
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, lane: Lane, body: bytes, complete: bool
@@ -192,24 +230,6 @@ class Front:
 
 
 # -- on the event loop --------------------------------------------------------------------------------------
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool] | None:
-    """The request body, at most ``limit`` bytes, and whether it was read to its end; None on disconnect."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        if chunk:
-            chunks.append(chunk)
-            size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), True
-        if size >= limit:
-            return b"".join(chunks)[:limit], False
-
-
 async def _wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass

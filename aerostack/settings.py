@@ -266,3 +266,8 @@ SERVER_DASHBOARD_THREADS = env_int("SERVER_DASHBOARD_THREADS", 8, minimum=1, max
 SERVER_DASHBOARD_QUEUE = env_int("SERVER_DASHBOARD_QUEUE", 128, minimum=0, maximum=100_000)
 # Largest dashboard request body read into memory (Django's own DATA_UPLOAD_MAX_MEMORY_SIZE still applies).
 SERVER_DASHBOARD_MAX_BODY_BYTES = env_int("SERVER_DASHBOARD_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Request bodies are read into memory before a thread runs them: all of them together (being read or
+# served) may take at most this much; a request beyond it gets its lane's busy answer (503).
+SERVER_MAX_BUFFERED_BODY_BYTES = env_int(
+    "SERVER_MAX_BUFFERED_BODY_BYTES", 128 * 1024 * 1024, minimum=1024 * 1024
+)

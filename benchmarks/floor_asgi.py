@@ -18,4 +18,4 @@ def _busy(body: bytes) -> tuple[int, Headers, bytes]:
 
 
 lane = Lane(name="floor", threads=256, max_body=1024 * 1024, busy=_busy)
-application = Front(get_wsgi_application(), lambda path: lane, [lane])
+application = Front(get_wsgi_application(), lambda path: lane, [lane], body_budget=256 * 1024 * 1024)

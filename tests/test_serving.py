@@ -7,16 +7,18 @@ measured by ``make stress``; here only functional bounds, with generous timeouts
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from aerostack.serving import Lane, wsgi_environ
+from aerostack.serving import Front, Lane, wsgi_environ
 from benchmarks.gateway import gunicorn_worker_pid
 from benchmarks.stress import (
     STREAM_TOOL,
@@ -93,6 +95,60 @@ def test_a_lane_admits_threads_plus_queue_and_no_more() -> None:
         assert lane.admit()
     finally:
         lane.shutdown()
+
+
+def _echo_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+def _through_front(front: Front, chunks: list[bytes]) -> list[dict[str, Any]]:
+    """One request whose body arrives in ``chunks``, through ``front``; the ASGI messages it sent."""
+
+    async def main() -> list[dict[str, Any]]:
+        incoming = [
+            {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+            for index, chunk in enumerate(chunks)
+        ]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            if incoming:
+                return incoming.pop(0)
+            await asyncio.sleep(60)  # the client neither sends nor leaves: the test would time out
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await front(_scope(headers=[]), receive, send)
+        return sent
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def small_front() -> Iterator[Front]:
+    lane = Lane(name="test", threads=2, max_body=1000, busy=lambda body: (503, [], b"busy"))
+    yield Front(_echo_app, lambda path: lane, [lane], body_budget=100)
+    lane.shutdown()
+
+
+def test_the_front_runs_the_app_on_the_whole_body(small_front: Front) -> None:
+    start, body = _through_front(small_front, [b"a" * 25, b"b" * 25])
+    assert start["status"] == 200
+    assert (b"content-length", b"50") in start["headers"]
+    assert body["body"] == b"a" * 25 + b"b" * 25
+    assert small_front.buffered == 0
+
+
+def test_a_body_beyond_the_memory_budget_gets_the_busy_answer(small_front: Front) -> None:
+    start, body = _through_front(small_front, [b"x" * 50, b"x" * 50, b"x" * 50])
+    assert start["status"] == 503
+    assert (b"connection", b"close") in start["headers"]  # the rest of the body is never read
+    assert body["body"] == b"busy"
+    assert small_front.buffered == 0  # given back
 
 
 # --------------------------------------------------------------------------- on a real server
