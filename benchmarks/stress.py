@@ -547,8 +547,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
         crowd = Connections(port)
         crowd.open_idle(args.idle)
-        crowd.open_slowloris(args.slowloris, setup.slow_url.removeprefix(server.url))
         in_flight = upstream.wait_in_flight(args.slow_calls, timeout=60)
+        # Last, so that their headers' deadline (SERVER_HEADER_TIMEOUT_SECONDS, 20 s) outlasts the probe.
+        crowd.open_slowloris(args.slowloris, setup.slow_url.removeprefix(server.url))
         measure("all_at_once", {"in_flight_upstream": in_flight})
         phases["all_at_once"]["still_open"] = crowd.still_open()
         crowd.close()

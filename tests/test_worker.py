@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,7 +66,12 @@ def two_threads() -> Iterator[LiveServer]:
     with (
         tempfile.TemporaryDirectory(prefix="aerostack-home-") as home,
         live_server(
-            extra_env={"SERVER_DASHBOARD_THREADS": "2", "HOME": home, "XDG_RUNTIME_DIR": home}
+            extra_env={
+                "SERVER_DASHBOARD_THREADS": "2",
+                "SERVER_HEADER_TIMEOUT_SECONDS": "2",
+                "HOME": home,
+                "XDG_RUNTIME_DIR": home,
+            }
         ) as server,
     ):
         server.home = Path(home)  # type: ignore[attr-defined]
@@ -97,6 +103,25 @@ def test_it_does_not_rewrite_the_client_address_from_x_forwarded_for(two_threads
     log = two_threads.log_text()
     assert "GET /healthz" in log
     assert "203.0.113.9" not in log
+
+
+def test_a_request_whose_headers_never_end_is_cut_off(two_threads: LiveServer) -> None:
+    """Slowloris: headers trickled one line at a time. The connection holds no thread, but it must not keep its
+    slot for ever: SERVER_HEADER_TIMEOUT_SECONDS (2 s here) after the request's first byte it is closed."""
+    closed = False
+    with _connect(two_threads) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        sock.settimeout(0.3)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not closed:
+            try:
+                sock.sendall(b"X-Trickle: a\r\n")
+                closed = sock.recv(1) == b""
+            except TimeoutError:
+                continue
+            except OSError:  # reset by the server
+                closed = True
+    assert closed
 
 
 def test_pipelined_requests_are_all_answered(two_threads: LiveServer) -> None:
