@@ -210,6 +210,8 @@ class Front:
                     # The chunk being made still finishes in its thread (it cannot be interrupted); the
                     # stream is closed right after it, which ends the upstream request.
                     await asyncio.wait({chunk})
+                    if not chunk.cancelled() and chunk.exception() is not None:
+                        logger.info("a stream of %s failed after its client left", scope.get("path"))
                     break
                 try:
                     data = chunk.result()

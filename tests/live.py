@@ -137,11 +137,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def live_cluster(
-    nodes: int = 1, *, workers: int = 1, extra_env: dict[str, str] | None = None
+    nodes: int = 1,
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[list[LiveServer]]:
     """``nodes`` gunicorn servers sharing one database, one cache and one secret key: the scale-out setup
     when DATABASE_URL and REDIS_URL are in ``extra_env`` or the environment. The serving model and its lanes
-    are those of ``make run`` (gunicorn.conf.py); ``extra_env`` may size them (SERVER_GATEWAY_THREADS, ...)."""
+    are those of ``make run`` (gunicorn.conf.py); ``extra_env`` may size them (SERVER_GATEWAY_THREADS, ...).
+
+    ``threads`` is accepted and ignored: callers written for the 8-thread gthread model keep working, and
+    get the lanes of ``make run`` (a request no longer needs a thread of its own to be admitted)."""
     with tempfile.TemporaryDirectory(prefix="aerostack-live-") as tmp, ExitStack() as stack:
         data_dir = Path(tmp)
         env = server_env(data_dir, extra_env)
@@ -169,6 +176,8 @@ def live_cluster(
 
 
 @contextmanager
-def live_server(*, workers: int = 1, extra_env: dict[str, str] | None = None) -> Iterator[LiveServer]:
-    with live_cluster(1, workers=workers, extra_env=extra_env) as servers:
+def live_server(
+    *, workers: int = 1, threads: int | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
+    with live_cluster(1, workers=workers, threads=threads, extra_env=extra_env) as servers:
         yield servers[0]

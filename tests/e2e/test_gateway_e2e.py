@@ -69,7 +69,9 @@ def stack() -> Iterator[Stack]:
     # With a shared cache (Redis) two worker processes must behave as one; the embedded setup is one process.
     workers = 2 if os.environ.get("REDIS_URL") else 1
     try:
-        with live_server(workers=workers, extra_env={"ALLOW_PRIVATE_UPSTREAMS": "true"}) as gateway:
+        with live_server(
+            workers=workers, threads=8, extra_env={"ALLOW_PRIVATE_UPSTREAMS": "true"}
+        ) as gateway:
             out = gateway.manage("shell", "-c", SETUP.format(everything=everything.url, python=python.url))
             data = json.loads(out.strip().splitlines()[-1])
             yield Stack(gateway, everything, python, data["slug"], data["tokens"])
