@@ -495,18 +495,21 @@ def proxy_server(upstream_url: str, log_dir: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def baseline_gateway(root: Path, upstream_url: str, log_dir: str) -> Iterator[tuple[str, str, int]]:
+def checkout_server(root: Path, log_dir: str, extra_env: dict[str, str]) -> Iterator[tuple[LiveServer, int]]:
     """Aerostack from another checkout (e.g. main before this change), as ITS ``make run`` served it
     (``aerostack.wsgi:application``, 8 threads, its gunicorn.conf.py), with its own SQLite data folder.
-    Yields the gateway URL, the token and the gunicorn master's pid."""
-    data_dir = Path(log_dir) / "baseline"
+    Yields the server (whose ``manage()`` runs that checkout's manage.py) and the gunicorn master's pid."""
+    data_dir = Path(log_dir) / f"checkout-{free_port()}"
     data_dir.mkdir()
-    env = server_env(data_dir, {"ALLOW_PRIVATE_UPSTREAMS": "true", "GATEWAY_RATE_LIMIT": str(RATE_LIMIT)})
     for name in ("DATABASE_URL", "REDIS_URL"):
         if os.environ.get(name):
-            raise BenchError("--baseline-root compares the embedded default: unset DATABASE_URL/REDIS_URL")
+            raise BenchError("a baseline checkout runs the embedded default: unset DATABASE_URL/REDIS_URL")
+    env = server_env(data_dir, extra_env)
     env["SECRET_KEY"] = os.urandom(32).hex()
-    server = LiveServer(url="", port=free_port(), data_dir=data_dir, log=data_dir / "server.log", env=env)
+    port = free_port()
+    server = LiveServer(
+        url=f"http://127.0.0.1:{port}", port=port, data_dir=data_dir, log=data_dir / "server.log", env=env
+    )
 
     def manage(*args: str) -> str:
         done = subprocess.run(  # noqa: S603
@@ -522,10 +525,18 @@ def baseline_gateway(root: Path, upstream_url: str, log_dir: str) -> Iterator[tu
 
     manage("migrate", "--noinput")
     server.manage = manage  # type: ignore[method-assign]
-    setup = provision(server, upstream_url)
     argv = _gunicorn("aerostack.wsgi:application", server.port, "--threads", "8", "--access-logfile", "-")
     with server_process(argv, root, env, server.log, server.port) as pid:
-        yield f"http://127.0.0.1:{server.port}/ws/{setup['workspace']}", str(setup["token"]), pid
+        yield server, pid
+
+
+@contextlib.contextmanager
+def baseline_gateway(root: Path, upstream_url: str, log_dir: str) -> Iterator[tuple[str, str, int]]:
+    """The gateway of another checkout (``checkout_server``), provisioned: its URL, token and master pid."""
+    env = {"ALLOW_PRIVATE_UPSTREAMS": "true", "GATEWAY_RATE_LIMIT": str(RATE_LIMIT)}
+    with checkout_server(root, log_dir, env) as (server, pid):
+        setup = provision(server, upstream_url)
+        yield f"{server.url}/ws/{setup['workspace']}", str(setup["token"]), pid
 
 
 def provision(server: LiveServer, upstream_url: str) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import os
 import platform
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +45,7 @@ from typing import Any
 from benchmarks.gateway import (
     McpClient,
     _parse_sse,
+    checkout_server,
     gunicorn_worker_pid,
     percentile,
     positive,
@@ -304,6 +306,7 @@ class Connections:
         self._stop = threading.Event()
         self._trickler: threading.Thread | None = None
         self._trickled: list[socket.socket] = []
+        self.failed_requests = 0
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
@@ -316,8 +319,11 @@ class Connections:
         for index in range(count):
             sock = self._connect()
             if index % 2 == 0:
-                sock.sendall(request)
-                _read_response_head(sock)
+                try:
+                    sock.sendall(request)
+                    _read_response_head(sock)
+                except (OSError, StressError):
+                    self.failed_requests += 1  # reported: a server that cannot answer it is a finding
 
     def open_slowloris(self, count: int, path: str) -> None:
         for _ in range(count):
@@ -394,7 +400,12 @@ class ProbeResult:
                 "max_ms": round(max(values), 2),
             }
 
-        return {"ping": stats(self.ping_ms), "dashboard": stats(self.dashboard_ms), "errors": self.errors[:5]}
+        return {
+            "ping": stats(self.ping_ms),
+            "dashboard": stats(self.dashboard_ms),
+            "error_count": len(self.errors),
+            "errors": self.errors[:5],
+        }
 
 
 def probe(setup: Setup, seconds: float) -> ProbeResult:
@@ -494,10 +505,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         bound = STRESS_BOUND_DEFAULT if args.bound is None else args.bound
         env = {**STRESS_ENV, "SERVER_GATEWAY_THREADS": str(bound)}
-        server = stack.enter_context(live_server(extra_env=env))
+        if args.baseline_root is None:
+            server = stack.enter_context(live_server(extra_env=env))
+            master = server.processes[0].pid
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="aerostack-stress-"))
+            server, master = stack.enter_context(checkout_server(Path(args.baseline_root), tmp, env))
+            results["baseline_root"] = str(args.baseline_root)
         upstream = stack.enter_context(slow_upstream(server.data_dir))
         setup = provision(server, upstream.url)
-        pid = gunicorn_worker_pid(server.processes[0].pid)
+        pid = gunicorn_worker_pid(master)
         port = server.port
         # Warm up: the catalog, the upstream session, the dashboard's templates.
         warm = session_client(setup.slow_url, setup.slow_token)
@@ -520,6 +537,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         idle.open_idle(args.idle)
         measure("idle_connections", {"connections": args.idle})
         phases["idle_connections"]["still_open"] = idle.still_open()
+        phases["idle_connections"]["failed_requests"] = idle.failed_requests
         idle.close()
 
         print(f"phase slowloris: {args.slowloris}", flush=True)
@@ -531,14 +549,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         print(f"phase slow calls: {args.slow_calls} x wait({args.slow_seconds:g}s)", flush=True)
         calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
-        in_flight = upstream.wait_in_flight(args.slow_calls, timeout=60)
+        in_flight = upstream.wait_in_flight(args.slow_calls, timeout=args.in_flight_wait)
         measure("slow_calls", {"in_flight_upstream": in_flight})
         calls.join(args.slow_seconds + 90)
         phases["slow_calls"]["calls"] = calls.summary()
 
         print(f"phase SSE streams: {args.streams} x stream({args.slow_seconds:g}s, progress each second)")
         calls = SlowCalls(setup, args.streams, args.slow_seconds, stream_steps=int(args.slow_seconds)).start()
-        in_flight = upstream.wait_in_flight(args.streams, timeout=60)
+        in_flight = upstream.wait_in_flight(args.streams, timeout=args.in_flight_wait)
         measure("sse_streams", {"in_flight_upstream": in_flight})
         calls.join(args.slow_seconds + 90)
         phases["sse_streams"]["calls"] = calls.summary()
@@ -547,19 +565,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
         crowd = Connections(port)
         crowd.open_idle(args.idle)
-        in_flight = upstream.wait_in_flight(args.slow_calls, timeout=60)
+        in_flight = upstream.wait_in_flight(args.slow_calls, timeout=args.in_flight_wait)
         # Last, so that their headers' deadline (SERVER_HEADER_TIMEOUT_SECONDS, 20 s) outlasts the probe.
         crowd.open_slowloris(args.slowloris, setup.slow_url.removeprefix(server.url))
         measure("all_at_once", {"in_flight_upstream": in_flight})
         phases["all_at_once"]["still_open"] = crowd.still_open()
+        phases["all_at_once"]["failed_requests"] = crowd.failed_requests
         crowd.close()
         calls.join(args.slow_seconds + 90)
         phases["all_at_once"]["calls"] = calls.summary()
 
-        print(f"phase beyond the bound: {bound + args.beyond} calls for a lane of {bound}", flush=True)
-        calls = SlowCalls(setup, bound + args.beyond, args.beyond_seconds).start()
-        calls.join(args.beyond_seconds + 90)
-        phases["beyond_bound"] = {"bound": bound, "calls": calls.summary(), "process": process_status(pid)}
+        if args.baseline_root is None:
+            print(f"phase beyond the bound: {bound + args.beyond} calls for a lane of {bound}", flush=True)
+            calls = SlowCalls(setup, bound + args.beyond, args.beyond_seconds).start()
+            calls.join(args.beyond_seconds + 90)
+            phases["beyond_bound"] = {
+                "bound": bound,
+                "calls": calls.summary(),
+                "process": process_status(pid),
+            }
         phases["after"] = {"process": process_status(pid), "upstream": upstream.stats()}
     results["memory"] = memory_figures(results["phases"], args)
     results["load_end"] = load()
@@ -623,7 +647,9 @@ def report(results: dict[str, Any]) -> None:
     print("")
     for name, phase in results["phases"].items():
         extra = {
-            key: value for key, value in phase.items() if key in ("calls", "still_open", "in_flight_upstream")
+            key: value
+            for key, value in phase.items()
+            if key in ("calls", "still_open", "failed_requests", "in_flight_upstream")
         }
         if extra:
             print(f"{name}: {json.dumps(extra)}")
@@ -639,7 +665,7 @@ def report(results: dict[str, Any]) -> None:
 def broken(results: dict[str, Any]) -> bool:
     """True when a call or a probe failed outright (as opposed to a missed latency target)."""
     for name, phase in results["phases"].items():
-        if phase.get("errors"):
+        if phase.get("errors") or phase.get("failed_requests"):
             return True
         calls = phase.get("calls")
         if calls and (calls["other_failures"] or calls["finished"] != calls["started"]):
@@ -660,6 +686,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bound", type=positive, default=None, help="the gateway lane's bound (256)")
     parser.add_argument("--beyond", type=positive, default=50, help="calls beyond the bound (50)")
     parser.add_argument("--beyond-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--in-flight-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the calls to be in flight (60)",
+    )
+    parser.add_argument(
+        "--baseline-root",
+        default=None,
+        help="stress another checkout (a git worktree of an earlier commit), as its make run served it",
+    )
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON to this file")
     args = parser.parse_args(argv)
