@@ -19,12 +19,16 @@ handlers, middleware and views serve the dashboard, the API and the gateway unde
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
+import queue
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +43,83 @@ Headers = list[tuple[bytes, bytes]]
 # What a lane answers when it is full: status, headers and body for the request body it was given.
 BusyAnswer = Callable[[bytes], tuple[int, Headers, bytes]]
 BUSY_LOG_INTERVAL = 5.0
+_WorkItem = tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]
+
+
+class LastIdleFirstExecutor(Executor):
+    """A bounded thread pool that hands each task to the thread that became idle last.
+
+    ``ThreadPoolExecutor`` wakes its idle threads in turn, so one client's back-to-back requests rotate
+    through every thread of the pool: each has its own database connection (and the token read it reuses),
+    its own CPU caches. Here the most recently idle thread takes the next task, so sequential traffic stays
+    on one warm thread and the others stay parked. Threads start only when none is idle (up to
+    ``max_threads``, then tasks wait in order) and are kept; they are daemon threads, so a call still waiting
+    on an upstream does not hold up the process's exit after the server's graceful shutdown.
+    """
+
+    def __init__(self, max_threads: int, name: str) -> None:
+        self._max_threads = max_threads
+        self._name = name
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[_WorkItem | None]] = []  # a stack: the last idle thread on top
+        self._backlog: deque[_WorkItem] = deque()
+        self._threads = 0
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        item: _WorkItem = (functools.partial(fn, **kwargs) if kwargs else fn, args, future)
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._idle:
+                self._idle.pop().put(item)
+            elif self._threads < self._max_threads:
+                self._threads += 1
+                thread = threading.Thread(
+                    target=self._work,
+                    args=(item,),
+                    name=f"aerostack-{self._name}_{self._threads}",
+                    daemon=True,
+                )
+                thread.start()
+            else:
+                self._backlog.append(item)
+        return future
+
+    def _work(self, item: _WorkItem | None) -> None:
+        inbox: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
+        while item is not None:
+            fn, args, future = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args)
+                except (
+                    BaseException
+                ) as exc:  # the future carries it to the caller, as ThreadPoolExecutor does
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del fn, args, future, item
+            with self._lock:
+                if self._backlog:
+                    item = self._backlog.popleft()
+                    continue
+                if self._shutdown:
+                    return
+                self._idle.append(inbox)
+            item = inbox.get()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                for _, _, future in self._backlog:
+                    future.cancel()
+                self._backlog.clear()
+            idle, self._idle = self._idle, []
+        for inbox in idle:
+            inbox.put(None)
 
 
 @dataclass
@@ -55,13 +136,13 @@ class Lane:
     queue: int = 0  # requests admitted beyond ``threads``, waiting for a free thread
     in_flight: int = 0
     refused: int = 0
-    executor: ThreadPoolExecutor = field(init=False, repr=False)
+    executor: LastIdleFirstExecutor = field(init=False, repr=False)
     _last_busy_log: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
-        # ThreadPoolExecutor starts threads only when no idle one is free, and keeps them: the pool grows to
-        # the peak concurrency and its threads (with their connections) are reused.
-        self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix=f"aerostack-{self.name}")
+        # Threads start only when no idle one is free, and are kept: the pool grows to the peak concurrency
+        # and its threads (with their connections) are reused, the warmest first.
+        self.executor = LastIdleFirstExecutor(self.threads, self.name)
 
     @property
     def bound(self) -> int:
