@@ -11,6 +11,7 @@ import asyncio
 import http.client
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from aerostack.serving import Front, Lane, wsgi_environ
+from aerostack.serving import Front, Lane, LastIdleFirstExecutor, wsgi_environ
 from benchmarks.gateway import gunicorn_worker_pid
 from benchmarks.stress import (
     STREAM_TOOL,
@@ -95,6 +96,35 @@ def test_a_lane_admits_threads_plus_queue_and_no_more() -> None:
         assert lane.admit()
     finally:
         lane.shutdown()
+
+
+def test_sequential_tasks_stay_on_the_thread_that_was_idle_last() -> None:
+    executor = LastIdleFirstExecutor(8, "test")
+    try:
+        names = {
+            executor.submit(lambda: threading.current_thread().name).result(timeout=10) for _ in range(50)
+        }
+        # A task may be handed over while the previous thread is still on its way back to idle: at most two.
+        assert len(names) <= 2
+    finally:
+        executor.shutdown()
+
+
+def test_the_executor_starts_at_most_its_bound_of_threads_and_queues_the_rest() -> None:
+    executor = LastIdleFirstExecutor(3, "test")
+    gate = threading.Event()
+    try:
+        futures = [
+            executor.submit(lambda: (gate.wait(10), threading.current_thread().name)[1]) for _ in range(6)
+        ]
+        time.sleep(0.2)
+        assert sum(future.running() for future in futures) == 3  # the other three wait in order
+        gate.set()
+        assert len({future.result(timeout=10) for future in futures}) == 3
+    finally:
+        executor.shutdown()
+    with pytest.raises(RuntimeError):
+        executor.submit(lambda: None)
 
 
 def _echo_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
