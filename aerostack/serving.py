@@ -87,6 +87,11 @@ class LastIdleFirstExecutor(Executor):
                 self._backlog.append(item)
         return future
 
+    @property
+    def idle_threads(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
     def _work(self, item: _WorkItem | None) -> None:
         inbox: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
         while item is not None:

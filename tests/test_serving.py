@@ -101,11 +101,18 @@ def test_a_lane_admits_threads_plus_queue_and_no_more() -> None:
 def test_sequential_tasks_stay_on_the_thread_that_was_idle_last() -> None:
     executor = LastIdleFirstExecutor(8, "test")
     try:
-        names = {
-            executor.submit(lambda: threading.current_thread().name).result(timeout=10) for _ in range(50)
-        }
-        # A task may be handed over while the previous thread is still on its way back to idle: at most two.
-        assert len(names) <= 2
+        gate = threading.Event()
+        started = [executor.submit(gate.wait, 10) for _ in range(3)]  # three threads...
+        gate.set()
+        for future in started:
+            future.result(timeout=10)
+        names = set()
+        for _ in range(50):
+            deadline = time.monotonic() + 10
+            while executor.idle_threads < 3 and time.monotonic() < deadline:
+                time.sleep(0.001)  # ...all back to idle before each task
+            names.add(executor.submit(lambda: threading.current_thread().name).result(timeout=10))
+        assert len(names) == 1  # always the one that became idle last, never the other two
     finally:
         executor.shutdown()
 
