@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 HOST ?= 127.0.0.1
-# One process with threads: the embedded setup (SQLite + in-process cache) must stay in one process.
+# One process: the embedded setup (SQLite + in-process cache) must stay in one process. Its event loop holds
+# the connections, bounded thread lanes run Django (SERVER_GATEWAY_THREADS, SERVER_DASHBOARD_THREADS).
 # The worker class and other gunicorn settings are in gunicorn.conf.py.
 WORKERS ?= 1
-THREADS ?= 8
 
-.PHONY: run test lint typecheck check bench lock clean install install-test
+.PHONY: run test lint typecheck check bench stress lock clean install install-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,7 @@ run: export ALLOW_PRIVATE_UPSTREAMS ?= $(if $(filter $(LOOPBACK_HOSTS),$(HOST)),
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	@echo "Aerostack on http://$(BIND)/ (private upstreams allowed: $$ALLOW_PRIVATE_UPSTREAMS)"
-	$(BIN)/gunicorn aerostack.wsgi:application --bind $(BIND) --workers $(WORKERS) --threads $(THREADS) \
-		--access-logfile -
+	$(BIN)/gunicorn aerostack.asgi:application --bind $(BIND) --workers $(WORKERS) --access-logfile -
 
 # The end-to-end upstream (server-everything) comes from npm when node is there; without node those tests
 # skip and say why (and fail in CI).
@@ -63,15 +62,19 @@ typecheck: install-test
 # What CI runs (.ci/run: this, then `make test` again on PostgreSQL + Redis): lint, types, the whole fast suite.
 check: lint typecheck test
 
+# BENCH_ARGS="--baseline-root /tmp/old-checkout" also measures an earlier commit in the same run.
 bench: install-test
-	$(BIN)/python -m benchmarks.gateway
+	$(BIN)/python -m benchmarks.gateway $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.catalog
 
 # Long runs, not in `make test`; each writes its figures (docs/reliability.md keeps those of the last run).
+# Stress: one `make run`-like process under 200 slow calls, 1,000 idle connections and 500 slowloris
+# connections (benchmarks/stress.py; a few minutes, loopback only). STRESS_ARGS to change it.
 # Load: 32 MCP clients for 60 s on 2 nodes x 3 gunicorn workers, PostgreSQL + Redis (DATABASE_URL / REDIS_URL,
 # else the test defaults); summary in var/load/. LOAD_ARGS="--duration 120" etc. to change it.
 .PHONY: stress install-load
 stress: install-test
+	$(BIN)/python -m benchmarks.stress $(STRESS_ARGS)
 	$(MAKE) --no-print-directory install-load
 	$(BIN)/python -m benchmarks.load $(LOAD_ARGS)
 

@@ -8,6 +8,7 @@ still be written to the access log in full.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -35,3 +36,13 @@ class RedactingLogger(glogging.Logger):  # type: ignore[misc]
             if isinstance(value, str):
                 atoms[key] = redact(value)
         return atoms
+
+
+class RedactingFilter(logging.Filter):
+    """The same redaction for uvicorn's access log (``uvicorn.access``), which aerostack.worker.Worker uses:
+    its records carry the path as a ``%s`` argument, not in gunicorn's atoms."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True

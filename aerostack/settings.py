@@ -333,3 +333,19 @@ if TOKEN_CACHE_SECONDS and not REDIS_URL:
 # Active tokens one member may hold in one workspace (token_create, token_rotate): a per-token rate limit must
 # not be multiplied at will by minting more tokens.
 TOKENS_PER_MEMBER_MAX = env_int("TOKENS_PER_MEMBER_MAX", 50, minimum=1)
+
+# --- Serving (aerostack/serving.py, docs/architecture.md) ---------------------------------------------------
+# Connections live in the event loop; requests run in bounded pools of reusable threads. A gateway thread is
+# held only while its request runs (for a tools/call: while the upstream works), so the bound is the number
+# of gateway requests in flight per process; beyond it a request gets a JSON-RPC error at once (503).
+SERVER_GATEWAY_THREADS = env_int("SERVER_GATEWAY_THREADS", 256, minimum=1, maximum=4096)
+# Dashboard, API and admin requests are short: a few threads, and a bounded queue in front of them.
+SERVER_DASHBOARD_THREADS = env_int("SERVER_DASHBOARD_THREADS", 8, minimum=1, maximum=256)
+SERVER_DASHBOARD_QUEUE = env_int("SERVER_DASHBOARD_QUEUE", 128, minimum=0, maximum=100_000)
+# Largest dashboard request body read into memory (Django's own DATA_UPLOAD_MAX_MEMORY_SIZE still applies).
+SERVER_DASHBOARD_MAX_BODY_BYTES = env_int("SERVER_DASHBOARD_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Request bodies are read into memory before a thread runs them: all of them together (being read or
+# served) may take at most this much; a request beyond it gets its lane's busy answer (503).
+SERVER_MAX_BUFFERED_BODY_BYTES = env_int(
+    "SERVER_MAX_BUFFERED_BODY_BYTES", 128 * 1024 * 1024, minimum=1024 * 1024
+)

@@ -157,6 +157,15 @@ class McpClient:
                 return response, reply
         raise BenchError(f"{message['method']}: no response with id {message['id']} in {raw[:300]!r}")
 
+    def request(
+        self, method: str, params: dict[str, Any] | None = None
+    ) -> tuple[http.client.HTTPResponse, dict[str, Any]]:
+        """One JSON-RPC request that must answer HTTP 200; the response and the reply message."""
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self.ids), "method": method}
+        if params is not None:
+            message["params"] = params
+        return self._reply(message)
+
     def initialize(self) -> None:
         request = {
             "jsonrpc": "2.0",
@@ -442,36 +451,15 @@ print({marker} + json.dumps({{
 
 
 @contextlib.contextmanager
-def floor_server(upstream_url: str, log_dir: str) -> Iterator[str]:
-    """``benchmarks/floor_site.py`` under the same gunicorn setup as Aerostack; yields its URL."""
-    port = free_port()
-    log = Path(log_dir) / "floor.log"
-    env = server_env(Path(log_dir), {"DJANGO_SETTINGS_MODULE": "benchmarks.floor_site"})
-    env["BENCH_UPSTREAM_URL"] = upstream_url
+def server_process(argv: list[str], cwd: Path, env: dict[str, str], log: Path, port: int) -> Iterator[int]:
+    """A server process on 127.0.0.1:``port``, stopped at the end; yields its pid."""
     with log.open("ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "django.core.wsgi:get_wsgi_application()",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--threads",
-                "8",
-                "--access-logfile",
-                "-",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+            argv, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
     try:
         wait_for_port(port, process, log)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield process.pid
     finally:
         process.terminate()
         try:
@@ -479,6 +467,84 @@ def floor_server(upstream_url: str, log_dir: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def _gunicorn(target: str, port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", target, "--bind", f"127.0.0.1:{port}", "--workers", "1", *extra]
+
+
+@contextlib.contextmanager
+def floor_server(
+    upstream_url: str, log_dir: str, root: Path = ROOT, *, baseline: bool = False
+) -> Iterator[str]:
+    """``benchmarks/floor_site.py`` served the way Aerostack is (``root``'s gunicorn.conf.py); yields its URL.
+
+    ``baseline``: a checkout from before the event-loop front, whose floor was a WSGI app with 8 threads.
+    """
+    port = free_port()
+    log = Path(log_dir) / f"floor{'-baseline' if baseline else ''}.log"
+    env = server_env(Path(log_dir), {"DJANGO_SETTINGS_MODULE": "benchmarks.floor_site"})
+    env["BENCH_UPSTREAM_URL"] = upstream_url
+    if baseline:
+        argv = _gunicorn("django.core.wsgi:get_wsgi_application()", port, "--threads", "8")
+    else:
+        argv = _gunicorn("benchmarks.floor_asgi:application", port)
+    with server_process([*argv, "--access-logfile", "-"], root, env, log, port):
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+@contextlib.contextmanager
+def proxy_server(upstream_url: str, log_dir: str) -> Iterator[str]:
+    """``benchmarks/proxy.py``: the physical floor of one extra hop; yields its URL (the upstream's path)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.proxy", str(port), upstream_url]
+    with server_process(argv, ROOT, server_env(Path(log_dir)), Path(log_dir) / "proxy.log", port):
+        yield f"http://127.0.0.1:{port}{urlsplit(upstream_url).path}"
+
+
+@contextlib.contextmanager
+def checkout_server(root: Path, log_dir: str, extra_env: dict[str, str]) -> Iterator[tuple[LiveServer, int]]:
+    """Aerostack from another checkout (e.g. main before this change), as ITS ``make run`` served it
+    (``aerostack.wsgi:application``, 8 threads, its gunicorn.conf.py), with its own SQLite data folder.
+    Yields the server (whose ``manage()`` runs that checkout's manage.py) and the gunicorn master's pid."""
+    data_dir = Path(log_dir) / f"checkout-{free_port()}"
+    data_dir.mkdir()
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        if os.environ.get(name):
+            raise BenchError("a baseline checkout runs the embedded default: unset DATABASE_URL/REDIS_URL")
+    env = server_env(data_dir, extra_env)
+    env["SECRET_KEY"] = os.urandom(32).hex()
+    port = free_port()
+    server = LiveServer(
+        url=f"http://127.0.0.1:{port}", port=port, data_dir=data_dir, log=data_dir / "server.log", env=env
+    )
+
+    def manage(*args: str) -> str:
+        done = subprocess.run(  # noqa: S603
+            [sys.executable, str(root / "manage.py"), *args],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            raise BenchError(f"baseline manage.py {args[0]} failed: {done.stderr[-2000:]}")
+        return done.stdout
+
+    manage("migrate", "--noinput")
+    server.manage = manage  # type: ignore[method-assign]
+    argv = _gunicorn("aerostack.wsgi:application", server.port, "--threads", "8", "--access-logfile", "-")
+    with server_process(argv, root, env, server.log, server.port) as pid:
+        yield server, pid
+
+
+@contextlib.contextmanager
+def baseline_gateway(root: Path, upstream_url: str, log_dir: str) -> Iterator[tuple[str, str, int]]:
+    """The gateway of another checkout (``checkout_server``), provisioned: its URL, token and master pid."""
+    env = {"ALLOW_PRIVATE_UPSTREAMS": "true", "GATEWAY_RATE_LIMIT": str(RATE_LIMIT)}
+    with checkout_server(root, log_dir, env) as (server, pid):
+        setup = provision(server, upstream_url)
+        yield f"{server.url}/ws/{setup['workspace']}", str(setup["token"]), pid
 
 
 def provision(server: LiveServer, upstream_url: str) -> dict[str, Any]:
@@ -509,7 +575,7 @@ def report(results: dict[str, Any], figures: list[Figure], emit: Callable[[str],
     emit("Aerostack gateway benchmark: tools/call add(a=1, b=2), keep-alive http.client, 127.0.0.1")
     emit(
         f"  database {env['database']}, cache {env['cache']}, usage log async={env['usage_async']}, "
-        f"gunicorn 1 worker x 8 threads (gthread)"
+        "one gunicorn process (gunicorn.conf.py's worker class)"
     )
     emit(
         f"  python {env['python']}, {env['cpus']} CPUs; upstream: Python SDK, {env['upstream_mode']} "
@@ -538,6 +604,9 @@ def report(results: dict[str, Any], figures: list[Figure], emit: Callable[[str],
         )
     for name, values in results.get("floor", {}).items():
         emit(f"{name} (sequential): median {values['median_ms']:+.3f} ms, p99 {values['p99_ms']:+.3f} ms")
+    for path, ratios in results.get("ratios", {}).items():
+        for name, value in ratios.items():
+            emit(f"{path}: {name} = {value}")
     for name, target in results["targets"].items():
         emit(
             f"target {name}: {target['value_ms']:+.3f} ms <= {target['limit_ms']:g} ms  "
@@ -574,7 +643,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server = stack.enter_context(
             live_server(
                 workers=1,
-                threads=8,
                 extra_env={"ALLOW_PRIVATE_UPSTREAMS": "true", "GATEWAY_RATE_LIMIT": str(RATE_LIMIT)},
             )
         )
@@ -584,6 +652,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("starting the framework floor (a bare DRF forwarding view, same gunicorn setup)...", flush=True)
         floor = Target("floor", stack.enter_context(floor_server(upstream.url, str(server.data_dir))), TOOL)
         direct = Target("direct", upstream.url, TOOL)
+        proxy = Target("proxy", stack.enter_context(proxy_server(upstream.url, str(server.data_dir))), TOOL)
         gateway = Target(
             "gateway", f"{server.url}/ws/{setup['workspace']}", f"{setup['server']}__{TOOL}", token
         )
@@ -591,6 +660,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scoped = Target(
             "scoped", f"{server.url}/ws/{setup['workspace']}", f"{setup['server']}__{TOOL}", scoped_token
         )
+        gateway_tool = f"{setup['server']}__{TOOL}"
+        baseline: list[Target] = []
+        baseline_cpu = ProcessCpu(None)
+        if args.baseline_root is not None:
+            print(f"starting the baseline gateway and floor from {args.baseline_root}...", flush=True)
+            root = Path(args.baseline_root).resolve()
+            url, base_token, base_master = stack.enter_context(
+                baseline_gateway(root, upstream.url, str(server.data_dir))
+            )
+            base_floor = stack.enter_context(
+                floor_server(upstream.url, str(server.data_dir), root, baseline=True)
+            )
+            baseline = [
+                Target("floor@base", base_floor, TOOL),
+                Target("gateway@base", url, gateway_tool, base_token),
+            ]
+            baseline_cpu = ProcessCpu(gunicorn_worker_pid(base_master))
         results["environment"] = {
             "database": setup["database"],
             "cache": setup["cache"],
@@ -606,12 +692,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu = ProcessCpu(gunicorn_worker_pid(server.processes[0].pid))
         results["gateway_worker_cpu_readable"] = cpu.seconds() is not None
 
-        pairs = [
-            (direct, direct.client()),
-            (floor, floor.client()),
-            (gateway, gateway.client()),
-            (scoped, scoped.client()),
-        ]
+        paths = [direct, proxy, floor, gateway, scoped, *baseline]
+        pairs = [(target, target.client()) for target in paths]
         for _, client in pairs:
             stack.callback(client.close)
         print(f"warm-up: {args.warmup} calls per path...", flush=True)
@@ -619,10 +701,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             warm_up(client, target, args.warmup, failures)
 
         print(f"sequential: {args.calls} calls per path, alternating blocks of {args.block}...", flush=True)
-        before = cpu.seconds()
+        before, base_before = cpu.seconds(), baseline_cpu.seconds()
         sequential = sequential_alternating(pairs, args.calls, args.block, failures)
         gateway_cpu = cpu_delta(cpu, before)
+        # One worker serves both gateway paths, alternated with equal call counts: each row gets half its
+        # CPU (the mean per call of the two paths).
         shared_cpu = None if gateway_cpu is None else gateway_cpu / 2
+        cpu_used = {
+            "gateway": shared_cpu,
+            "scoped": shared_cpu,
+            "gateway@base": cpu_delta(baseline_cpu, base_before),
+        }
         for target, _ in pairs:
             values = sequential[target.label]
             figures.append(
@@ -631,20 +720,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "sequential",
                     values,
                     sum(values),
-                    # One worker serves both gateway paths, alternated with equal call counts: each row
-                    # gets half its CPU (the mean per call of the two paths).
-                    shared_cpu if target in (gateway, scoped) else None,
+                    cpu_used.get(target.label),
                     failures.counts.get(f"{target.label} sequential", 0),
                 )
             )
 
         mode_label = f"concurrent-{args.concurrency}"
         print(f"{mode_label}: {args.concurrency} threads x {args.per_thread} calls per path...", flush=True)
-        for target in (direct, gateway):
-            before = cpu.seconds()
+        for target in (direct, proxy, gateway, *baseline[1:]):
+            meter = {"gateway": cpu, "gateway@base": baseline_cpu}.get(target.label)
+            before = meter.seconds() if meter else None
             label = f"{target.label} {mode_label}"
             values, wall = concurrent(target, args.concurrency, args.per_thread, failures, label)
-            used = cpu_delta(cpu, before) if target is gateway else None
+            used = cpu_delta(meter, before) if meter else None
             figures.append(
                 figure(target.label, mode_label, values, wall, used, failures.counts.get(label, 0))
             )
@@ -658,6 +746,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         added[label] = _difference(by_key[("gateway", label)], by_key[("direct", label)])
     seq = added["sequential"]
     results["floor"] = {
+        "proxy over direct": _difference(by_key[("proxy", "sequential")], by_key[("direct", "sequential")]),
         "floor over direct": _difference(by_key[("floor", "sequential")], by_key[("direct", "sequential")]),
         "gateway over floor": _difference(by_key[("gateway", "sequential")], by_key[("floor", "sequential")]),
         "scoped token over unscoped": _difference(
@@ -665,6 +754,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ),
     }
     scope_cost = results["floor"]["scoped token over unscoped"]
+    results["ratios"] = {}
+    for suffix in ("", "@base"):
+        if ("gateway" + suffix, "sequential") not in by_key:
+            continue
+        gateway_figure = by_key[("gateway" + suffix, "sequential")]
+        direct_figure, proxy_figure = by_key[("direct", "sequential")], by_key[("proxy", "sequential")]
+        if suffix:
+            results["floor"]["gateway over floor (baseline)"] = _difference(
+                gateway_figure, by_key[("floor@base", "sequential")]
+            )
+        proxy_added = proxy_figure.median_ms - direct_figure.median_ms
+        results["ratios"]["gateway" + suffix] = {
+            "gateway added / proxy added (sequential medians)": round(
+                (gateway_figure.median_ms - direct_figure.median_ms) / proxy_added, 2
+            )
+            if proxy_added > 0
+            else None,
+            f"gateway / direct throughput ({mode_label})": round(
+                by_key[("gateway" + suffix, mode_label)].requests_per_s
+                / by_key[("direct", mode_label)].requests_per_s,
+                3,
+            ),
+        }
     results["figures"] = [
         {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(item).items()} for item in figures
     ]
@@ -715,6 +827,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=positive, default=100, help="warm-up calls per path (100)")
     parser.add_argument("--block", type=positive, default=50, help="sequential calls per alternation block")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    parser.add_argument(
+        "--baseline-root",
+        default=None,
+        help="a checkout of an earlier commit (a git worktree): its gateway and floor are measured too, "
+        "as its own `make run` served them, in the same alternating blocks",
+    )
     return parser.parse_args(argv)
 
 

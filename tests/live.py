@@ -102,22 +102,18 @@ def scratch_database(env: dict[str, str]) -> Iterator[None]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _start_gunicorn(
-    port: int, env: dict[str, str], log: Path, workers: int, threads: int
-) -> subprocess.Popen[bytes]:
+def _start_gunicorn(port: int, env: dict[str, str], log: Path, workers: int) -> subprocess.Popen[bytes]:
     with log.open("ab") as log_file:
         return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "gunicorn",
-                "aerostack.wsgi:application",
+                "aerostack.asgi:application",
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--workers",
                 str(workers),
-                "--threads",
-                str(threads),
                 "--access-logfile",
                 "-",
                 "--graceful-timeout",
@@ -141,10 +137,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def live_cluster(
-    nodes: int = 1, *, workers: int = 1, threads: int = 8, extra_env: dict[str, str] | None = None
+    nodes: int = 1,
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[list[LiveServer]]:
     """``nodes`` gunicorn servers sharing one database, one cache and one secret key: the scale-out setup
-    when DATABASE_URL and REDIS_URL are in ``extra_env`` or the environment."""
+    when DATABASE_URL and REDIS_URL are in ``extra_env`` or the environment. The serving model and its lanes
+    are those of ``make run`` (gunicorn.conf.py); ``extra_env`` may size them (SERVER_GATEWAY_THREADS, ...).
+
+    ``threads`` is accepted and ignored: callers written for the 8-thread gthread model keep working, and
+    get the lanes of ``make run`` (a request no longer needs a thread of its own to be admitted)."""
     with tempfile.TemporaryDirectory(prefix="aerostack-live-") as tmp, ExitStack() as stack:
         data_dir = Path(tmp)
         env = server_env(data_dir, extra_env)
@@ -160,7 +164,7 @@ def live_cluster(
         servers[0].manage("migrate", "--noinput")
         try:
             for server in servers:
-                process = _start_gunicorn(server.port, env, server.log, workers, threads)
+                process = _start_gunicorn(server.port, env, server.log, workers)
                 server.processes.append(process)
             for server in servers:
                 wait_for_port(server.port, server.processes[0], server.log)
@@ -173,7 +177,7 @@ def live_cluster(
 
 @contextmanager
 def live_server(
-    *, workers: int = 1, threads: int = 8, extra_env: dict[str, str] | None = None
+    *, workers: int = 1, threads: int | None = None, extra_env: dict[str, str] | None = None
 ) -> Iterator[LiveServer]:
     with live_cluster(1, workers=workers, threads=threads, extra_env=extra_env) as servers:
         yield servers[0]

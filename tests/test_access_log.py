@@ -28,3 +28,22 @@ from aerostack.access_log import redact
 )
 def test_it_redacts_secrets_in_paths(line: str, expected: str) -> None:
     assert redact(line) == expected
+
+
+def test_uvicorns_access_log_is_redacted_too() -> None:
+    """The serving worker logs requests through uvicorn.access: its path argument loses the secret."""
+    import logging
+
+    from aerostack.access_log import RedactingFilter
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/invites/Abc-_123xyz/", "1.1", 302),
+        None,
+    )
+    assert RedactingFilter().filter(record)
+    assert record.getMessage() == '127.0.0.1:5000 - "GET /invites/[redacted]/ HTTP/1.1" 302'

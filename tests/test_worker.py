@@ -1,75 +1,37 @@
-"""aerostack.worker.ThreadWorker: gthread with a keep-alive fast path.
+"""aerostack.worker.Worker: uvicorn's event loop under gunicorn, serving aerostack.asgi:application.
 
-The decision (serve the next request in this thread or hand the connection back to the poller) is tested on
-real sockets; the worker as a whole under a real gunicorn, with pipelined requests, more connections than
-threads, and a shutdown while connections are kept alive.
+Tested as a whole under a real gunicorn: pipelined and back-to-back requests, more busy connections than the
+dashboard lane has threads, an idle connection beside a one-thread lane, shutdown with kept-alive connections,
+no control socket in $HOME, and X-Forwarded-For not trusted by the server itself. (ThreadWorker, the gthread
+variant this replaced, is gone with its tests: see docs/architecture.md.)
 """
 
 from __future__ import annotations
 
-import io
 import socket
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
-from types import SimpleNamespace
-from typing import Any
+from pathlib import Path
 
 import pytest
 
-from aerostack.worker import ThreadWorker
+from aerostack.worker import _raise_descriptor_limit
 from tests.live import LiveServer, live_server
 
 
-@pytest.fixture
-def sockets() -> Iterator[tuple[socket.socket, socket.socket]]:
-    ours, peer = socket.socketpair()
-    yield ours, peer
-    ours.close()
-    peer.close()
+def test_it_raises_the_soft_descriptor_limit_but_never_above_the_hard_one() -> None:
+    import resource
 
-
-def _worker(*, threads: int, busy: int, alive: bool = True) -> Any:
-    worker = ThreadWorker.__new__(ThreadWorker)  # the decision needs no arbiter, sockets or pool
-    worker.alive = alive
-    worker.cfg = SimpleNamespace(threads=threads)
-    worker._busy = busy
-    return worker
-
-
-def _conn(sock: socket.socket, buffered: bytes = b"", *, http2: bool = False) -> Any:
-    return SimpleNamespace(
-        sock=sock, is_http2=http2, parser=SimpleNamespace(unreader=SimpleNamespace(buf=io.BytesIO(buffered)))
-    )
-
-
-def test_a_waiting_next_request_is_served_in_the_same_thread(sockets: Any) -> None:
-    ours, peer = sockets
-    peer.sendall(b"GET / HTTP/1.1\r\n\r\n")
-    assert _worker(threads=2, busy=1)._next_request_arrives(_conn(ours))
-
-
-def test_an_idle_connection_goes_back_to_the_poller(sockets: Any) -> None:
-    ours, _ = sockets
-    assert not _worker(threads=2, busy=1)._next_request_arrives(_conn(ours))
-
-
-def test_pipelined_bytes_already_read_are_served_without_waiting(sockets: Any) -> None:
-    ours, _ = sockets  # nothing on the socket: the next request is in the parser's buffer
-    assert _worker(threads=1, busy=1)._next_request_arrives(_conn(ours, b"GET / HTTP/1.1\r\n"))
-
-
-@pytest.mark.parametrize(
-    ("worker", "http2"),
-    [
-        pytest.param(_worker(threads=2, busy=2), False, id="no other thread free"),
-        pytest.param(_worker(threads=8, busy=1, alive=False), False, id="shutting down"),
-        pytest.param(_worker(threads=8, busy=1), True, id="http2 has its own loop"),
-    ],
-)
-def test_it_does_not_wait_when_it_must_not(worker: Any, http2: bool, sockets: Any) -> None:
-    ours, peer = sockets
-    peer.sendall(b"GET / HTTP/1.1\r\n\r\n")
-    assert not worker._next_request_arrives(_conn(ours, http2=http2))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        _raise_descriptor_limit(soft - 1)  # never lowers it
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
+        _raise_descriptor_limit(10**9)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 # --------------------------------------------------------------------------- under a real gunicorn
@@ -101,7 +63,18 @@ def _read_responses(sock: socket.socket, count: int) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def two_threads() -> Iterator[LiveServer]:
-    with live_server(threads=2) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="aerostack-home-") as home,
+        live_server(
+            extra_env={
+                "SERVER_DASHBOARD_THREADS": "2",
+                "SERVER_HEADER_TIMEOUT_SECONDS": "2",
+                "HOME": home,
+                "XDG_RUNTIME_DIR": home,
+            }
+        ) as server,
+    ):
+        server.home = Path(home)  # type: ignore[attr-defined]
         yield server
 
 
@@ -112,7 +85,43 @@ def _connect(server: LiveServer) -> socket.socket:
 
 
 def test_gunicorn_runs_this_worker(two_threads: LiveServer) -> None:
-    assert "Using worker: aerostack.worker.ThreadWorker" in two_threads.log_text()
+    assert "Using worker: aerostack.worker.Worker" in two_threads.log_text()
+
+
+def test_it_opens_no_control_socket(two_threads: LiveServer) -> None:
+    """Two instances on one machine would take a fixed control socket path in $HOME from each other."""
+    home: Path = two_threads.home  # type: ignore[attr-defined]
+    assert not [path for path in home.rglob("*") if path.is_socket()]
+
+
+def test_it_does_not_rewrite_the_client_address_from_x_forwarded_for(two_threads: LiveServer) -> None:
+    """uvicorn would, for any peer in forwarded_allow_ips (127.0.0.1 by default); Aerostack resolves the client
+    itself (aerostack/net.py, TRUSTED_PROXIES). The access log shows the address the server took."""
+    with _connect(two_threads) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")
+        assert _read_responses(sock, 1)[0].startswith(b"HTTP/1.1 200 ")
+    log = two_threads.log_text()
+    assert "GET /healthz" in log
+    assert "203.0.113.9" not in log
+
+
+def test_a_request_whose_headers_never_end_is_cut_off(two_threads: LiveServer) -> None:
+    """Slowloris: headers trickled one line at a time. The connection holds no thread, but it must not keep its
+    slot for ever: SERVER_HEADER_TIMEOUT_SECONDS (2 s here) after the request's first byte it is closed."""
+    closed = False
+    with _connect(two_threads) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        sock.settimeout(0.3)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not closed:
+            try:
+                sock.sendall(b"X-Trickle: a\r\n")
+                closed = sock.recv(1) == b""
+            except TimeoutError:
+                continue
+            except OSError:  # reset by the server
+                closed = True
+    assert closed
 
 
 def test_pipelined_requests_are_all_answered(two_threads: LiveServer) -> None:
@@ -154,8 +163,8 @@ def test_more_busy_connections_than_threads_are_all_served(two_threads: LiveServ
 
 
 def test_an_idle_kept_alive_connection_does_not_hold_a_thread() -> None:
-    """With one thread, a client that keeps its connection open but sends nothing must not block others."""
-    with live_server(threads=1) as server, _connect(server) as idle:
+    """With a one-thread lane, a client that keeps its connection open but sends nothing must not block others."""
+    with live_server(extra_env={"SERVER_DASHBOARD_THREADS": "1"}) as server, _connect(server) as idle:
         idle.sendall(HEALTH)
         _read_responses(idle, 1)
         for _ in range(5):
@@ -165,12 +174,12 @@ def test_an_idle_kept_alive_connection_does_not_hold_a_thread() -> None:
 
 
 def test_shutdown_with_kept_alive_connections_ends_cleanly() -> None:
-    with live_server(threads=2) as server:
+    with live_server() as server:
         sock = _connect(server)
         sock.sendall(HEALTH)
         _read_responses(sock, 1)
         process = server.processes[0]
         process.terminate()
-        process.wait(timeout=30)  # graceful: gthread lets kept-alive connections linger for 2 s at most
+        process.wait(timeout=30)  # graceful: idle kept-alive connections are closed at once
         sock.close()
         assert process.returncode == 0, server.log_text()[-2000:]

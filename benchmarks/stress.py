@@ -1,0 +1,720 @@
+"""``make stress``: does one Aerostack process stay responsive under slow calls, idle connections, slowloris?
+
+    .venv/bin/python -m benchmarks.stress [--slow-calls 200] [--slow-seconds 20] [--idle 1000]
+                                          [--slowloris 500] [--probe-seconds 8] [--json] [--out FILE]
+
+The embedded default of ``make run``: one gunicorn process (the worker class of gunicorn.conf.py), SQLite and
+the in-process cache (DATABASE_URL and REDIS_URL are ignored here). A small upstream
+(``benchmarks/slow_upstream.py``) serves a ``wait(seconds)`` tool. Two workspaces: "slow", whose clients call
+``wait``, and "ping", whose client measures. Phases, each bounded in time:
+
+1. baseline: no load.
+2. idle connections: ``--idle`` open client connections, half after one request (keep-alive), half silent.
+3. slowloris: ``--slowloris`` connections that trickle header lines and never finish their request.
+4. slow calls: ``--slow-calls`` concurrent ``tools/call`` of ``wait(--slow-seconds)``, all in flight at once.
+5. SSE streams: ``--streams`` concurrent streamed calls (a progress notification every second, relayed to
+   SSE clients), all open at once.
+6. all of 2-4 at once.
+7. beyond the bound: more concurrent slow calls than the gateway lane admits; the rest must be refused at
+   once with a JSON-RPC error (HTTP 503), never left waiting.
+
+During each phase a probe sends ``ping`` (workspace "ping", one keep-alive connection) every 20 ms and loads a
+dashboard page (the workspace page, logged in) every 100 ms; the targets are a ping p99 under 50 ms and a
+dashboard p99 under 300 ms. The worker's RSS and thread count are read from /proc. Loopback only; everything
+started here is stopped at the end. A miss is reported, not an exit status; a broken call exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.gateway import (
+    McpClient,
+    _parse_sse,
+    checkout_server,
+    gunicorn_worker_pid,
+    percentile,
+    positive,
+    server_process,
+)
+from tests.live import ROOT, LiveServer, free_port, live_server
+
+PING_TARGET_MS = 50.0
+DASHBOARD_TARGET_MS = 300.0
+PROBE_INTERVAL = 0.02
+DASHBOARD_EVERY = 5  # probes: one dashboard page per this many pings
+PROBE_TIMEOUT = 15.0
+PROGRESS_TOKEN = "stress-progress"  # noqa: S105 (an MCP progress token, not a secret)
+TRICKLE_INTERVAL = 1.0
+SETUP_MARKER = "AEROSTACK-STRESS-SETUP "
+WAIT_TOOL = "slow__wait"
+STREAM_TOOL = "slow__stream"
+# The fairness caps (per workspace, per token) must not be what refuses calls here: set them out of the way.
+STRESS_ENV = {
+    "ALLOW_PRIVATE_UPSTREAMS": "true",
+    "GATEWAY_RATE_LIMIT": "1000000",
+    "GATEWAY_MAX_INFLIGHT_PER_WORKSPACE": "100000",
+    "GATEWAY_MAX_INFLIGHT_PER_TOKEN": "100000",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+class StressError(RuntimeError):
+    """The run cannot go on (a server did not start, the setup failed)."""
+
+
+# --------------------------------------------------------------------------- the upstream
+
+
+@dataclass
+class SlowUpstream:
+    url: str
+    port: int
+
+    def stats(self) -> dict[str, int]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            connection.request("GET", "/stats")
+            return dict(json.loads(connection.getresponse().read()))
+        finally:
+            connection.close()
+
+    def wait_in_flight(self, count: int, timeout: float) -> int:
+        """Wait until ``count`` tool calls are waiting upstream; returns how many are."""
+        deadline = time.monotonic() + timeout
+        in_flight = 0
+        while time.monotonic() < deadline:
+            in_flight = self.stats()["in_flight"]
+            if in_flight >= count:
+                break
+            time.sleep(0.1)
+        return in_flight
+
+
+@contextlib.contextmanager
+def slow_upstream(log_dir: Path) -> Iterator[SlowUpstream]:
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.slow_upstream", str(port)]
+    with server_process(argv, ROOT, dict(os.environ), log_dir / "slow-upstream.log", port):
+        yield SlowUpstream(f"http://127.0.0.1:{port}/mcp", port)
+
+
+# --------------------------------------------------------------------------- the gateway's data
+
+SETUP_CODE = """
+import json
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.db import SessionStore
+from gateway.services import server_create
+from tokens.services import token_create
+from workspaces.models import Member, Workspace
+from workspaces.services import workspace_create
+
+user = User.objects.create_user(username="stress@example.com", email="stress@example.com")
+out = {{}}
+for name in ("slow", "ping"):
+    workspace = workspace_create(name=name, owner=user)
+    Workspace.objects.filter(pk=workspace.pk).update(rate_limit_per_minute=1000000)
+    if name == "slow":
+        server_create(
+            workspace=workspace, actor=user, name="Slow", slug="slow", url={url}, timeout_seconds=120
+        )
+    member = Member.objects.get(workspace=workspace, user=user)
+    created = token_create(workspace=workspace, holder=member, name=name, expires_in=None, created_by=user)
+    out[name] = {{"slug": workspace.slug, "token": created.raw}}
+session = SessionStore()
+session[SESSION_KEY] = str(user.pk)
+session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+session.create()
+out["cookie"] = settings.SESSION_COOKIE_NAME + "=" + session.session_key
+print({marker} + json.dumps(out))
+"""
+
+
+@dataclass
+class Setup:
+    server: LiveServer
+    slow_url: str
+    slow_token: str
+    ping_url: str
+    ping_token: str
+    dashboard_path: str
+    cookie: str = field(repr=False)
+
+    def __repr__(self) -> str:  # never shows a token or the session cookie
+        return f"Setup({self.slow_url!r}, {self.ping_url!r})"
+
+
+def provision(server: LiveServer, upstream_url: str) -> Setup:
+    """Two workspaces (one with the slow upstream), a token each and a logged-in dashboard session."""
+    code = SETUP_CODE.format(url=json.dumps(upstream_url), marker=json.dumps(SETUP_MARKER))
+    for line in server.manage("shell", "-c", code).splitlines():
+        if line.startswith(SETUP_MARKER):
+            data = json.loads(line[len(SETUP_MARKER) :])
+            return Setup(
+                server=server,
+                slow_url=f"{server.url}/ws/{data['slow']['slug']}",
+                slow_token=data["slow"]["token"],
+                ping_url=f"{server.url}/ws/{data['ping']['slug']}",
+                ping_token=data["ping"]["token"],
+                dashboard_path=f"/workspaces/{data['ping']['slug']}/",
+                cookie=data["cookie"],
+            )
+    raise StressError("the setup snippet printed no result")  # its output may hold a token: not shown
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def session_client(url: str, token: str, timeout: float = PROBE_TIMEOUT) -> McpClient:
+    client = McpClient(url, token)
+    client.connection.timeout = timeout
+    client.initialize()
+    return client
+
+
+def clone(client: McpClient, url: str, timeout: float) -> McpClient:
+    """Another connection in the same MCP session (what a client with several connections does)."""
+    other = McpClient(url)
+    other.headers = dict(client.headers)
+    other.connection.timeout = timeout
+    return other
+
+
+@dataclass
+class CallOutcome:
+    status: int = 0
+    ok: bool = False
+    seconds: float = 0.0
+    error: str = ""
+    progress: int = 0  # progress notifications relayed before the result (SSE replies)
+
+
+def tool_call(
+    client: McpClient, name: str, arguments: dict[str, Any], progress_token: str | None = None
+) -> CallOutcome:
+    params: dict[str, Any] = {"name": name, "arguments": arguments}
+    if progress_token is not None:
+        params["_meta"] = {"progressToken": progress_token}
+    message = {"jsonrpc": "2.0", "id": next(client.ids), "method": "tools/call", "params": params}
+    started = time.perf_counter()
+    try:
+        status, response, raw = client._post(message)
+    except (OSError, http.client.HTTPException) as exc:
+        return CallOutcome(error=repr(exc)[:200], seconds=time.perf_counter() - started)
+    outcome = CallOutcome(status=status, seconds=time.perf_counter() - started)
+    try:
+        if (response.getheader("Content-Type") or "").startswith("text/event-stream"):
+            events = _parse_sse(raw)
+            outcome.progress = sum(1 for event in events if event.get("method") == "notifications/progress")
+            body = events[-1] if events else {}
+        else:
+            body = json.loads(raw)
+    except ValueError:
+        outcome.error = f"not JSON: {raw[:120]!r}"
+        return outcome
+    if status == 200 and isinstance(body.get("result"), dict) and not body["result"].get("isError"):
+        outcome.ok = True
+    elif "error" in body:
+        outcome.error = f"{body['error'].get('code')}: {body['error'].get('message')}"
+    else:
+        outcome.error = json.dumps(body)[:200]
+    return outcome
+
+
+class SlowCalls:
+    """``count`` threads, each with its own connection, each making one slow call at the same time."""
+
+    def __init__(self, setup: Setup, count: int, seconds: float, *, stream_steps: int = 0) -> None:
+        """``stream_steps``: call the streaming tool instead, as an SSE client, with that many steps."""
+        self.outcomes: list[CallOutcome] = []
+        self._lock = threading.Lock()
+        self.stream_steps = stream_steps
+        base = session_client(setup.slow_url, setup.slow_token)
+        base.close()
+        self.clients = [clone(base, setup.slow_url, timeout=seconds + 60) for _ in range(count)]
+        if stream_steps:
+            for client in self.clients:
+                client.headers["Accept"] = "text/event-stream"
+        self.threads = [
+            threading.Thread(target=self._run, args=(client, seconds), daemon=True, name=f"slow-{i}")
+            for i, client in enumerate(self.clients)
+        ]
+
+    def _run(self, client: McpClient, seconds: float) -> None:
+        if self.stream_steps:
+            arguments = {"seconds": seconds, "steps": self.stream_steps}
+            outcome = tool_call(client, STREAM_TOOL, arguments, progress_token=PROGRESS_TOKEN)
+            if outcome.ok and outcome.progress != self.stream_steps:
+                outcome.ok = False
+                outcome.error = f"{outcome.progress} of {self.stream_steps} progress notifications relayed"
+        else:
+            outcome = tool_call(client, WAIT_TOOL, {"seconds": seconds})
+        client.close()
+        with self._lock:
+            self.outcomes.append(outcome)
+
+    def start(self) -> SlowCalls:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(deadline - time.monotonic(), 0.1))
+
+    def summary(self) -> dict[str, Any]:
+        refused = [o for o in self.outcomes if o.status == 503]
+        ok = [o for o in self.outcomes if o.ok]
+        others = [o for o in self.outcomes if not o.ok and o.status != 503]
+        return {
+            "started": len(self.threads),
+            "finished": len(self.outcomes),
+            "ok": len(ok),
+            "refused_503": len(refused),
+            "refused_max_s": round(max((o.seconds for o in refused), default=0.0), 3),
+            "refused_message": refused[0].error if refused else "",
+            "other_failures": len(others),
+            "first_failure": others[0].error if others else "",
+        }
+
+
+class Connections:
+    """Open client sockets that hold no request (idle) or trickle one that never ends (slowloris)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sockets: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._trickler: threading.Thread | None = None
+        self._trickled: list[socket.socket] = []
+        self.failed_requests = 0
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.sockets.append(sock)
+        return sock
+
+    def open_idle(self, count: int) -> None:
+        """Half of them send one request first and stay open (keep-alive); the others never send a byte."""
+        request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        for index in range(count):
+            sock = self._connect()
+            if index % 2 == 0:
+                try:
+                    sock.sendall(request)
+                    _read_response_head(sock)
+                except (OSError, StressError):
+                    self.failed_requests += 1  # reported: a server that cannot answer it is a finding
+
+    def open_slowloris(self, count: int, path: str) -> None:
+        for _ in range(count):
+            sock = self._connect()
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
+            self._trickled.append(sock)
+        if self._trickler is None:
+            self._trickler = threading.Thread(target=self._trickle, daemon=True, name="slowloris")
+            self._trickler.start()
+
+    def _trickle(self) -> None:
+        number = 0
+        while not self._stop.wait(TRICKLE_INTERVAL):
+            number += 1
+            for sock in list(self._trickled):
+                try:
+                    sock.sendall(f"X-Trickle-{number}: a\r\n".encode())
+                except OSError:
+                    self._trickled.remove(sock)
+
+    def still_open(self) -> int:
+        """How many of the sockets the server has not closed (nothing to read, no EOF)."""
+        count = 0
+        for sock in self.sockets:
+            try:
+                sock.setblocking(False)
+                data = sock.recv(1, socket.MSG_PEEK)
+                count += 1 if data else 0  # unread bytes (a response) would also mean open; b"" is EOF
+            except BlockingIOError:
+                count += 1
+            except OSError:
+                pass
+            finally:
+                sock.setblocking(True)
+        return count
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._trickler is not None:
+            self._trickler.join(timeout=5)
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
+        self._trickled.clear()
+
+
+def _read_response_head(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise StressError("the server closed a connection before answering")
+        data += chunk
+    return data
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+@dataclass
+class ProbeResult:
+    ping_ms: list[float] = field(default_factory=list)
+    dashboard_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        def stats(values: list[float]) -> dict[str, float | int]:
+            if not values:
+                return {"count": 0}
+            return {
+                "count": len(values),
+                "median_ms": round(percentile(values, 0.5), 2),
+                "p99_ms": round(percentile(values, 0.99), 2),
+                "max_ms": round(max(values), 2),
+            }
+
+        return {
+            "ping": stats(self.ping_ms),
+            "dashboard": stats(self.dashboard_ms),
+            "error_count": len(self.errors),
+            "errors": self.errors[:5],
+        }
+
+
+def probe(setup: Setup, seconds: float) -> ProbeResult:
+    """Pings (workspace "ping", keep-alive) and dashboard pages for ``seconds``: their latencies."""
+    result = ProbeResult()
+    parts = setup.server.url.removeprefix("http://").split(":")
+    dashboard = http.client.HTTPConnection(parts[0], int(parts[1]), timeout=PROBE_TIMEOUT)
+    headers = {"Cookie": setup.cookie, "Host": "127.0.0.1"}
+    try:
+        client = session_client(setup.ping_url, setup.ping_token)
+    except (OSError, http.client.HTTPException) as exc:
+        result.errors.append(f"initialize: {exc!r}")
+        return result
+    deadline = time.monotonic() + seconds
+    number = 0
+    try:
+        while time.monotonic() < deadline:
+            number += 1
+            started = time.perf_counter()
+            try:
+                _, reply = client.request("ping")
+                if reply.get("result") != {}:
+                    result.errors.append(f"ping answered {reply}")
+                result.ping_ms.append((time.perf_counter() - started) * 1000)
+            except Exception as exc:  # any failure is a finding, and the probe goes on
+                result.errors.append(f"ping: {exc!r}"[:200])
+                client.close()
+            if number % DASHBOARD_EVERY == 0:
+                started = time.perf_counter()
+                try:
+                    dashboard.request("GET", setup.dashboard_path, headers=headers)
+                    response = dashboard.getresponse()
+                    body = response.read()
+                    if response.status != 200 or b"<html" not in body[:500].lower():
+                        result.errors.append(f"dashboard answered {response.status}")
+                    result.dashboard_ms.append((time.perf_counter() - started) * 1000)
+                except (OSError, http.client.HTTPException) as exc:
+                    result.errors.append(f"dashboard: {exc!r}"[:200])
+                    dashboard.close()
+            time.sleep(PROBE_INTERVAL)
+    finally:
+        client.close()
+        dashboard.close()
+    return result
+
+
+# --------------------------------------------------------------------------- the process
+
+
+def process_status(pid: int | None) -> dict[str, int]:
+    """RSS (KiB), thread count and open descriptors of a process, from /proc."""
+    if pid is None:
+        return {}
+    status: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    status[key.lower() + "_kib"] = int(value.split()[0])
+                elif key == "Threads":
+                    status["threads"] = int(value)
+        status["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        pass
+    return status
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+    }
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        os.environ.pop(name, None)  # the embedded default of `make run`
+    results: dict[str, Any] = {"machine": machine(), "load_start": load(), "phases": {}}
+    with contextlib.ExitStack() as stack:
+        bound = STRESS_BOUND_DEFAULT if args.bound is None else args.bound
+        env = {**STRESS_ENV, "SERVER_GATEWAY_THREADS": str(bound)}
+        if args.baseline_root is None:
+            server = stack.enter_context(live_server(extra_env=env))
+            master = server.processes[0].pid
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="aerostack-stress-"))
+            server, master = stack.enter_context(checkout_server(Path(args.baseline_root), tmp, env))
+            results["baseline_root"] = str(args.baseline_root)
+        upstream = stack.enter_context(slow_upstream(server.data_dir))
+        setup = provision(server, upstream.url)
+        pid = gunicorn_worker_pid(master)
+        port = server.port
+        # Warm up: the catalog, the upstream session, the dashboard's templates.
+        warm = session_client(setup.slow_url, setup.slow_token)
+        if not tool_call(warm, WAIT_TOOL, {"seconds": 0}).ok:
+            raise StressError("the slow upstream's wait tool does not answer through the gateway")
+        warm.close()
+        probe(setup, 1.0)
+        phases = results["phases"]
+
+        def measure(name: str, extra: dict[str, Any]) -> None:
+            print(f"  probing for {args.probe_seconds:g}s...", flush=True)
+            outcome = probe(setup, args.probe_seconds)
+            phases[name] = {**outcome.summary(), "process": process_status(pid), "load": load(), **extra}
+
+        print("phase baseline", flush=True)
+        measure("baseline", {})
+
+        print(f"phase idle connections: {args.idle}", flush=True)
+        idle = Connections(port)
+        idle.open_idle(args.idle)
+        measure("idle_connections", {"connections": args.idle})
+        phases["idle_connections"]["still_open"] = idle.still_open()
+        phases["idle_connections"]["failed_requests"] = idle.failed_requests
+        idle.close()
+
+        print(f"phase slowloris: {args.slowloris}", flush=True)
+        loris = Connections(port)
+        loris.open_slowloris(args.slowloris, setup.slow_url.removeprefix(server.url))
+        measure("slowloris", {"connections": args.slowloris})
+        phases["slowloris"]["still_open"] = loris.still_open()
+        loris.close()
+
+        print(f"phase slow calls: {args.slow_calls} x wait({args.slow_seconds:g}s)", flush=True)
+        calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
+        in_flight = upstream.wait_in_flight(args.slow_calls, timeout=args.in_flight_wait)
+        measure("slow_calls", {"in_flight_upstream": in_flight})
+        calls.join(args.slow_seconds + 90)
+        phases["slow_calls"]["calls"] = calls.summary()
+
+        print(f"phase SSE streams: {args.streams} x stream({args.slow_seconds:g}s, progress each second)")
+        calls = SlowCalls(setup, args.streams, args.slow_seconds, stream_steps=int(args.slow_seconds)).start()
+        in_flight = upstream.wait_in_flight(args.streams, timeout=args.in_flight_wait)
+        measure("sse_streams", {"in_flight_upstream": in_flight})
+        calls.join(args.slow_seconds + 90)
+        phases["sse_streams"]["calls"] = calls.summary()
+
+        print("phase all at once", flush=True)
+        calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
+        crowd = Connections(port)
+        crowd.open_idle(args.idle)
+        in_flight = upstream.wait_in_flight(args.slow_calls, timeout=args.in_flight_wait)
+        # Last, so that their headers' deadline (SERVER_HEADER_TIMEOUT_SECONDS, 20 s) outlasts the probe.
+        crowd.open_slowloris(args.slowloris, setup.slow_url.removeprefix(server.url))
+        measure("all_at_once", {"in_flight_upstream": in_flight})
+        phases["all_at_once"]["still_open"] = crowd.still_open()
+        phases["all_at_once"]["failed_requests"] = crowd.failed_requests
+        crowd.close()
+        calls.join(args.slow_seconds + 90)
+        phases["all_at_once"]["calls"] = calls.summary()
+
+        if args.baseline_root is None:
+            print(f"phase beyond the bound: {bound + args.beyond} calls for a lane of {bound}", flush=True)
+            calls = SlowCalls(setup, bound + args.beyond, args.beyond_seconds).start()
+            calls.join(args.beyond_seconds + 90)
+            phases["beyond_bound"] = {
+                "bound": bound,
+                "calls": calls.summary(),
+                "process": process_status(pid),
+            }
+        phases["after"] = {"process": process_status(pid), "upstream": upstream.stats()}
+    results["memory"] = memory_figures(results["phases"], args)
+    results["load_end"] = load()
+    return results
+
+
+def memory_figures(phases: dict[str, Any], args: argparse.Namespace) -> dict[str, float]:
+    """RSS growth per idle connection, per slowloris connection and per in-flight call (KiB), from the phases
+    in the order they ran (each measured while its load was held; the lanes' threads stay afterwards)."""
+
+    def rss(name: str) -> int:
+        return int(phases[name]["process"].get("vmrss_kib", 0))
+
+    return {
+        "rss_baseline_mib": round(rss("baseline") / 1024, 1),
+        "kib_per_idle_connection": round((rss("idle_connections") - rss("baseline")) / args.idle, 2),
+        "kib_per_slowloris_connection": round(
+            max(rss("slowloris") - rss("idle_connections"), 0) / args.slowloris, 2
+        ),
+        "kib_per_in_flight_call": round((rss("slow_calls") - rss("slowloris")) / args.slow_calls, 1),
+        "rss_all_at_once_mib": round(rss("all_at_once") / 1024, 1),
+        "rss_after_mib": round(rss("after") / 1024, 1),
+    }
+
+
+STRESS_BOUND_DEFAULT = 256  # SERVER_GATEWAY_THREADS' default in aerostack/settings.py
+
+
+def verdicts(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, phase in results["phases"].items():
+        for kind, target in (("ping", PING_TARGET_MS), ("dashboard", DASHBOARD_TARGET_MS)):
+            figures = phase.get(kind)
+            if not figures or not figures.get("count"):
+                continue
+            verdict = "PASS" if figures["p99_ms"] < target else "MISS"
+            lines.append(f"{name:<17} {kind:<9} p99 {figures['p99_ms']:>8.2f} ms < {target:g} ms  {verdict}")
+    return lines
+
+
+def report(results: dict[str, Any]) -> None:
+    info = results["machine"]
+    print("")
+    print(f"Aerostack stress, {info['date_utc']}, {info['host']}: {info['cpus']} CPUs {info['cpu_model']}")
+    print(f"load average at start {results['load_start']}, at end {results['load_end']}")
+    header = (
+        f"{'phase':<17} {'pings':>5} {'ping p50':>9} {'ping p99':>9} {'ping max':>9} {'dash p50':>9} "
+        f"{'dash p99':>9} {'RSS MiB':>8} {'threads':>7} {'fds':>5} {'errors':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, phase in results["phases"].items():
+        ping, dash, proc = phase.get("ping", {}), phase.get("dashboard", {}), phase.get("process", {})
+        print(
+            f"{name:<17} {ping.get('count', 0):>5} {ping.get('median_ms', 0):>9.2f} "
+            f"{ping.get('p99_ms', 0):>9.2f} "
+            f"{ping.get('max_ms', 0):>9.2f} {dash.get('median_ms', 0):>9.2f} {dash.get('p99_ms', 0):>9.2f} "
+            f"{proc.get('vmrss_kib', 0) / 1024:>8.1f} {proc.get('threads', 0):>7} {proc.get('fds', 0):>5} "
+            f"{len(phase.get('errors', [])):>6}"
+        )
+    print("")
+    for name, phase in results["phases"].items():
+        extra = {
+            key: value
+            for key, value in phase.items()
+            if key in ("calls", "still_open", "failed_requests", "in_flight_upstream")
+        }
+        if extra:
+            print(f"{name}: {json.dumps(extra)}")
+        if phase.get("errors"):
+            print(f"{name} probe errors: {phase['errors']}")
+    print("")
+    print(f"memory: {json.dumps(results.get('memory', {}))}")
+    print("")
+    for line in verdicts(results):
+        print(line)
+
+
+def broken(results: dict[str, Any]) -> bool:
+    """True when a call or a probe failed outright (as opposed to a missed latency target)."""
+    for name, phase in results["phases"].items():
+        if phase.get("errors") or phase.get("failed_requests"):
+            return True
+        calls = phase.get("calls")
+        if calls and (calls["other_failures"] or calls["finished"] != calls["started"]):
+            return True
+        if calls and name != "beyond_bound" and calls["refused_503"]:
+            return True
+    return False
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.stress", description=__doc__.split("\n")[0])
+    parser.add_argument("--slow-calls", type=positive, default=200)
+    parser.add_argument("--slow-seconds", type=float, default=20.0)
+    parser.add_argument("--idle", type=positive, default=1000)
+    parser.add_argument("--slowloris", type=positive, default=500)
+    parser.add_argument("--streams", type=positive, default=200, help="open SSE streams (200)")
+    parser.add_argument("--probe-seconds", type=float, default=8.0)
+    parser.add_argument("--bound", type=positive, default=None, help="the gateway lane's bound (256)")
+    parser.add_argument("--beyond", type=positive, default=50, help="calls beyond the bound (50)")
+    parser.add_argument("--beyond-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--in-flight-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the calls to be in flight (60)",
+    )
+    parser.add_argument(
+        "--baseline-root",
+        default=None,
+        help="stress another checkout (a git worktree of an earlier commit), as its make run served it",
+    )
+    parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON to this file")
+    args = parser.parse_args(argv)
+    if args.probe_seconds + 3 > args.slow_seconds:
+        parser.error("--slow-seconds must be at least --probe-seconds + 3: the calls must outlast the probe")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run(args)
+    report(results)
+    if args.json:
+        print(json.dumps(results, separators=(",", ":")))
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 1 if broken(results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
