@@ -70,11 +70,15 @@ bench: install-test
 # Long runs, not in `make test`; each writes its figures (docs/reliability.md keeps those of the last run).
 # Stress: one `make run`-like process under 200 slow calls, 1,000 idle connections and 500 slowloris
 # connections (benchmarks/stress.py; a few minutes, loopback only). STRESS_ARGS to change it.
+# Then the same phases through Debian's nginx with deploy/nginx.conf (--through-nginx; skipped without nginx).
 # Load: 32 MCP clients for 60 s on 2 nodes x 3 gunicorn workers, PostgreSQL + Redis (DATABASE_URL / REDIS_URL,
 # else the test defaults); summary in var/load/. LOAD_ARGS="--duration 120" etc. to change it.
 .PHONY: stress install-load
 stress: install-test
 	$(BIN)/python -m benchmarks.stress $(STRESS_ARGS)
+	@if [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1; then \
+	  $(BIN)/python -m benchmarks.stress --through-nginx $(STRESS_ARGS); \
+	else echo "make stress: nginx is not installed, the --through-nginx run is skipped"; fi
 	$(MAKE) --no-print-directory install-load
 	$(BIN)/python -m benchmarks.load $(LOAD_ARGS)
 

@@ -1,7 +1,8 @@
 """``make stress``: does one Aerostack process stay responsive under slow calls, idle connections, slowloris?
 
     .venv/bin/python -m benchmarks.stress [--slow-calls 200] [--slow-seconds 20] [--idle 1000]
-                                          [--slowloris 500] [--probe-seconds 8] [--json] [--out FILE]
+                                          [--slowloris 500] [--probe-seconds 8] [--through-nginx]
+                                          [--json] [--out FILE]
 
 The embedded default of ``make run``: one gunicorn process (the worker class of gunicorn.conf.py), SQLite and
 the in-process cache (DATABASE_URL and REDIS_URL are ignored here). A small upstream
@@ -22,6 +23,13 @@ During each phase a probe sends ``ping`` (workspace "ping", one keep-alive conne
 dashboard page (the workspace page, logged in) every 100 ms; the targets are a ping p99 under 50 ms and a
 dashboard p99 under 300 ms. The worker's RSS and thread count are read from /proc. Loopback only; everything
 started here is stopped at the end. A miss is reported, not an exit status; a broken call exits 1.
+
+``--through-nginx``: the same phases through Debian's nginx with deploy/nginx.conf in front of the process
+(rewritten for loopback by tests/e2e/nginx.py, as the nginx tests do: plain HTTP, temp folder; every limit as
+shipped, ``limit_conn ... 200`` per client address included). The load's clients connect from 127.0.0.10 to
+127.0.0.249 in turn, so that no address has more than a few requests in flight (a load from one address would
+be refused by the shipped cap beyond 200); the probe connects from 127.0.0.1. The gateway trusts nginx's
+X-Forwarded-For (TRUSTED_PROXIES=127.0.0.1), as README's production setup does.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -44,6 +53,7 @@ from typing import Any
 
 from benchmarks.gateway import (
     McpClient,
+    _Connection,
     _parse_sse,
     checkout_server,
     gunicorn_worker_pid,
@@ -51,6 +61,7 @@ from benchmarks.gateway import (
     positive,
     server_process,
 )
+from tests.e2e.nginx import RunningNginx, nginx_binary, nginx_in_front
 from tests.live import ROOT, LiveServer, free_port, live_server
 
 PING_TARGET_MS = 50.0
@@ -71,6 +82,11 @@ STRESS_ENV = {
     "GATEWAY_MAX_INFLIGHT_PER_TOKEN": "100000",
     "LOG_LEVEL": "WARNING",
 }
+# --through-nginx: the load's client addresses (each gets a few of the requests in flight, far below the
+# shipped per-address cap), nginx's worker_connections (a proxied request counts twice: client and
+# gateway side).
+LOAD_SOURCES = tuple(f"127.0.0.{n}" for n in range(10, 250))
+NGINX_WORKER_CONNECTIONS = 8192
 
 
 class StressError(RuntimeError):
@@ -157,25 +173,41 @@ class Setup:
     ping_token: str
     dashboard_path: str
     cookie: str = field(repr=False)
+    url: str = ""  # where clients connect: the server, or nginx in front of it
+    sources: tuple[str, ...] = ()  # the load's client addresses, in turn (none: the system's choice)
+
+    def __post_init__(self) -> None:
+        self._next_source = itertools.cycle(self.sources)
+
+    def source(self) -> tuple[str, int] | None:
+        """The next source address for a load connection (``None``: let the system choose)."""
+        return (next(self._next_source), 0) if self.sources else None
 
     def __repr__(self) -> str:  # never shows a token or the session cookie
         return f"Setup({self.slow_url!r}, {self.ping_url!r})"
 
 
-def provision(server: LiveServer, upstream_url: str) -> Setup:
-    """Two workspaces (one with the slow upstream), a token each and a logged-in dashboard session."""
+def provision(
+    server: LiveServer, upstream_url: str, *, front: str | None = None, sources: tuple[str, ...] = ()
+) -> Setup:
+    """Two workspaces (one with the slow upstream), a token each and a logged-in dashboard session.
+    ``front``: the URL clients use instead of the server's (nginx); ``sources``: the load's client
+    addresses."""
+    url = front or server.url
     code = SETUP_CODE.format(url=json.dumps(upstream_url), marker=json.dumps(SETUP_MARKER))
     for line in server.manage("shell", "-c", code).splitlines():
         if line.startswith(SETUP_MARKER):
             data = json.loads(line[len(SETUP_MARKER) :])
             return Setup(
                 server=server,
-                slow_url=f"{server.url}/ws/{data['slow']['slug']}",
+                slow_url=f"{url}/ws/{data['slow']['slug']}",
                 slow_token=data["slow"]["token"],
-                ping_url=f"{server.url}/ws/{data['ping']['slug']}",
+                ping_url=f"{url}/ws/{data['ping']['slug']}",
                 ping_token=data["ping"]["token"],
                 dashboard_path=f"/workspaces/{data['ping']['slug']}/",
                 cookie=data["cookie"],
+                url=url,
+                sources=sources,
             )
     raise StressError("the setup snippet printed no result")  # its output may hold a token: not shown
 
@@ -190,11 +222,14 @@ def session_client(url: str, token: str, timeout: float = PROBE_TIMEOUT) -> McpC
     return client
 
 
-def clone(client: McpClient, url: str, timeout: float) -> McpClient:
-    """Another connection in the same MCP session (what a client with several connections does)."""
+def clone(client: McpClient, url: str, timeout: float, source: tuple[str, int] | None = None) -> McpClient:
+    """Another connection in the same MCP session (what a client with several connections does), from
+    ``source`` (address, port) when given."""
     other = McpClient(url)
     other.headers = dict(client.headers)
-    other.connection.timeout = timeout
+    other.connection = _Connection(
+        other.connection.host, other.connection.port, timeout=timeout, source_address=source
+    )
     return other
 
 
@@ -249,7 +284,9 @@ class SlowCalls:
         self.stream_steps = stream_steps
         base = session_client(setup.slow_url, setup.slow_token)
         base.close()
-        self.clients = [clone(base, setup.slow_url, timeout=seconds + 60) for _ in range(count)]
+        self.clients = [
+            clone(base, setup.slow_url, timeout=seconds + 60, source=setup.source()) for _ in range(count)
+        ]
         if stream_steps:
             for client in self.clients:
                 client.headers["Accept"] = "text/event-stream"
@@ -300,8 +337,10 @@ class SlowCalls:
 class Connections:
     """Open client sockets that hold no request (idle) or trickle one that never ends (slowloris)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, setup: Setup | None = None) -> None:
+        """``setup``: connect from its load addresses (``Setup.source``)."""
         self.port = port
+        self.setup = setup
         self.sockets: list[socket.socket] = []
         self._stop = threading.Event()
         self._trickler: threading.Thread | None = None
@@ -309,7 +348,8 @@ class Connections:
         self.failed_requests = 0
 
     def _connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        source = self.setup.source() if self.setup is not None else None
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10, source_address=source)
         self.sockets.append(sock)
         return sock
 
@@ -411,7 +451,7 @@ class ProbeResult:
 def probe(setup: Setup, seconds: float) -> ProbeResult:
     """Pings (workspace "ping", keep-alive) and dashboard pages for ``seconds``: their latencies."""
     result = ProbeResult()
-    parts = setup.server.url.removeprefix("http://").split(":")
+    parts = setup.url.removeprefix("http://").split(":")
     dashboard = http.client.HTTPConnection(parts[0], int(parts[1]), timeout=PROBE_TIMEOUT)
     headers = {"Cookie": setup.cookie, "Host": "127.0.0.1"}
     try:
@@ -474,6 +514,19 @@ def process_status(pid: int | None) -> dict[str, int]:
     return status
 
 
+def established(port: int) -> int:
+    """How many TCP connections a server listening on ``port`` (IPv4) holds open, from /proc/net/tcp:
+    ESTABLISHED (01) or CLOSE_WAIT (08, closed by the client, not yet by the server) with that local port."""
+    count = 0
+    with contextlib.suppress(OSError), open("/proc/net/tcp", encoding="ascii") as handle:
+        next(handle, None)
+        for line in handle:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] in ("01", "08"):
+                count += 1
+    return count
+
+
 def machine() -> dict[str, Any]:
     model = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -505,6 +558,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         bound = STRESS_BOUND_DEFAULT if args.bound is None else args.bound
         env = {**STRESS_ENV, "SERVER_GATEWAY_THREADS": str(bound)}
+        if args.through_nginx:
+            if nginx_binary() is None:
+                raise StressError("--through-nginx: nginx is not installed (apt-get install nginx)")
+            env["TRUSTED_PROXIES"] = "127.0.0.1"  # README's production setup behind nginx
         if args.baseline_root is None:
             server = stack.enter_context(live_server(extra_env=env))
             master = server.processes[0].pid
@@ -513,9 +570,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server, master = stack.enter_context(checkout_server(Path(args.baseline_root), tmp, env))
             results["baseline_root"] = str(args.baseline_root)
         upstream = stack.enter_context(slow_upstream(server.data_dir))
-        setup = provision(server, upstream.url)
+        nginx: RunningNginx | None = None
+        nginx_pid: int | None = None
+        if args.through_nginx:
+            nginx = stack.enter_context(
+                nginx_in_front(server.port, worker_connections=NGINX_WORKER_CONNECTIONS)
+            )
+            nginx_pid = gunicorn_worker_pid(nginx.process.pid)  # nginx's one worker: the master's child
+            results["through_nginx"] = {
+                "config": "deploy/nginx.conf, loopback rewrite of tests/e2e/nginx.py",
+                "load_sources": f"{LOAD_SOURCES[0]}-{LOAD_SOURCES[-1]}",
+                "worker_connections": NGINX_WORKER_CONNECTIONS,
+            }
+            setup = provision(server, upstream.url, front=nginx.url, sources=LOAD_SOURCES)
+        else:
+            setup = provision(server, upstream.url)
         pid = gunicorn_worker_pid(master)
-        port = server.port
+        port = nginx.port if nginx is not None else server.port
         # Warm up: the catalog, the upstream session, the dashboard's templates.
         warm = session_client(setup.slow_url, setup.slow_token)
         if not tool_call(warm, WAIT_TOOL, {"seconds": 0}).ok:
@@ -528,12 +599,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  probing for {args.probe_seconds:g}s...", flush=True)
             outcome = probe(setup, args.probe_seconds)
             phases[name] = {**outcome.summary(), "process": process_status(pid), "load": load(), **extra}
+            if nginx_pid is not None:
+                phases[name]["nginx"] = process_status(nginx_pid)
 
         print("phase baseline", flush=True)
         measure("baseline", {})
 
         print(f"phase idle connections: {args.idle}", flush=True)
-        idle = Connections(port)
+        idle = Connections(port, setup)
         idle.open_idle(args.idle)
         measure("idle_connections", {"connections": args.idle})
         phases["idle_connections"]["still_open"] = idle.still_open()
@@ -541,8 +614,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         idle.close()
 
         print(f"phase slowloris: {args.slowloris}", flush=True)
-        loris = Connections(port)
-        loris.open_slowloris(args.slowloris, setup.slow_url.removeprefix(server.url))
+        loris = Connections(port, setup)
+        loris.open_slowloris(args.slowloris, setup.slow_url.removeprefix(setup.url))
         measure("slowloris", {"connections": args.slowloris})
         phases["slowloris"]["still_open"] = loris.still_open()
         loris.close()
@@ -563,11 +636,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         print("phase all at once", flush=True)
         calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
-        crowd = Connections(port)
+        crowd = Connections(port, setup)
         crowd.open_idle(args.idle)
         in_flight = upstream.wait_in_flight(args.slow_calls, timeout=args.in_flight_wait)
         # Last, so that their headers' deadline (SERVER_HEADER_TIMEOUT_SECONDS, 20 s) outlasts the probe.
-        crowd.open_slowloris(args.slowloris, setup.slow_url.removeprefix(server.url))
+        crowd.open_slowloris(args.slowloris, setup.slow_url.removeprefix(setup.url))
         measure("all_at_once", {"in_flight_upstream": in_flight})
         phases["all_at_once"]["still_open"] = crowd.still_open()
         phases["all_at_once"]["failed_requests"] = crowd.failed_requests
@@ -584,7 +657,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "calls": calls.summary(),
                 "process": process_status(pid),
             }
-        phases["after"] = {"process": process_status(pid), "upstream": upstream.stats()}
+        phases["after"] = {
+            "process": process_status(pid),
+            "upstream": upstream.stats(),
+            "connections_held": established(port),
+        }
+        if nginx_pid is not None:
+            phases["after"]["nginx"] = process_status(nginx_pid)
     results["memory"] = memory_figures(results["phases"], args)
     results["load_end"] = load()
     return results
@@ -629,6 +708,8 @@ def report(results: dict[str, Any]) -> None:
     print("")
     print(f"Aerostack stress, {info['date_utc']}, {info['host']}: {info['cpus']} CPUs {info['cpu_model']}")
     print(f"load average at start {results['load_start']}, at end {results['load_end']}")
+    if "through_nginx" in results:
+        print(f"through nginx: {json.dumps(results['through_nginx'])}")
     header = (
         f"{'phase':<17} {'pings':>5} {'ping p50':>9} {'ping p99':>9} {'ping max':>9} {'dash p50':>9} "
         f"{'dash p99':>9} {'RSS MiB':>8} {'threads':>7} {'fds':>5} {'errors':>6}"
@@ -649,7 +730,8 @@ def report(results: dict[str, Any]) -> None:
         extra = {
             key: value
             for key, value in phase.items()
-            if key in ("calls", "still_open", "failed_requests", "in_flight_upstream")
+            if key
+            in ("calls", "still_open", "failed_requests", "in_flight_upstream", "nginx", "connections_held")
         }
         if extra:
             print(f"{name}: {json.dumps(extra)}")
@@ -696,6 +778,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--baseline-root",
         default=None,
         help="stress another checkout (a git worktree of an earlier commit), as its make run served it",
+    )
+    parser.add_argument(
+        "--through-nginx",
+        action="store_true",
+        help="put Debian's nginx with deploy/nginx.conf (loopback rewrite) in front of the process",
     )
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON to this file")

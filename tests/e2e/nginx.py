@@ -2,7 +2,8 @@
 
 The shipped config is rewritten for a test: listen on a free loopback port without TLS, proxy to the live
 gateway's port, keep every file (pid, logs, temp bodies) in a temp folder, and drop the HTTP->HTTPS server.
-Everything else (buffering, timeouts, X-Forwarded-For, body limits) is used exactly as shipped.
+Everything else (buffering, timeouts, X-Forwarded-For, body limits, the per-address connection cap) is used
+exactly as shipped. Also used by ``benchmarks/stress.py --through-nginx``.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ class RunningNginx:
 
 
 @contextmanager
-def nginx_in_front(gateway_port: int) -> Iterator[RunningNginx]:
+def nginx_in_front(gateway_port: int, *, worker_connections: int = 1024) -> Iterator[RunningNginx]:
+    """nginx (one worker) in front of ``gateway_port``. ``worker_connections`` counts both sides of a
+    proxied request (client and gateway); the stress run raises it, and the worker's descriptor limit with it.
+    """
     binary = nginx_binary()
     if binary is None:
         raise RuntimeError("nginx is not installed")
@@ -78,9 +82,10 @@ def nginx_in_front(gateway_port: int) -> Iterator[RunningNginx]:
         (folder / "nginx.conf").write_text(
             f"""{user}
 worker_processes 1;
+worker_rlimit_nofile {2 * worker_connections + 64};
 pid {folder / "nginx.pid"};
 error_log {folder / "error.log"} info;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
     access_log {folder / "access.log"};
 {temp_paths}
