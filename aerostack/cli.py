@@ -109,15 +109,18 @@ class Api:
             )
         return data
 
-    def pages(self, path: str, params: dict[str, Any] | None = None) -> list[Any]:
-        """Every result of a paginated list (bounded: at most 100 pages of 200)."""
+    def pages(self, path: str, params: dict[str, Any] | None = None, limit: int = 20_000) -> list[Any]:
+        """The results of a paginated list, page after page, up to ``limit``."""
         results: list[Any] = []
-        for page in range(1, 101):
-            data = self.call("GET", path, params={**(params or {}), "page": page, "page_size": 200})
+        page = 1
+        while len(results) < limit:
+            size = min(200, limit - len(results))
+            data = self.call("GET", path, params={**(params or {}), "page": page, "page_size": size})
             results.extend(data["results"])
             if not data.get("next"):
                 break
-        return results
+            page += 1
+        return results[:limit]
 
 
 def _error_line(status: int, data: Any, url: str) -> str:
@@ -405,6 +408,219 @@ def token_revoke(ws: str, token_id: int, as_json: bool) -> None:
         _emit_json(revoked)
     else:
         click.echo(f"Revoked token {revoked['id']} “{revoked['name']}” ({revoked['hint']}).")
+
+
+@workspace.group()
+def member() -> None:
+    """Members and invites: list, invite, remove, change role."""
+
+
+MEMBER_COLUMNS = [
+    ("id", "ID"),
+    ("username", "USER"),
+    ("role", "ROLE"),
+    ("joined_at", "JOINED"),
+    ("active_tokens", "TOKENS"),
+    ("tool_calls", "CALLS"),
+    ("last_active", "LAST ACTIVE"),
+]
+
+
+@member.command("list")
+@click.argument("ws")
+@json_option
+def member_list(ws: str, as_json: bool) -> None:
+    """Current members with role, active tokens, tool calls and last activity.
+
+    \b
+    Example: aerostack workspace member list my-workspace
+    """
+    rows = _api().pages(f"workspaces/{_part(ws)}/members")
+    if as_json:
+        _emit_json(rows)
+    else:
+        click.echo(_table(rows, MEMBER_COLUMNS))
+
+
+@member.command("invite")
+@click.argument("ws")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["member", "admin"]), default="member", show_default=True)
+@json_option
+def member_invite(ws: str, email: str, role: str, as_json: bool) -> None:
+    """Invite an email address (owners and admins); the invitee gets a single-use link by email.
+
+    \b
+    Example: aerostack workspace member invite my-workspace bob@example.com --role admin
+    """
+    sent = _api().call("POST", f"workspaces/{_part(ws)}/invites", body={"email": email, "role": role})
+    if as_json:
+        _emit_json(sent)
+    else:
+        invite = sent["invite"]
+        note = "" if sent["delivered"] else " (the email could not be sent: check the server's mail settings)"
+        click.echo(
+            f"Invited {invite['email']} as {invite['role']}; expires {_when(invite['expires_at'])}{note}."
+        )
+
+
+@member.command("remove")
+@click.argument("ws")
+@click.argument("member_id", type=int)
+@json_option
+def member_remove(ws: str, member_id: int, as_json: bool) -> None:
+    """Remove a member (see `member list` for ids): their tokens are revoked at once.
+
+    \b
+    Example: aerostack workspace member remove my-workspace 7
+    """
+    _api().call("DELETE", f"workspaces/{_part(ws)}/members/{member_id}")
+    if as_json:
+        _emit_json({"removed": member_id})
+    else:
+        click.echo(f"Removed member {member_id}; their tokens were revoked.")
+
+
+@member.command("role")
+@click.argument("ws")
+@click.argument("member_id", type=int)
+@click.argument("role", type=click.Choice(["owner", "admin", "member"]))
+@json_option
+def member_role(ws: str, member_id: int, role: str, as_json: bool) -> None:
+    """Change a member's role.
+
+    \b
+    Example: aerostack workspace member role my-workspace 7 admin
+    """
+    changed = _api().call("PATCH", f"workspaces/{_part(ws)}/members/{member_id}", body={"role": role})
+    if as_json:
+        _emit_json(changed)
+    else:
+        click.echo(f"{changed['username']} is now {changed['role']}.")
+
+
+@workspace.group()
+def server() -> None:
+    """Upstream MCP servers: add, list, remove, test."""
+
+
+SERVER_COLUMNS = [
+    ("id", "ID"),
+    ("slug", "SLUG"),
+    ("name", "NAME"),
+    ("url", "URL"),
+    ("enabled", "ENABLED"),
+    ("status", "STATUS"),
+    ("tool_count", "TOOLS"),
+]
+
+
+@server.command("list")
+@click.argument("ws")
+@json_option
+def server_list(ws: str, as_json: bool) -> None:
+    """The workspace's upstream servers.
+
+    \b
+    Example: aerostack workspace server list my-workspace
+    """
+    rows = _api().pages(f"workspaces/{_part(ws)}/servers")
+    if as_json:
+        _emit_json(rows)
+    else:
+        click.echo(_table(rows, SERVER_COLUMNS) if rows else "No servers.")
+
+
+@server.command("add")
+@click.argument("ws")
+@click.option("--name", required=True, help="A name people recognise, e.g. GitHub.")
+@click.option("--url", required=True, help="The upstream's streamable HTTP endpoint.")
+@click.option("--slug", default="", help="The tool prefix (<slug>__<tool>); default: from the name.")
+@click.option("--bearer-env", metavar="VARIABLE", help="Send the bearer token in this environment variable.")
+@click.option("--timeout", "timeout_seconds", type=int, default=60, show_default=True, help="Seconds.")
+@json_option
+def server_add(
+    ws: str, name: str, url: str, slug: str, bearer_env: str | None, timeout_seconds: int, as_json: bool
+) -> None:
+    """Add an upstream server (owners and admins). A credential is read from an environment variable, never
+    from the command line (where other users and shell history would see it).
+
+    \b
+    Example: GITHUB_TOKEN=... aerostack workspace server add my-workspace --name GitHub \\
+               --url https://mcp.example.com/mcp --bearer-env GITHUB_TOKEN
+    """
+    body: dict[str, Any] = {"name": name, "url": url, "slug": slug, "timeout_seconds": timeout_seconds}
+    if bearer_env:
+        credential = os.environ.get(bearer_env, "")
+        if not credential:
+            raise CliError(f"the environment variable {bearer_env} is empty or not set")
+        body.update({"credential_kind": "bearer", "credential": credential})
+    added = _api().call("POST", f"workspaces/{_part(ws)}/servers", body=body)
+    if as_json:
+        _emit_json(added)
+    else:
+        click.echo(
+            f"Added server {added['id']} {added['name']} ({added['slug']}). Test it: aerostack "
+            f"workspace server test {ws} {added['id']}"
+        )
+
+
+@server.command("remove")
+@click.argument("ws")
+@click.argument("server_id", type=int)
+@json_option
+def server_remove(ws: str, server_id: int, as_json: bool) -> None:
+    """Delete a server: its tools leave the gateway at once.
+
+    \b
+    Example: aerostack workspace server remove my-workspace 3
+    """
+    _api().call("DELETE", f"workspaces/{_part(ws)}/servers/{server_id}")
+    if as_json:
+        _emit_json({"removed": server_id})
+    else:
+        click.echo(f"Removed server {server_id}.")
+
+
+@server.command("test")
+@click.argument("ws")
+@click.argument("server_id", type=int)
+@json_option
+def server_test(ws: str, server_id: int, as_json: bool) -> None:
+    """Test the connection (initialize + tools/list). Exit code 1 when it fails.
+
+    \b
+    Example: aerostack workspace server test my-workspace 3
+    """
+    result = _api().call("POST", f"workspaces/{_part(ws)}/servers/{server_id}/test")
+    if as_json:
+        _emit_json(result)
+    elif result["ok"]:
+        click.echo(f"Connected to {result['server']['name']}: {result['tool_count']} tools.")
+    if not result["ok"]:
+        raise CliError(f"could not connect to {result['server']['name']}: {result['error']}")
+
+
+ACTIVITY_COLUMNS = [("created_at", "WHEN"), ("actor", "WHO"), ("action", "ACTION"), ("summary", "WHAT")]
+
+
+@workspace.command("activity")
+@click.argument("ws")
+@click.option("--action", help="Only this action, e.g. token.create.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="Newest N.")
+@json_option
+def workspace_activity(ws: str, action: str | None, limit: int, as_json: bool) -> None:
+    """The activity log, newest first (members: the events by or about them).
+
+    \b
+    Example: aerostack workspace activity my-workspace --action token.revoke
+    """
+    params: dict[str, Any] = {"action": action} if action else {}
+    rows = _api().pages(f"workspaces/{_part(ws)}/audit-events", params, limit=limit)
+    if as_json:
+        _emit_json(rows)
+    else:
+        click.echo(_table(rows, ACTIVITY_COLUMNS) if rows else "No activity.")
 
 
 # -- entry point ---------------------------------------------------------------------------------------------

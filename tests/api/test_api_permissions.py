@@ -16,6 +16,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from tests.api.conftest import KeyClient, key_for
+from tests.gateway.conftest import CLOSED_URL
 from tests.test_permissions import URL_KWARGS, World
 from tests.test_permissions import world as world
 
@@ -43,7 +44,11 @@ class Row:
 
 
 def _server_body(w: World) -> dict[str, Any]:
-    return {"name": "GitHub 2", "slug": "github-2", "url": "http://127.0.0.1:9/mcp"}
+    return {"name": "GitHub 2", "slug": "github-2", "url": CLOSED_URL}
+
+
+ALICE = {"member_id": lambda w: w.team.alice.pk}  # the owner's membership (the last owner)
+TOOL = {"tool": lambda w: w.server.tools_snapshot[0]["name"]}
 
 
 ROWS: list[Row] = [
@@ -75,6 +80,30 @@ ROWS: list[Row] = [
         kwargs={"token_id": lambda w: w.owner_token.pk},
         note="other",
     ),
+    # members (everyone reads; owners and admins act; only owners touch owners; the last owner stays)
+    Row("api_members", "GET", 200, 200, 200),
+    Row("api_member", "PATCH", 200, 200, 403, body=lambda w: {"role": "admin"}, note="member"),
+    Row("api_member", "PATCH", 400, 403, 403, body=lambda w: {"role": "admin"}, kwargs=ALICE, note="owner"),
+    Row("api_member", "DELETE", 204, 204, 403, note="member"),
+    Row("api_member", "DELETE", 400, 403, 403, kwargs=ALICE, note="owner"),
+    # invites (owners and admins)
+    Row("api_invites", "GET", 200, 200, 403),
+    Row("api_invites", "POST", 201, 201, 403, body=lambda w: {"email": "erin@example.com", "role": "member"}),
+    Row("api_invite", "DELETE", 204, 204, 403),
+    Row("api_invite_resend", "POST", 200, 200, 403),
+    # servers and tools (everyone reads; owners and admins act)
+    Row("api_servers", "GET", 200, 200, 200),
+    Row("api_servers", "POST", 201, 201, 403, body=_server_body),
+    Row("api_server", "GET", 200, 200, 200),
+    Row("api_server", "PATCH", 200, 200, 403, body=lambda w: {"enabled": False}),
+    Row("api_server", "DELETE", 204, 204, 403),
+    Row("api_server_test", "POST", 200, 200, 403),
+    Row("api_tools", "GET", 200, 200, 200),
+    Row("api_tool", "PATCH", 200, 200, 403, body=lambda w: {"enabled": False}, kwargs=TOOL),
+    # the audit log and usage (members: their own part)
+    Row("api_audit", "GET", 200, 200, 200),
+    Row("api_audit_export", "GET", 200, 200, 200),
+    Row("api_usage", "GET", 200, 200, 200),
 ]
 
 

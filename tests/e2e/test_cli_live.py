@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 import requests
+from click.testing import CliRunner
 
+from aerostack import cli
 from api import keyformat
 from tests.e2e.gateway_stack import INITIALIZE
 from tests.live import LiveServer, free_port, live_server
@@ -78,7 +81,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with live_server(workers=1, threads=4) as server:
+    with live_server(workers=1, threads=4, extra_env={"ALLOW_PRIVATE_UPSTREAMS": "true"}) as server:
         data = json.loads(server.manage("shell", "-c", SETUP).strip().splitlines()[-1])
         yield Stack(server=server, home=tmp_path_factory.mktemp("home"), **data)
 
@@ -230,14 +233,85 @@ def test_usage_errors_are_one_line_and_exit_2(stack: Stack) -> None:
     )
 
 
-def test_every_command_has_help_with_an_example(stack: Stack) -> None:
-    for command in [
-        ("login",),
-        ("whoami",),
-        ("workspace", "list"),
-        ("workspace", "token", "create"),
-        ("workspace", "token", "list"),
-        ("workspace", "token", "revoke"),
-    ]:
-        result = stack.run(*command, "--help")
-        assert result.returncode == 0 and "Example: aerostack" in result.stdout, command
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def test_every_command_has_help_with_an_example_and_json(stack: Stack) -> None:
+    commands = _commands(cli.cli)
+    assert len(commands) >= 18  # the walk found them
+    for command in commands:
+        result = stack.run(*command, "--help") if command == ("login",) else None
+        text = result.stdout if result else CliRunner().invoke(cli.cli, [*command, "--help"]).output
+        assert "Example:" in text and "aerostack " in text, command
+        assert "--json" in text, command
+
+
+def test_member_server_and_activity_commands(stack: Stack) -> None:
+    owner = stack.owner_key
+    members = json.loads(stack.run("workspace", "member", "list", stack.slug, "--json", key=owner).stdout)
+    member_id = next(row["id"] for row in members if row["username"] == "member@example.com")
+    table = stack.run("workspace", "member", "list", stack.slug, key=owner).stdout
+    assert table.splitlines()[0].split()[:3] == ["ID", "USER", "ROLE"] and "member@example.com" in table
+
+    invited = stack.run(
+        "workspace", "member", "invite", stack.slug, "erin@example.com", "--role", "admin", key=owner
+    )
+    assert invited.returncode == 0 and "Invited erin@example.com as admin" in invited.stdout, invited.stderr
+    again = stack.run("workspace", "member", "invite", stack.slug, "erin@example.com", key=owner)
+    assert_one_line_error(again, 1, "pending invite")
+
+    promoted = stack.run("workspace", "member", "role", stack.slug, str(member_id), "admin", key=owner)
+    assert promoted.returncode == 0 and "is now admin" in promoted.stdout
+    assert_one_line_error(
+        stack.run("workspace", "member", "role", stack.slug, str(member_id), "boss", key=owner), 2
+    )
+
+    closed = f"http://127.0.0.1:{free_port()}/mcp"
+    added = json.loads(
+        stack.run(
+            "workspace", "server", "add", stack.slug, "--name", "Local", "--url", closed, "--json", key=owner
+        ).stdout
+    )
+    assert added["slug"] == "local"
+    listed = stack.run("workspace", "server", "list", stack.slug, key=owner).stdout
+    assert "local" in listed and listed.splitlines()[0].split()[:3] == ["ID", "SLUG", "NAME"]
+    assert_one_line_error(
+        stack.run("workspace", "server", "test", stack.slug, str(added["id"]), key=owner),
+        1,
+        "could not connect",
+    )
+    bad = stack.run("workspace", "server", "add", stack.slug, "--name", "Bad", "--url", "ftp://x", key=owner)
+    assert_one_line_error(bad, 1, "url")
+    missing = stack.run(
+        "workspace",
+        "server",
+        "add",
+        stack.slug,
+        "--name",
+        "B",
+        "--url",
+        closed,
+        "--bearer-env",
+        "NOPE_NOT_SET",
+        key=owner,
+    )
+    assert_one_line_error(missing, 1, "NOPE_NOT_SET")
+    assert stack.run("workspace", "server", "remove", stack.slug, str(added["id"]), key=owner).returncode == 0
+
+    removed = stack.run("workspace", "member", "remove", stack.slug, str(member_id), key=owner)
+    assert removed.returncode == 0 and "revoked" in removed.stdout
+    activity = json.loads(
+        stack.run("workspace", "activity", stack.slug, "--json", "--limit", "3", key=owner).stdout
+    )
+    assert len(activity) == 3 and activity[0]["action"] == "member.remove"
+    text = stack.run("workspace", "activity", stack.slug, "--action", "server.create", key=owner).stdout
+    assert text.splitlines()[0].split() == ["WHEN", "WHO", "ACTION", "WHAT"] and "server.create" in text
+    created = stack.run("workspace", "create", "CLI Made", key=owner)
+    assert created.returncode == 0 and "cli-made" in created.stdout
