@@ -348,3 +348,6 @@ ENCRYPTION_KEYS = env_list("ENCRYPTION_KEYS", [])
 TOKEN_CACHE_SECONDS = env_int("TOKEN_CACHE_SECONDS", 60 if REDIS_URL else 0, minimum=0, maximum=3600)
 if TOKEN_CACHE_SECONDS and not REDIS_URL:
     raise ImproperlyConfigured("TOKEN_CACHE_SECONDS needs REDIS_URL: revocations must reach every process")
+# Active tokens one member may hold in one workspace (token_create, token_rotate): a per-token rate limit must
+# not be multiplied at will by minting more tokens.
+TOKENS_PER_MEMBER_MAX = env_int("TOKENS_PER_MEMBER_MAX", 50, minimum=1)

@@ -57,6 +57,8 @@ SERVER_SLUG = "py"
 RATE_LIMIT = 1_000_000
 TARGET_ADDED_MEDIAN_MS = 1.0
 TARGET_ADDED_P99_MS = 5.0
+# Issue 8: a scoped token may add at most this much to a tools/call's median over an unscoped one.
+TARGET_SCOPED_MEDIAN_MS = 0.1
 SETUP_MARKER = "AEROSTACK-BENCH-SETUP "
 HTTP_TIMEOUT = 30.0
 JOIN_TIMEOUT = 600.0
@@ -421,8 +423,14 @@ server = server_create(
 )
 member = Member.objects.get(workspace=workspace, user=user)
 created = token_create(workspace=workspace, holder=member, name="bench", expires_in=None, created_by=user)
+# The same holder with an allow-list (this server, two of its tools): the scoped path of the bench.
+scoped = token_create(
+    workspace=workspace, holder=member, name="bench scoped", expires_in=None, created_by=user,
+    scopes={{server.pk: ["add", "echo"]}},
+)
 print({marker} + json.dumps({{
     "token": created.raw,
+    "scoped_token": scoped.raw,
     "workspace": workspace.slug,
     "server": server.slug,
     "rate_limit_per_minute": workspace.rate_limit_per_minute,
@@ -572,11 +580,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         setup = provision(server, upstream.url)
         token = str(setup.pop("token"))
+        scoped_token = str(setup.pop("scoped_token"))
         print("starting the framework floor (a bare DRF forwarding view, same gunicorn setup)...", flush=True)
         floor = Target("floor", stack.enter_context(floor_server(upstream.url, str(server.data_dir))), TOOL)
         direct = Target("direct", upstream.url, TOOL)
         gateway = Target(
             "gateway", f"{server.url}/ws/{setup['workspace']}", f"{setup['server']}__{TOOL}", token
+        )
+        # The same gateway path with a scoped token (server + tool allow-list), alternated with the others.
+        scoped = Target(
+            "scoped", f"{server.url}/ws/{setup['workspace']}", f"{setup['server']}__{TOOL}", scoped_token
         )
         results["environment"] = {
             "database": setup["database"],
@@ -593,7 +606,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu = ProcessCpu(gunicorn_worker_pid(server.processes[0].pid))
         results["gateway_worker_cpu_readable"] = cpu.seconds() is not None
 
-        pairs = [(direct, direct.client()), (floor, floor.client()), (gateway, gateway.client())]
+        pairs = [
+            (direct, direct.client()),
+            (floor, floor.client()),
+            (gateway, gateway.client()),
+            (scoped, scoped.client()),
+        ]
         for _, client in pairs:
             stack.callback(client.close)
         print(f"warm-up: {args.warmup} calls per path...", flush=True)
@@ -604,6 +622,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         before = cpu.seconds()
         sequential = sequential_alternating(pairs, args.calls, args.block, failures)
         gateway_cpu = cpu_delta(cpu, before)
+        shared_cpu = None if gateway_cpu is None else gateway_cpu / 2
         for target, _ in pairs:
             values = sequential[target.label]
             figures.append(
@@ -612,7 +631,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "sequential",
                     values,
                     sum(values),
-                    gateway_cpu if target is gateway else None,
+                    # One worker serves both gateway paths, alternated with equal call counts: each row
+                    # gets half its CPU (the mean per call of the two paths).
+                    shared_cpu if target in (gateway, scoped) else None,
                     failures.counts.get(f"{target.label} sequential", 0),
                 )
             )
@@ -639,7 +660,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["floor"] = {
         "floor over direct": _difference(by_key[("floor", "sequential")], by_key[("direct", "sequential")]),
         "gateway over floor": _difference(by_key[("gateway", "sequential")], by_key[("floor", "sequential")]),
+        "scoped token over unscoped": _difference(
+            by_key[("scoped", "sequential")], by_key[("gateway", "sequential")]
+        ),
     }
+    scope_cost = results["floor"]["scoped token over unscoped"]
     results["figures"] = [
         {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(item).items()} for item in figures
     ]
@@ -654,6 +679,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "value_ms": seq["p99_ms"],
             "limit_ms": TARGET_ADDED_P99_MS,
             "pass": seq["p99_ms"] <= TARGET_ADDED_P99_MS,
+        },
+        "scoped token over unscoped, median (sequential)": {
+            "value_ms": scope_cost["median_ms"],
+            "limit_ms": TARGET_SCOPED_MEDIAN_MS,
+            "pass": scope_cost["median_ms"] <= TARGET_SCOPED_MEDIAN_MS,
         },
     }
     report(results, figures)

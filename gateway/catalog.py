@@ -32,6 +32,7 @@ from gateway import breaker, protocol, single_flight
 from gateway.crypto import CredentialUnreadable, decrypt
 from gateway.models import Server
 from gateway.upstream import UpstreamConfig, UpstreamError, session_for
+from tokens import scopes as token_scopes
 
 logger = logging.getLogger(__name__)
 
@@ -394,3 +395,47 @@ def route(workspace_id: int, exposed_name: str, current: int | None = None) -> R
     if entry is None or target[1] in entry.disabled_tools:
         return None
     return Route(server=entry, tool=target[1])
+
+
+# -- per-token scopes ----------------------------------------------------------------------------------------
+# The shared list stays one per workspace; a scoped token gets a cut of it, encoded once per (shared list,
+# scope) in each process, so a scoped tools/list is the same splice of ready bytes as an unscoped one.
+_scoped: dict[tuple[int, str], tuple[ToolList, ToolList]] = {}
+SCOPED_LISTS_KEPT = 1024  # (workspace, scope) pairs per process; the store starts afresh beyond it
+
+
+def scoped_tool_list(
+    workspace_id: int, scopes: token_scopes.StoredScopes | None, *, current: int | None = None
+) -> ToolList:
+    """``tool_list`` as a token with ``scopes`` sees it: only the tools its allow-list names (see
+    ``tokens.scopes``), and the routes and failures of those only. ``None`` is the whole list."""
+    current = version(workspace_id) if current is None else int(current)
+    listed = tool_list(workspace_id, current=current)
+    if scopes is None:
+        return listed
+    key = (workspace_id, token_scopes.digest(scopes))
+    kept = _scoped.get(key)
+    if kept is not None and kept[0] is listed:
+        return kept[1]
+    ids = {slug: entry.id for slug, entry in servers(workspace_id, current).items()}
+    routes = {
+        name: (slug, tool)
+        for name, (slug, tool) in listed.routes.items()
+        if slug in ids and token_scopes.allows(scopes, ids[slug], tool)
+    }
+    tools = [tool for tool in listed.tools if tool["name"] in routes]
+    cut = replace(
+        listed,
+        tools_json=json.dumps(tools, separators=(",", ":")).encode("utf-8"),
+        routes=routes,
+        failures={
+            slug: why
+            for slug, why in listed.failures.items()
+            if slug in ids and token_scopes.allows_server(scopes, ids[slug])
+        },
+    )
+    with _local_lock:
+        if len(_scoped) >= SCOPED_LISTS_KEPT:
+            _scoped.clear()
+        _scoped[key] = (listed, cut)
+    return cut

@@ -29,8 +29,16 @@ from gateway import catalog, inflight, limits, protocol, sessions, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import format as token_format
+from tokens import scopes as token_scopes
 from tokens.models import Token
-from tokens.services import Refusal, token_authenticate, token_cache_key, token_touch
+from tokens.services import (
+    EXPIRY_HEADER,
+    Refusal,
+    expiry_header,
+    token_authenticate,
+    token_cache_key,
+    token_touch,
+)
 from workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)
@@ -344,6 +352,11 @@ class GatewayView(APIView):
                     ctx.catalog_version = None  # read for another workspace that had this slug
                     _workspace_ids[ctx.slug] = result.token.workspace_id
                 token_touch(result.token)
+                if result.token.expires_at is not None:
+                    # Scripts can notice a token that is about to stop (GitHub sends the same).
+                    expiry = expiry_header(result.token, timezone.now())
+                    if expiry is not None:
+                        ctx.headers[EXPIRY_HEADER] = expiry
                 return None
             assert result.refusal is not None
             refusal_message = REFUSAL_MESSAGES[result.refusal]
@@ -506,7 +519,7 @@ class GatewayView(APIView):
             return ctx.reply(protocol.result_body(message.id, {}))
         if message.method == "tools/list":
             protocol.check_list_cursor(message.params, message.id)
-            listed = catalog.tool_list(token.workspace_id, current=ctx.catalog_version)
+            listed = catalog.scoped_tool_list(token.workspace_id, token.scopes, current=ctx.catalog_version)
             return ctx.reply_encoded(listed.result_json(message.id))
         if message.method == "tools/call":
             return self._call_tool(ctx, session, message)
@@ -550,9 +563,13 @@ class GatewayView(APIView):
             )
         started = time.perf_counter()
         target = catalog.route(token.workspace_id, name, ctx.catalog_version)
+        scopes = token.scopes
+        if target is not None and not token_scopes.allows(scopes, target.server.id, target.tool):
+            target = None  # outside the token's scope: answered exactly as an unknown tool, leaking nothing
         if target is None or target.server.config is None:
             slug = name.partition(protocol.SEPARATOR)[0]
-            down = catalog.tool_list(token.workspace_id, current=ctx.catalog_version).failures.get(slug)
+            listed = catalog.scoped_tool_list(token.workspace_id, scopes, current=ctx.catalog_version)
+            down = listed.failures.get(slug)
             if down is not None:
                 # The tool belongs to an upstream that is down right now: a tool error the model can read.
                 ctx.record(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import factory
 from django.contrib.auth import get_user_model
 
@@ -38,8 +40,15 @@ class MemberFactory(factory.django.DjangoModelFactory):
     role = Member.Role.MEMBER
 
 
-def make_token(member: Member, name: str = "Alice Cursor", expires_in: int | None = None):  # type: ignore[no-untyped-def]
+def make_token(  # type: ignore[no-untyped-def]
+    member: Member, name: str = "Alice Cursor", expires_in: int | None = None, scopes: Any = None
+):
     """A token through the real service, so tests see exactly what users get."""
     return token_create(
-        workspace=member.workspace, holder=member, name=name, expires_in=expires_in, created_by=member.user
+        workspace=member.workspace,
+        holder=member,
+        name=name,
+        expires_in=expires_in,
+        created_by=member.user,
+        scopes=scopes,
     )

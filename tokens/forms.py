@@ -4,7 +4,8 @@ from typing import Any
 
 from django import forms
 
-from tokens.services import EXPIRES_IN_MAX_SECONDS, NAME_MAX_LENGTH
+from gateway.models import Server
+from tokens.services import EXPIRES_IN_MAX_SECONDS, GRACE_CHOICES, NAME_MAX_LENGTH
 from workspaces.models import Member
 from workspaces.permissions import Action, allows
 
@@ -40,6 +41,23 @@ class TokenCreateForm(forms.Form):
             "max_value": f"Enter at most {EXPIRES_IN_MAX_SECONDS} seconds (10 years).",
         },
     )
+    # Scopes: no server ticked means every server (also servers added later); ticked servers make an
+    # allow-list, and ticked tools narrow their server to those tools (see tokens/scopes.py).
+    scope_servers = forms.TypedMultipleChoiceField(
+        required=False,
+        coerce=int,
+        widget=forms.CheckboxSelectMultiple,
+        label="Servers",
+        help_text="Leave all unticked for every server of the workspace, including servers added later. "
+        "Once you tick one, the token sees only the ticked servers.",
+    )
+    scope_tools = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Only these tools (optional)",
+        help_text="Ticking tools of a server limits the token to those tools of it; "
+        "a server without ticked tools gives all of its tools.",
+    )
     # One-time form id: a reload or double submit of the same form creates nothing new (see token_new).
     form_id = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
 
@@ -56,6 +74,14 @@ class TokenCreateForm(forms.Form):
             self.fields["holder"].label_from_instance = lambda m: f"{m.display_name} ({m.get_role_display()})"  # type: ignore[attr-defined]
         else:
             del self.fields["holder"]
+        servers = list(Server.objects.filter(workspace_id=member.workspace_id).order_by("slug"))
+        self.fields["scope_servers"].choices = [(s.pk, f"{s.name} ({s.slug})") for s in servers]  # type: ignore[attr-defined]
+        self.fields["scope_tools"].choices = [  # type: ignore[attr-defined]
+            (f"{s.pk}:{tool['name']}", f"{s.slug}: {tool['name']}")
+            for s in servers
+            for tool in (s.tools_snapshot or [])
+            if isinstance(tool, dict) and isinstance(tool.get("name"), str)
+        ]
 
     def clean_name(self) -> str:
         name = str(self.cleaned_data["name"]).strip()
@@ -75,4 +101,33 @@ class TokenCreateForm(forms.Form):
         else:
             cleaned["expires_in"] = None
         cleaned["holder"] = cleaned.get("holder") or self.member
+        cleaned["scopes"] = self._scopes(cleaned)
         return cleaned
+
+    @staticmethod
+    def _scopes(cleaned: dict[str, Any]) -> dict[int, list[str] | None] | None:
+        tools: dict[int, list[str]] = {}
+        for choice in cleaned.get("scope_tools") or []:
+            server_id, _, tool = str(choice).partition(":")
+            tools.setdefault(int(server_id), []).append(tool)
+        server_ids = set(cleaned.get("scope_servers") or []) | set(tools)
+        if not server_ids:
+            return None
+        return {server_id: tools.get(server_id) for server_id in sorted(server_ids)}
+
+
+GRACE_LABELS = {0: "Revoke it now", 3600: "Keep it working for 1 hour", 86400: "Keep it working for 24 hours"}
+
+
+class TokenRotateForm(forms.Form):
+    grace = forms.TypedChoiceField(
+        coerce=int,
+        choices=[
+            (seconds, GRACE_LABELS.get(seconds, f"Keep it working for {seconds // 86400} days"))
+            for seconds in GRACE_CHOICES
+        ],
+        initial=86400,
+        widget=forms.RadioSelect,
+        label="What happens to the old token",
+        error_messages={"required": "Choose what happens to the old token."},
+    )

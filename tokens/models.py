@@ -11,6 +11,13 @@ from django.utils import timezone
 from workspaces.models import Member, Workspace
 
 
+def active_at(now: datetime) -> models.Q:
+    """The rule "this token works at ``now``" as a query filter; ``Token.status_at`` is the same rule."""
+    return models.Q(revoked_at__isnull=True) & (
+        models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+    )
+
+
 class Token(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -36,6 +43,17 @@ class Token(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Rotation: the token this one replaced (token_rotate). The predecessor keeps working until its own
+    # expires_at, which rotation moves to the end of the grace period: no scheduler is needed.
+    rotated_from = models.OneToOneField(
+        "self", on_delete=models.RESTRICT, null=True, blank=True, related_name="successor"
+    )
+    # None: every server of the workspace (today's and future ones). Otherwise an allow-list, deny by
+    # default: {"<server id>": null (all its tools) | ["<upstream tool name>", ...]}. See tokens/scopes.py.
+    scopes = models.JSONField(null=True, blank=True)
+    # When the expiry warnings were claimed (send_expiry_warnings): each is sent at most once per token.
+    warned_7d_at = models.DateTimeField(null=True, blank=True)
+    warned_1d_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -1,4 +1,4 @@
-"""Token lifecycle: create, authenticate, revoke, status, touch.
+"""Token lifecycle: create, rotate, authenticate, revoke, status, touch.
 
 The dashboard, the REST API, the CLI and the gateway all call these functions; none of them writes a token
 row itself.
@@ -10,7 +10,7 @@ import enum
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -22,7 +22,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from tokens import format as token_format
-from tokens.models import Token
+from tokens import scopes as token_scopes
+from tokens.models import Token, active_at
 from workspaces.models import Member, Workspace
 from workspaces.permissions import Action, NotAllowed, require
 from workspaces.services import audit_record
@@ -33,6 +34,13 @@ EXPIRES_IN_MAX_SECONDS = 10 * 365 * 24 * 3600
 # last_used_at is a hint for humans ("used 3 minutes ago"), not an audit trail: writing it on every request
 # would turn every gateway call into a database write. Once a minute per token is precise enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# The grace periods the dashboard offers when rotating (any whole number of seconds up to the maximum is
+# accepted by token_rotate): revoke now, 1 hour, 24 hours, 7 days.
+GRACE_CHOICES = (0, 3600, 86400, 7 * 86400)
+GRACE_MAX_SECONDS = 30 * 86400
+# Gateway responses for a token that expires sooner than this name its expiry (EXPIRY_HEADER).
+EXPIRY_NOTICE = timedelta(days=7)
+EXPIRY_HEADER = "Aerostack-Token-Expiration"
 
 
 class TokenError(ValueError):
@@ -91,6 +99,54 @@ def validate_expires_in(expires_in: int | None) -> int | None:
     return expires_in
 
 
+def validate_scopes(
+    *, workspace: Workspace, scopes: token_scopes.ScopeRequest | None
+) -> token_scopes.StoredScopes | None:
+    """The stored form of ``scopes`` (see ``tokens.scopes``); every server must be one of ``workspace``'s."""
+    from gateway.models import Server  # the gateway app imports this module: import its model late
+
+    try:
+        stored = token_scopes.normalize(scopes)
+    except ValueError as exc:
+        raise TokenError("scopes", str(exc)) from None
+    if stored is not None:
+        wanted = set(token_scopes.server_ids(stored))
+        known = set(Server.objects.filter(workspace=workspace, pk__in=wanted).values_list("pk", flat=True))
+        if wanted - known:
+            raise TokenError("scopes", "Choose servers of this workspace.")
+    return stored
+
+
+def _lock_holder(holder: Member) -> None:
+    """Lock the holder's membership row for the rest of the transaction; refuse an ended membership.
+
+    Every write that adds a working token takes this lock, so concurrent creates and rotations for one
+    member are serialized (the token cap below cannot be overshot), and a removal running at the same moment
+    either sees the new token (and revokes it) or has ended the membership first (and this is refused).
+    """
+    locked = Member.objects.select_for_update().filter(pk=holder.pk).values_list("ended_at", flat=True)
+    if locked.first() is not None:
+        raise TokenError("holder", f"{holder.display_name} is no longer a member of this workspace.")
+
+
+def _require_room(holder: Member, now: datetime, *, replacing: Token | None = None) -> None:
+    """At most ``TOKENS_PER_MEMBER_MAX`` working tokens per member and workspace. Call under _lock_holder.
+
+    A token in its rotation grace period still works, so it counts until it stops; the token being rotated
+    does not (its successor replaces it).
+    """
+    working = Token.objects.filter(active_at(now), member=holder, workspace_id=holder.workspace_id)
+    if replacing is not None:
+        working = working.exclude(pk=replacing.pk)
+    limit = settings.TOKENS_PER_MEMBER_MAX
+    if working.count() >= limit:
+        raise TokenError(
+            "holder",
+            f"{holder.display_name} already holds {limit} active tokens in this workspace, the most one "
+            "member may hold. Revoke one they no longer use first.",
+        )
+
+
 def token_create(
     *,
     workspace: Workspace,
@@ -98,26 +154,32 @@ def token_create(
     name: str,
     expires_in: int | None,
     created_by: User,
+    scopes: token_scopes.ScopeRequest | None = None,
     now: datetime | None = None,
 ) -> CreatedToken:
     """Create a token for ``holder`` and return it with its raw value (the only time the value exists).
 
     Everyone may create tokens for themselves (``Action.TOKEN_OWN``); a token for another member needs
     ``Action.TOKEN_ANY`` (owners and admins, e.g. for a CI bot's account). The holder must be a current
-    member: the row is locked, so a removal running at the same moment either sees this token (and revokes
-    it) or has ended the membership first (and this is refused).
+    member, holding fewer than ``TOKENS_PER_MEMBER_MAX`` active tokens here (checked under a lock of the
+    membership row, so concurrent creates cannot exceed it).
+
+    ``scopes``: ``None`` (the default) for every server of the workspace, including servers added later;
+    otherwise ``{server_id: None | [upstream tool name, ...]}``, an allow-list where ``None`` means all of
+    that server's tools (see ``tokens.scopes``). Raises ``TokenError`` (with ``field``) for bad input or a
+    full cap, ``NotAllowed`` when ``created_by`` may not do this.
     """
     name = validate_name(name)
     expires_in = validate_expires_in(expires_in)
     if holder.workspace_id != workspace.pk:
         raise TokenError("holder", "The holder must be a member of this workspace.")
+    stored_scopes = validate_scopes(workspace=workspace, scopes=scopes)
     now = now or timezone.now()
     raw = token_format.generate()
     with transaction.atomic():
-        locked = Member.objects.select_for_update().filter(pk=holder.pk).values_list("ended_at", flat=True)
-        if locked.first() is not None:
-            raise TokenError("holder", f"{holder.display_name} is no longer a member of this workspace.")
+        _lock_holder(holder)
         _require_token_permission(workspace_id=workspace.pk, actor=created_by, holder=holder)
+        _require_room(holder, now)
         token = Token.objects.create(
             workspace=workspace,
             member=holder,
@@ -127,6 +189,7 @@ def token_create(
             created_at=now,
             created_by=created_by,
             expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
+            scopes=stored_scopes,
         )
         audit_record(
             workspace=workspace,
@@ -139,9 +202,107 @@ def token_create(
                 "hint": token.hint,
                 "holder": holder.display_name,
                 "expires_in": expires_in,
+                "scopes": stored_scopes,
             },
         )
     return CreatedToken(token=token, raw=raw)
+
+
+def validate_grace(grace_seconds: int) -> int:
+    if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int):
+        raise TokenError("grace_seconds", "The grace period must be a whole number of seconds.")
+    if not 0 <= grace_seconds <= GRACE_MAX_SECONDS:
+        raise TokenError(
+            "grace_seconds", f"The grace period must be between 0 and {GRACE_MAX_SECONDS} seconds (30 days)."
+        )
+    return grace_seconds
+
+
+def token_rotate(
+    *, token: Token, actor: User, grace_seconds: int, now: datetime | None = None
+) -> CreatedToken:
+    """Replace ``token`` with a new one and return the successor with its raw value (shown once).
+
+    The successor has the same name, holder, scopes and lifetime policy (an old token that expired N seconds
+    after its creation gives a successor that expires N seconds from now; no expiry stays no expiry) and
+    links to its predecessor (``rotated_from``). The old token keeps working for ``grace_seconds``, never
+    longer than its own expiry: its ``expires_at`` becomes ``min(now + grace, expires_at)``, so no job has to
+    run when the grace ends. ``grace_seconds=0`` revokes it at once.
+
+    Permissions as for ``token_revoke``: one's own tokens need ``Action.TOKEN_OWN``, anyone else's
+    ``Action.TOKEN_ANY``. Refused (``TokenError``, field ``token``) for a revoked or expired token and for a
+    token already rotated (rotate its successor instead: the chain goes on, and the first grace period is
+    unchanged). The successor counts against ``TOKENS_PER_MEMBER_MAX`` in the old token's place. The audit
+    row ``token.rotate`` is written in the same transaction; every node sees the old token's new expiry on
+    its very next request (its shared-cache entry is replaced by a marker before this returns).
+    """
+    grace_seconds = validate_grace(grace_seconds)
+    now = now or timezone.now()
+    raw = token_format.generate()
+    holder = token.member
+    _require_token_permission(workspace_id=token.workspace_id, actor=actor, holder=holder)
+    with transaction.atomic():
+        _lock_holder(holder)
+        old = Token.objects.select_for_update().get(pk=token.pk)
+        status = old.status_at(now)
+        if status != Token.Status.ACTIVE:
+            raise TokenError(
+                "token", f"This token is {status.label.lower()}: only an active token can be rotated."
+            )
+        if Token.objects.filter(rotated_from=old).exists():
+            raise TokenError(
+                "token", "This token was already rotated: rotate its successor, or revoke it to stop it now."
+            )
+        _require_room(holder, now, replacing=old)
+        lifetime = old.expires_at - old.created_at if old.expires_at is not None else None
+        successor = Token.objects.create(
+            workspace_id=old.workspace_id,
+            member=holder,
+            name=old.name,
+            token_hash=token_format.hash_token(raw),
+            hint=token_format.hint_for(raw),
+            created_at=now,
+            created_by=actor,
+            expires_at=now + lifetime if lifetime is not None else None,
+            scopes=old.scopes,
+            rotated_from=old,
+        )
+        if grace_seconds == 0:
+            stops_at = now
+            Token.objects.filter(pk=old.pk).update(revoked_at=now, revoked_by=actor)
+        else:
+            stops_at = now + timedelta(seconds=grace_seconds)
+            if old.expires_at is not None:
+                stops_at = min(stops_at, old.expires_at)
+            Token.objects.filter(pk=old.pk).update(expires_at=stops_at)
+        audit_record(
+            workspace=token.workspace,
+            actor=actor,
+            action="token.rotate",
+            target=f"token:{old.pk}",
+            subject=holder.user,
+            details={
+                "name": old.name,
+                "hint": old.hint,
+                "successor": successor.pk,
+                "successor_hint": successor.hint,
+                "grace_seconds": grace_seconds,
+                "stops_at": stops_at.isoformat(),
+            },
+        )
+    # As for a revocation: before the caller hears "rotated", no node may serve the old expiry from cache.
+    invalidate_cached(old)
+    token.refresh_from_db(fields=["expires_at", "revoked_at", "revoked_by"])
+    return CreatedToken(token=successor, raw=raw)
+
+
+def expiry_header(token: Token, now: datetime) -> str | None:
+    """The value of ``EXPIRY_HEADER`` for ``token`` at ``now``: its expiry in RFC 3339 UTC
+    (``2026-12-08T10:00:00Z``) when that is less than ``EXPIRY_NOTICE`` away, else None."""
+    expires_at = token.expires_at
+    if expires_at is None or expires_at - now > EXPIRY_NOTICE:
+        return None
+    return expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # The shared-cache entry of a token that may have become invalid: every node goes back to the database.

@@ -1,4 +1,4 @@
-"""The Tokens tab: list, create (the raw value shown once), revoke."""
+"""The Tokens tab: list, create (the raw value shown once), rotate (the successor shown once), revoke."""
 
 from __future__ import annotations
 
@@ -15,10 +15,19 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
+from gateway.models import Server
+from tokens import scopes as token_scopes
 from tokens.clients import client_snippets, gateway_url, mcp_json
-from tokens.forms import TokenCreateForm
+from tokens.forms import TokenCreateForm, TokenRotateForm
 from tokens.models import Token
-from tokens.services import CreatedToken, TokenError, token_create, token_revoke
+from tokens.services import (
+    EXPIRY_NOTICE,
+    CreatedToken,
+    TokenError,
+    token_create,
+    token_revoke,
+    token_rotate,
+)
 from workspaces.models import Member
 from workspaces.permissions import Action, allows
 from workspaces.selectors import membership_or_404
@@ -50,13 +59,22 @@ def _token_or_404(member: Member, token_id: int) -> Token:
         raise Http404("No such token") from None
 
 
-def render_created_token(
-    request: HttpRequest, *, member: Member, created: CreatedToken, joined: bool = False
-) -> HttpResponse:
-    """The show-once page of a new token: the raw value, ``mcp_json`` and the connect snippets.
+def _server_names(workspace_id: int) -> dict[int, str]:
+    return dict(Server.objects.filter(workspace_id=workspace_id).values_list("pk", "name"))
 
-    Also what a new member sees after accepting an invite (``joined``). Callers are ``never_cache`` views;
-    the raw value is in this response only.
+
+def render_created_token(
+    request: HttpRequest,
+    *,
+    member: Member,
+    created: CreatedToken,
+    joined: bool = False,
+    predecessor: Token | None = None,
+) -> HttpResponse:
+    """The show-once page of a new token: the raw value, ``mcp_json``, its scopes and the connect snippets.
+
+    Also what a new member sees after accepting an invite (``joined``) and the successor of a rotated token
+    (``predecessor``). Callers are ``never_cache`` views; the raw value is in this response only.
     """
     workspace = member.workspace
     base_url = public_base_url(request)
@@ -65,6 +83,8 @@ def render_created_token(
         "workspace": workspace,
         "tab": "tokens",
         "joined": joined,
+        "predecessor": predecessor,
+        "scope_lines": token_scopes.describe(created.token.scopes, _server_names(workspace.pk)),
         "token": created.token,
         "raw_token": created.raw,
         "gateway_url": gateway_url(workspace, base_url),
@@ -85,11 +105,26 @@ def token_list(request: HttpRequest, slug: str) -> HttpResponse:
     selected = next((holder for holder in holders if str(holder.pk) == holder_id), None)
     if selected is not None:
         tokens = tokens.filter(member=selected)
+    names = _server_names(member.workspace_id)
+    soon = now + EXPIRY_NOTICE
+    rows = [
+        {
+            "token": token,
+            "status": token.status_at(now),
+            "scopes": token_scopes.describe(token.scopes, names),
+            # The successor of a rotated token (one query per page: prefetched below).
+            "successor": getattr(token, "successor", None),
+            "expiring_soon": token.expires_at is not None
+            and now < token.expires_at <= soon
+            and token.revoked_at is None,
+        }
+        for token in tokens.select_related("rotated_from", "successor")
+    ]
     context = {
         "member": member,
         "workspace": member.workspace,
         "tab": "tokens",
-        "rows": [(token, token.status_at(now)) for token in tokens],
+        "rows": rows,
         "holders": holders,
         "selected_holder": selected,
     }
@@ -132,9 +167,10 @@ def token_new(request: HttpRequest, slug: str) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 expires_in=form.cleaned_data["expires_in"],
                 created_by=request.user,  # type: ignore[arg-type]
+                scopes=form.cleaned_data["scopes"],
             )
         except TokenError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            form.add_error(_form_field(form, exc.field), exc.message)
         else:
             return render_created_token(request, member=member, created=created)
     return render(
@@ -143,6 +179,50 @@ def token_new(request: HttpRequest, slug: str) -> HttpResponse:
         {"member": member, "workspace": workspace, "tab": "tokens", "form": form},
         status=400,
     )
+
+
+def _form_field(form: TokenCreateForm, field: str) -> str | None:
+    """Where a service error goes: beside its own field, else beside the name (the cap, for members
+    who have no holder field)."""
+    field = {"scopes": "scope_servers"}.get(field, field)
+    return field if field in form.fields else "name"
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_rotate_view(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
+    """GET offers the grace choices; POST rotates and answers with the successor's show-once page.
+
+    Unlike creation there is no one-time form id: a re-post finds the token already rotated and is refused
+    with a message, so a reload can never mint a second successor.
+    """
+    member = membership_or_404(request.user, slug)
+    token = _token_or_404(member, token_id)
+    form = TokenRotateForm(request.POST if request.method == "POST" else None)
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            try:
+                created = token_rotate(
+                    token=token,
+                    actor=request.user,  # type: ignore[arg-type]
+                    grace_seconds=form.cleaned_data["grace"],
+                )
+            except TokenError as exc:
+                form.add_error("grace" if exc.field == "grace_seconds" else None, exc.message)
+            else:
+                return render_created_token(request, member=member, created=created, predecessor=token)
+    context = {
+        "member": member,
+        "workspace": member.workspace,
+        "tab": "tokens",
+        "token": token,
+        "status": token.status,
+        "form": form,
+    }
+    return render(request, "tokens/rotate.html", context, status=status)
 
 
 @login_required

@@ -119,6 +119,11 @@ def _ownership_transfer(event: AuditEvent) -> str:
     )
 
 
+def _grace_end(event: AuditEvent) -> str:
+    stops_at = _detail(event, "stops_at")
+    return f"; the old one works until {stops_at[:16].replace('T', ' ')} UTC" if stops_at else ""
+
+
 _SENTENCES: dict[str, Callable[[AuditEvent], str]] = {
     "workspace.create": lambda e: "created the workspace",
     "workspace.update": _workspace_update,
@@ -137,6 +142,11 @@ _SENTENCES: dict[str, Callable[[AuditEvent], str]] = {
     "token.revoke": lambda e: (
         f"revoked token “{_detail(e, 'name')}” ({_detail(e, 'hint')})"
         + (f" of {subject_name(e)}" if e.subject_id and e.subject_id != e.actor_id else "")
+    ),
+    "token.rotate": lambda e: (
+        f"rotated token “{_detail(e, 'name')}” ({_detail(e, 'hint')} → {_detail(e, 'successor_hint')})"
+        + (f" of {subject_name(e)}" if e.subject_id and e.subject_id != e.actor_id else "")
+        + ("; the old one was revoked at once" if _detail(e, "grace_seconds", "0") == "0" else _grace_end(e))
     ),
     "member.invite": _invite("invited"),
     "invite.resend": _invite("re-sent the invitation to"),
@@ -161,6 +171,7 @@ ACTION_LABELS: dict[str, str] = {
     "member.leave": "Member left",
     "token.create": "Token created",
     "token.revoke": "Token revoked",
+    "token.rotate": "Token rotated",
     "server.create": "Server added",
     "server.update": "Server changed",
     "server.enable": "Server enabled",

@@ -136,7 +136,9 @@ def test_signup_create_copy_and_revoke_a_token(server: LiveServer, browser) -> N
         row = page.locator("table.tokens tbody tr", has_text="Alice Cursor")
         expect(row).to_have_count(1)
         expect(row.locator('td[data-label="Name"]')).to_have_text("Alice Cursor")
-        expect(row.locator('td[data-label="Status"]')).to_have_text("Active")
+        expect(row.locator('td[data-label="Status"] .status')).to_have_text("Active")
+        # It was made to expire in 24 hours: flagged in the list (tokens expiring within 7 days are).
+        expect(row.locator('td[data-label="Status"] .expiring')).to_have_text("Expires within 7 days")
         expect(row.locator('td[data-label="Last used"]')).to_have_text("Never")
         expect(row.locator('td[data-label="Expires"] time')).to_be_visible()
         expect(row.locator('td[data-label="Token"]')).to_contain_text(raw_token[-4:])

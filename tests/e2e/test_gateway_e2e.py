@@ -278,6 +278,48 @@ def test_it_forwards_a_cancellation_to_the_upstream(stack: Stack) -> None:
     assert outcome["elapsed"] < 6, outcome  # the upstream stopped working on it well before its 8 s
 
 
+SCOPED_TOKEN = """
+from django.contrib.auth.models import User
+from gateway.models import Server
+from tokens.services import token_create
+from workspaces.models import Workspace
+ws = Workspace.objects.get(slug="{slug}")
+py = Server.objects.get(workspace=ws, slug="py")
+print(token_create(workspace=ws, holder=ws.members.get(), name="scoped", expires_in=None,
+                   created_by=User.objects.get(), scopes={{py.pk: None}}).raw)
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_a_scoped_token_sees_only_its_server_through_the_real_stack(stack: Stack, mode: str) -> None:
+    """A token limited to the Python upstream, through gunicorn and the official SDK client: only py__*
+    tools are listed, they work, and server-everything's tools answer as unknown tools."""
+    raw = stack.gateway.manage("shell", "-c", SCOPED_TOKEN.format(slug=stack.slug)).strip().splitlines()[-1]
+
+    async def main() -> tuple[list[str], str, Any]:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {raw}"}, timeout=30) as http,
+            Client(streamable_http_client(stack.url, http_client=http), mode=mode) as client,
+        ):
+            tools = [tool.name for tool in (await client.list_tools()).tools]
+            add = await client.call_tool("py__add", {"a": 20, "b": 22})
+            try:
+                refused: Any = await client.call_tool("ev__echo", {"message": "hi"})
+            except Exception as exc:  # the SDK raises the JSON-RPC error
+                refused = exc
+            return tools, add.content[0].text, refused  # type: ignore[union-attr]
+
+    tools, added, refused = anyio.run(main)
+    assert tools and all(name.startswith("py__") for name in tools) and "py__add" in tools
+    assert added == "42"
+    assert "Unknown tool: ev__echo" in str(getattr(refused, "error", refused))
+    # Unscoped, the same gateway lists both upstreams (the scope, not the stack, hides server-everything).
+    unscoped = Raw(stack.gateway.port, stack.slug, stack.tokens[3])
+    unscoped.initialize()
+    names = [t["name"] for t in json.loads(unscoped.request("tools/list")[2])["result"]["tools"]]
+    assert any(name.startswith("ev__") for name in names)
+
+
 def test_it_keeps_serving_the_other_upstream_when_one_dies(stack: Stack) -> None:
     raw = Raw(stack.gateway.port, stack.slug, stack.tokens[3])
     raw.initialize()

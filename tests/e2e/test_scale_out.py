@@ -7,6 +7,7 @@ import json
 import os
 import re
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -259,3 +260,36 @@ def test_concurrent_rebuilds_on_both_nodes_ask_each_upstream_once(cluster: Clust
         with urllib.request.urlopen(f"{upstream.url}/stats", timeout=5) as response:  # noqa: S310 (loopback)
             stats = json.loads(response.read())
         assert [stats.get(f"/ok/collapse{n} tools/list") for n in range(3)] == [1, 1, 1]
+
+
+ROTATE = (
+    "from tokens.models import Token; from tokens.services import token_rotate\n"
+    "from django.contrib.auth.models import User\n"
+    "old = Token.objects.get(workspace__slug='{slug}', name='{name}', rotated_from__isnull=True)\n"
+    "print(token_rotate(token=old, actor=User.objects.get(username='owner@example.com'), grace_seconds={grace}).raw)"
+)
+
+
+@pytest.mark.parametrize("grace", [0, 4])
+def test_a_rotation_is_seen_by_every_node_on_the_next_request(cluster: Cluster, grace: int) -> None:
+    """The old token's positive entry is in Redis (cached with no expiry); after the rotation, both nodes
+    see its new expiry at once: refused at once with "revoke now", refused once a 4-second grace is over."""
+    slug, token = _team_workspace(cluster, f"Rotating Team {grace}")
+    on_a = Raw(cluster.a.port, slug, token)
+    on_a.initialize()
+    on_b = on_a.on(cluster.b.port)
+    assert on_a.request("ping")[0] == 200 and on_b.request("ping")[0] == 200  # cached on both
+    out = cluster.a.manage("shell", "-c", ROTATE.format(slug=slug, name="t", grace=grace))
+    successor = out.strip().splitlines()[-1]
+    new_on_b = Raw(cluster.b.port, slug, successor)
+    new_on_b.initialize()
+    assert new_on_b.request("ping")[0] == 200
+    if grace:
+        status, headers, _ = on_b.request("ping")  # still inside the grace period
+        assert status == 200 and "aerostack-token-expiration" in headers
+        time.sleep(grace + 0.2)  # no job runs: the expiry itself ends it
+    assert on_b.request("ping")[0] == 401 and on_a.request("ping")[0] == 401
+    status, _, body = on_a.request("ping")
+    assert status == 401 and json.loads(body)["error"]["message"] == (
+        "Token revoked" if not grace else "Token expired"
+    )

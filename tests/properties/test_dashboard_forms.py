@@ -26,6 +26,7 @@ from gateway.services import suggest_slug
 from tests.conftest import Team, login
 from tests.factories import PASSWORD
 from tests.live import free_port
+from tokens.models import Token
 from workspaces.models import Workspace
 
 pytestmark = pytest.mark.django_db
@@ -217,6 +218,9 @@ def test_the_token_form(
     holder: str,
 ) -> None:
     login(client, team.alice)
+    # Reset per example: the examples of one run share the database, and a member may hold at most
+    # TOKENS_PER_MEMBER_MAX active tokens (the cap has tests of its own in tests/tokens/test_token_cap.py).
+    Token.objects.filter(member=team.alice).delete()
     data = {"name": name[0], "expires": expires, "custom_seconds": custom[0], "form_id": uuid.uuid4().hex}
     if holder:
         data["holder"] = str(team.alice.pk) if holder == "mine" else "999999"

@@ -60,7 +60,7 @@ def test_the_jsonl_export_holds_every_event_field_by_field(client: Client, team:
     lines = _body(response).splitlines()
     records = [json.loads(line) for line in lines]
     assert records == _expected(_workspace_events(team))
-    assert len(records) == 19
+    assert len(records) == 20
 
 
 def test_the_csv_export_holds_every_event_field_by_field(client: Client, team: Team) -> None:
@@ -69,7 +69,7 @@ def test_the_csv_export_holds_every_event_field_by_field(client: Client, team: T
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     rows = list(csv.DictReader(io.StringIO(_body(response))))
     expected = _expected(_workspace_events(team))
-    assert len(rows) == len(expected) == 19
+    assert len(rows) == len(expected) == 20
     for row, want in zip(rows, expected, strict=True):
         assert list(row) == activity.EXPORT_FIELDS
         assert row["id"] == str(want["id"]) and row["created_at"] == want["created_at"]

@@ -11,7 +11,7 @@ from gateway.services import server_delete, server_set_enabled, server_update, t
 from tests.conftest import Team, login
 from tests.factories import make_token
 from tests.gateway.conftest import make_server, with_tools
-from tokens.services import token_revoke
+from tokens.services import token_revoke, token_rotate
 from workspaces import activity
 from workspaces.models import AuditEvent
 from workspaces.services import audit_record, ownership_transfer, workspace_update
@@ -90,7 +90,8 @@ def every_action(team: Team) -> None:
     tool_set_enabled(server=server, actor=team.amy.user, tool="add", enabled=True)
     server_delete(server=server, actor=team.amy.user)
     created = make_token(team.bob, name="Bob Cursor", expires_in=3600)
-    token_revoke(token=created.token, actor=team.amy.user)
+    rotated = token_rotate(token=created.token, actor=team.amy.user, grace_seconds=0)
+    token_revoke(token=rotated.token, actor=team.amy.user)
     workspace_update(actor=team.alice, name="Acme Platform", description="d", rate_limit_per_minute=30)
     workspace_update(actor=team.alice, name="Acme Platform", description="d", rate_limit_per_minute=None)
     record_the_other_engineers_actions(team)
@@ -107,7 +108,11 @@ EXPECTED = {
     "tool.enable": "turned on tool add of server github",
     "server.delete": "deleted server github",
     "token.create": "created token “Bob Cursor” (mwt_…{hint}) for bob@example.com, expiring after 3600 seconds",
-    "token.revoke": "revoked token “Bob Cursor” (mwt_…{hint}) of bob@example.com",
+    "token.rotate": (
+        "rotated token “Bob Cursor” (mwt_…{hint} → mwt_…{successor}) of bob@example.com; "
+        "the old one was revoked at once"
+    ),
+    "token.revoke": "revoked token “Bob Cursor” (mwt_…{successor}) of bob@example.com",
     "workspace.update": "set the rate limit to follow the server's setting",
     "member.invite": "invited dan@example.com as Admin",
     "invite.resend": "re-sent the invitation to dan@example.com",
@@ -127,12 +132,13 @@ def test_every_action_has_a_readable_sentence(team: Team) -> None:
     )
     every_action(team)
     hint = AuditEvent.objects.get(action="token.create").details["hint"].removeprefix("mwt_…")
+    successor = AuditEvent.objects.get(action="token.rotate").details["successor_hint"].removeprefix("mwt_…")
     seen = {}
     for event in AuditEvent.objects.filter(workspace=team.workspace).order_by("id"):
         seen[event.action] = activity.summary(event)
     assert set(seen) == set(EXPECTED) == set(activity.ACTION_LABELS)
     for action, sentence in EXPECTED.items():
-        assert seen[action] == sentence.format(hint=hint), action
+        assert seen[action] == sentence.format(hint=hint, successor=successor), action
     rename = AuditEvent.objects.filter(action="workspace.update").order_by("id").first()
     assert rename is not None and activity.summary(rename) == (
         "renamed the workspace from “Acme Tools” to “Acme Platform” and changed its description "
@@ -184,6 +190,7 @@ def test_it_filters_by_action_and_by_actor(client: Client, team: Team) -> None:
         "tool.disable",
         "tool.enable",
         "server.delete",
+        "token.rotate",
         "token.revoke",
     }
     body = client.get(URL, {"action": "member.leave", "actor": team.bob.user_id}).content.decode()
@@ -228,6 +235,7 @@ def test_members_see_only_the_events_about_themselves(client: Client, team: Team
     assert sorted(_actions(body)) == sorted(e.action for e in mine)
     assert set(_actions(body)) == {
         "token.create",
+        "token.rotate",
         "token.revoke",
         "member.join",
         "member.role_change",
