@@ -87,6 +87,8 @@ class Api:
 
     def call(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None) -> Any:
         url = f"{self.url}/api/v1/{path}"
+        if not self.url.startswith(("http://", "https://")):
+            raise CliError(f"not a valid server URL (use http:// or https://): {self.url}")
         try:
             response = self.session.request(method, url, json=body, params=params, timeout=TIMEOUT_SECONDS)
         except requests.exceptions.InvalidURL:
@@ -97,6 +99,8 @@ class Api:
             raise CliError(f"the server at {self.url} did not answer within {TIMEOUT_SECONDS} s") from None
         except requests.exceptions.ConnectionError:
             raise CliError(f"cannot reach the server at {self.url}: is it running?") from None
+        except requests.exceptions.RequestException as exc:  # e.g. a scheme requests has no adapter for
+            raise CliError(f"the request to {self.url} failed: {exc}") from None
         try:
             data = response.json() if response.content else None
         except ValueError:
@@ -337,7 +341,7 @@ def _part(value: str) -> str:
 
 @workspace.group()
 def token() -> None:
-    """Workspace tokens (mwt_...): create, list, revoke."""
+    """Workspace tokens (mwt_...): create, list, revoke, rotate."""
 
 
 @token.command("create")
@@ -349,14 +353,26 @@ def token() -> None:
 @click.option(
     "--holder", type=int, default=None, metavar="MEMBER_ID", help="Hold it for another member (admins)."
 )
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="SERVER_ID[:TOOL,...]",
+    help="Limit the token to this server (all its tools, or the listed ones); repeat for more servers.",
+)
 @json_option
-def token_create(ws: str, name: str, expires_in: int | None, holder: int | None, as_json: bool) -> None:
+def token_create(
+    ws: str, name: str, expires_in: int | None, holder: int | None, scopes: tuple[str, ...], as_json: bool
+) -> None:
     """Create a token and print its value once, with the mcp_json block for MCP clients.
 
     \b
     Example: aerostack workspace token create my-workspace --name "CI Bot" --expires-in 86400
+    Scoped:  aerostack workspace token create my-workspace --name "Docs bot" --scope 3:search,fetch
     """
-    body = {"name": name, "expires_in": expires_in, "holder_id": holder}
+    body: dict[str, Any] = {"name": name, "expires_in": expires_in, "holder_id": holder}
+    if scopes:
+        body["scopes"] = _scopes(scopes)
     created = _api().call("POST", f"workspaces/{_part(ws)}/tokens", body=body)
     if as_json:
         _emit_json(created)
@@ -364,12 +380,64 @@ def token_create(ws: str, name: str, expires_in: int | None, holder: int | None,
     made = created["token"]
     expires = _when(made["expires_at"])
     click.echo(f"Created token {made['id']} “{made['name']}” for {made['holder']}, expires: {expires}.")
+    _show_once(created)
+
+
+def _show_once(created: dict[str, Any]) -> None:
+    """The raw token and its mcp_json block: printed this once (the server never shows them again)."""
     click.echo("Copy it now: this is the only time it is shown.")
     click.echo("")
     click.echo(created["raw"])
     click.echo("")
     click.echo("mcp_json:")
     click.echo(json.dumps(created["mcp_json"], indent=2))
+
+
+def _scopes(given: tuple[str, ...]) -> dict[str, list[str] | None]:
+    """``--scope 3 --scope 4:search,fetch`` as the API's ``{"3": null, "4": ["search", "fetch"]}``."""
+    scopes: dict[str, list[str] | None] = {}
+    for item in given:
+        server, _, tools = item.partition(":")
+        if not server.strip().isdigit():
+            raise click.BadParameter(
+                f"{item!r}: give a server id, e.g. 3 or 3:search,fetch", param_hint="--scope"
+            )
+        names = [tool.strip() for tool in tools.split(",") if tool.strip()]
+        scopes[server.strip()] = names or None
+    return scopes
+
+
+@token.command("rotate")
+@click.argument("ws")
+@click.argument("token_id", type=int)
+@click.option(
+    "--grace",
+    "grace_seconds",
+    type=int,
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the old token keeps working (0: revoked at once).",
+)
+@json_option
+def token_rotate(ws: str, token_id: int, grace_seconds: int, as_json: bool) -> None:
+    """Replace a token with a new one (printed once, with mcp_json); the old one stops after the grace.
+
+    \b
+    Example: aerostack workspace token rotate my-workspace 42 --grace 3600
+    """
+    rotated = _api().call(
+        "POST", f"workspaces/{_part(ws)}/tokens/{token_id}/rotate", body={"grace_seconds": grace_seconds}
+    )
+    if as_json:
+        _emit_json(rotated)
+        return
+    previous, made = rotated["previous"], rotated["token"]
+    stops = "now" if previous["status"] == "revoked" else _when(previous["expires_at"])
+    click.echo(
+        f"Rotated token {previous['id']} into {made['id']} “{made['name']}”; the old one stops: {stops}."
+    )
+    _show_once(rotated)
 
 
 @token.command("list")

@@ -87,7 +87,13 @@ class PerKeyRateThrottle(BaseThrottle):
         current = limits.window("api:rate", ident, 60)
         count, _ = limits.hit(current, 60)
         self.reset = current.reset
-        return count <= settings.API_RATE_LIMIT
+        limit = settings.API_RATE_LIMIT
+        # Read by ApiView.finalize_response (draft-ietf-httpapi-ratelimit-headers), on refusals too.
+        request.rate_limit_headers = {  # type: ignore[attr-defined]
+            "RateLimit-Policy": f'"per-key";q={limit};w=60',
+            "RateLimit": f'"per-key";r={max(limit - count, 0)};t={current.reset}',
+        }
+        return count <= limit
 
     def wait(self) -> float:
         return float(self.reset)

@@ -10,6 +10,7 @@ from typing import Any
 from rest_framework import generics
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from api.authentication import ApiKeyAuthentication, PerKeyRateThrottle
@@ -24,6 +25,12 @@ class ApiView(APIView):
 
     def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Any]:
         return exception_handler
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for header, value in getattr(request, "rate_limit_headers", {}).items():
+            response[header] = value
+        return response
 
 
 class ApiListView(ApiView, generics.GenericAPIView[Any]):

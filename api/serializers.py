@@ -96,8 +96,14 @@ class TokenSerializer(serializers.ModelSerializer[Token]):
             "expires_at",
             "last_used_at",
             "revoked_at",
+            "scopes",
+            "rotated_from",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "scopes": {"help_text": "null: every server; else {server id: null (all tools) or [tool names]}"},
+            "rotated_from": {"help_text": "The token (id) this one replaced by a rotation"},
+        }
 
     def get_status(self, token: Token) -> str:
         now = self.context.get("now") or timezone.now()
@@ -115,6 +121,34 @@ class TokenCreateSerializer(serializers.Serializer[Any]):
         default=None,
         help_text="The member (id) who holds the token; default: yourself. Owners and admins only.",
     )
+    scopes = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField(), allow_null=True),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Limit the token to these servers: {server id: null (all its tools) or [tool names]}; "
+        "null or absent: every server, also those added later.",
+    )
+
+    def validate_scopes(self, value: dict[str, Any] | None) -> dict[int, list[str] | None] | None:
+        if value is None:
+            return None
+        if not all(str(key).isdigit() for key in value):
+            raise serializers.ValidationError("Name servers by their id (a whole number).")
+        return {int(key): tools for key, tools in value.items()}
+
+
+class TokenRotateSerializer(serializers.Serializer[Any]):
+    grace_seconds = serializers.IntegerField(
+        default=0, help_text="How long the old token keeps working (0: revoked at once)."
+    )
+
+
+class RotatedTokenSerializer(serializers.Serializer[Any]):
+    token = TokenSerializer(help_text="The successor")
+    raw = serializers.CharField(help_text="The successor itself: shown this once, never again.")
+    mcp_json = serializers.DictField(child=serializers.JSONField())
+    previous = TokenSerializer(help_text="The rotated token, with the time it stops working")
 
 
 class CreatedTokenSerializer(serializers.Serializer[Any]):

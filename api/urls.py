@@ -20,6 +20,11 @@ urlpatterns = [
         views.TokenRevokeView.as_view(),
         name="api_token_revoke",
     ),
+    path(
+        "v1/workspaces/<slug:slug>/tokens/<int:token_id>/rotate",
+        views.TokenRotateView.as_view(),
+        name="api_token_rotate",
+    ),
     path("v1/workspaces/<slug:slug>/members", team_views.MemberListView.as_view(), name="api_members"),
     path(
         "v1/workspaces/<slug:slug>/members/<int:member_id>",

@@ -20,12 +20,12 @@ from api.base import ApiListView, ApiView
 from api.models import ApiKey
 from tokens.clients import mcp_json
 from tokens.models import Token
-from tokens.services import token_create, token_revoke
+from tokens.services import CreatedToken, token_create, token_revoke, token_rotate
 from tokens.views import visible_tokens
 from workspaces.models import Member
 from workspaces.permissions import Action
 from workspaces.selectors import membership_or_404, memberships_for
-from workspaces.services import validate_name, workspace_create, workspace_update
+from workspaces.services import workspace_create, workspace_update
 from workspaces.views import public_base_url
 
 ERRORS = {code: s.ErrorSerializer for code in (400, 401, 403, 404, 429)}
@@ -86,7 +86,7 @@ class WorkspaceListView(ApiListView):
         body = s.WorkspaceCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         workspace = workspace_create(
-            name=validate_name(body.validated_data["name"]),
+            name=body.validated_data["name"],
             description=body.validated_data["description"],
             owner=_actor(request),
         )
@@ -192,15 +192,22 @@ class TokenListView(ApiListView):
             name=values["name"],
             expires_in=values["expires_in"],
             created_by=_actor(request),
+            scopes=values["scopes"],
         )
-        data = {
-            "token": s.TokenSerializer(created.token).data,
-            "raw": created.raw,
-            "mcp_json": mcp_json(member.workspace, created.raw, public_base_url(request._request)),
-        }
-        response = Response(data, status=status.HTTP_201_CREATED)
-        response["Cache-Control"] = "no-store"  # the raw value must not be kept by any cache
-        return response
+        return _show_once(request, member, created)
+
+
+def _show_once(request: Request, member: Member, created: CreatedToken, **extra: dict[str, Any]) -> Response:
+    """The answer that holds a raw token (create, rotate): its only appearance, never cached."""
+    data = {
+        "token": s.TokenSerializer(created.token).data,
+        "raw": created.raw,
+        "mcp_json": mcp_json(member.workspace, created.raw, public_base_url(request._request)),
+        **extra,
+    }
+    response = Response(data, status=status.HTTP_201_CREATED)
+    response["Cache-Control"] = "no-store"  # the raw value must not be kept by any cache
+    return response
 
 
 def _token_or_404(member: Member, token_id: int) -> Token:
@@ -224,3 +231,19 @@ class TokenRevokeView(ApiView):
         token = _token_or_404(_member(request, slug, Action.TOKEN_OWN), token_id)
         token = token_revoke(token=token, actor=_actor(request))
         return Response(s.TokenSerializer(token).data)
+
+
+class TokenRotateView(ApiView):
+    @extend_schema(
+        request=s.TokenRotateSerializer,
+        responses={201: s.RotatedTokenSerializer, **ERRORS},
+        summary="Rotate a token: a successor (raw value once) replaces it; the old one stops after the grace",
+    )
+    def post(self, request: Request, slug: str, token_id: int) -> Response:
+        member = _member(request, slug, Action.TOKEN_OWN)
+        token = _token_or_404(member, token_id)
+        body = s.TokenRotateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        grace = body.validated_data["grace_seconds"]
+        created = token_rotate(token=token, actor=_actor(request), grace_seconds=grace)
+        return _show_once(request, member, created, previous=s.TokenSerializer(token).data)

@@ -126,10 +126,13 @@ def test_failures_are_throttled_per_ip_but_a_valid_key_still_passes(team: Team, 
 def test_requests_are_rate_limited_per_key(team: Team, settings) -> None:  # type: ignore[no-untyped-def]
     settings.API_RATE_LIMIT = 3
     client = KeyClient(key_for(team.alice))
-    assert [client.get("/api/v1/me").status_code for _ in range(3)] == [200, 200, 200]
+    assert [client.get("/api/v1/me").status_code for _ in range(2)] == [200, 200]
+    assert client.get("/api/v1/me")["RateLimit"].startswith('"per-key";r=0;')
     limited = client.get("/api/v1/me")
     assert_error(limited, 429, "throttled")
     assert "Retry-After" in limited
+    assert limited["RateLimit-Policy"] == '"per-key";q=3;w=60'
+    assert limited["RateLimit"].startswith('"per-key";r=0;t=')
     assert KeyClient(key_for(team.bob)).get("/api/v1/me").status_code == 200  # another key: its own budget
 
 

@@ -80,6 +80,17 @@ ROWS: list[Row] = [
         kwargs={"token_id": lambda w: w.owner_token.pk},
         note="other",
     ),
+    Row("api_token_rotate", "POST", 201, 201, 201, body=lambda w: {"grace_seconds": 0}, note="own"),
+    Row(
+        "api_token_rotate",
+        "POST",
+        201,
+        201,
+        404,
+        body=lambda w: {"grace_seconds": 0},
+        kwargs={"token_id": lambda w: w.owner_token.pk},
+        note="other",
+    ),
     # members (everyone reads; owners and admins act; only owners touch owners; the last owner stays)
     Row("api_members", "GET", 200, 200, 200),
     Row("api_member", "PATCH", 200, 200, 403, body=lambda w: {"role": "admin"}, note="member"),

@@ -15,6 +15,7 @@ from tests.factories import make_token
 from tests.test_no_secret_leaks import dump_database
 from tokens.models import Token
 from tokens.services import token_authenticate, token_revoke
+from workspaces.models import Workspace
 
 pytestmark = pytest.mark.django_db
 TOKENS = "/api/v1/workspaces/acme-tools/tokens"
@@ -171,3 +172,6 @@ def test_it_refuses_a_bad_new_workspace(team: Team) -> None:
         "name" in assert_error(as_key(team.alice).post("/api/v1/workspaces", {"name": " a "}), 400)["fields"]
     )
     assert "name" in assert_error(as_key(team.alice).post("/api/v1/workspaces", {}), 400)["fields"]
+    long = {"name": "Fine", "description": "x" * 1001}
+    assert "description" in assert_error(as_key(team.alice).post("/api/v1/workspaces", long), 400)["fields"]
+    assert not Workspace.objects.filter(name="Fine").exists()

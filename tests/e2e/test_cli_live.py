@@ -174,6 +174,8 @@ def test_a_dead_server_is_one_line(stack: Stack) -> None:
     )
     assert_one_line_error(result, 1, "cannot reach", dead)
     assert_one_line_error(stack.run("login", "--url", dead, stdin=stack.owner_key), 1, "cannot reach")
+    no_scheme = stack.run("whoami", AEROSTACK_URL="127.0.0.1:8000", AEROSTACK_API_KEY=stack.owner_key)
+    assert_one_line_error(no_scheme, 1, "use http:// or https://")
 
 
 @pytest.mark.parametrize(
@@ -315,3 +317,65 @@ def test_member_server_and_activity_commands(stack: Stack) -> None:
     assert text.splitlines()[0].split() == ["WHEN", "WHO", "ACTION", "WHAT"] and "server.create" in text
     created = stack.run("workspace", "create", "CLI Made", key=owner)
     assert created.returncode == 0 and "cli-made" in created.stdout
+
+
+def test_rotate_and_scopes_through_the_cli(stack: Stack) -> None:
+    owner = stack.owner_key
+    made = json.loads(
+        stack.run(
+            "workspace", "token", "create", stack.slug, "--name", "Rotating", "--json", key=owner
+        ).stdout
+    )
+    rotated = stack.run(
+        "workspace", "token", "rotate", stack.slug, str(made["token"]["id"]), "--grace", "3600", key=owner
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    successor = next(line for line in rotated.stdout.splitlines() if line.startswith("mwt_"))
+    assert "mcp_json:" in rotated.stdout and successor != made["raw"]
+    assert gateway_call(stack, made["raw"]) == [200, 200]  # the grace period
+    assert gateway_call(stack, successor) == [200, 200]
+    successor_id = str(
+        json.loads(stack.run("workspace", "token", "list", stack.slug, "--json", key=owner).stdout)[0]["id"]
+    )
+    document = json.loads(
+        stack.run("workspace", "token", "rotate", stack.slug, successor_id, "--json", key=owner).stdout
+    )
+    assert document["previous"]["status"] == "revoked" and document["raw"].startswith("mwt_")
+    assert gateway_call(stack, successor) == [401]
+    again = stack.run("workspace", "token", "rotate", stack.slug, successor_id, key=owner)
+    assert_one_line_error(again, 1, "only an active token can be rotated")
+    assert_one_line_error(
+        stack.run("workspace", "token", "rotate", stack.slug, successor_id, "--grace", "-5", key=owner),
+        1,
+        "grace",
+    )
+
+    closed = f"http://127.0.0.1:{free_port()}/mcp"
+    server = json.loads(
+        stack.run(
+            "workspace", "server", "add", stack.slug, "--name", "Scoped", "--url", closed, "--json", key=owner
+        ).stdout
+    )
+    scoped = stack.run(
+        "workspace",
+        "token",
+        "create",
+        stack.slug,
+        "--name",
+        "S",
+        "--scope",
+        f"{server['id']}:add,echo",
+        "--json",
+        key=owner,
+    )
+    assert json.loads(scoped.stdout)["token"]["scopes"] == {str(server["id"]): ["add", "echo"]}
+    assert_one_line_error(
+        stack.run("workspace", "token", "create", stack.slug, "--name", "S", "--scope", "github", key=owner),
+        2,
+        "--scope",
+    )
+    assert_one_line_error(
+        stack.run("workspace", "token", "create", stack.slug, "--name", "S", "--scope", "999999", key=owner),
+        1,
+        "scopes",
+    )
