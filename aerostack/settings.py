@@ -79,10 +79,13 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "aerostack",
     "workspaces",
     "tokens",
     "gateway",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -277,6 +280,21 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+# --- REST API (/api/v1/, api/): per-key requests a minute; the OpenAPI schema at /api/schema/ -----------
+API_RATE_LIMIT = env_int("API_RATE_LIMIT", 600, minimum=1)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Aerostack API",
+    "DESCRIPTION": "Workspaces, tokens, members, servers and the audit log of an Aerostack gateway. "
+    "Authenticate with a personal API key: `Authorization: Bearer ak_...`.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "PREPROCESSING_HOOKS": ["api.base.only_api_v1"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Logging: plain lines to stderr; tokens are never logged (only their id or hint) ----------------------

@@ -37,5 +37,7 @@ urlpatterns = [
     path("workspaces/<slug:slug>/servers/", include("gateway.dashboard_urls")),
     path("workspaces/<slug:slug>/members/", include("workspaces.member_urls")),
     path("invites/", include("workspaces.invite_urls")),
+    path("api/", include("api.urls")),
+    path("account/api-keys/", include("api.dashboard_urls")),
     path("", include("gateway.urls")),
 ]

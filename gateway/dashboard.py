@@ -191,10 +191,11 @@ def tool_toggle(request: HttpRequest, slug: str, server_id: int) -> HttpResponse
     member = membership_or_404(request.user, slug, action=Action.SERVER_MANAGE)
     server = _server_or_404(member, server_id)
     tool, enabled = request.POST.get("tool", ""), _flag(request)
-    if tool not in {t["name"] for t in server.tools_snapshot}:
-        return _bad_switch(request, member, server, f"{server.name} has no tool “{tool}”.")
     if enabled is None:
         return _bad_switch(request, member, server, "Send enabled=1 (on) or enabled=0 (off).")
-    services.tool_set_enabled(server=server, actor=_actor(request), tool=tool, enabled=enabled)
+    try:
+        services.tool_set_enabled(server=server, actor=_actor(request), tool=tool, enabled=enabled)
+    except services.ServerInvalid as exc:
+        return _bad_switch(request, member, server, exc.errors["tool"])
     messages.success(request, f"Turned {'on' if enabled else 'off'} {tool} of {server.name}.")
     return redirect("server_detail", slug=slug, server_id=server.pk)

@@ -349,8 +349,11 @@ def server_delete(*, server: Server, actor: User) -> None:
 
 
 def tool_set_enabled(*, server: Server, actor: User, tool: str, enabled: bool) -> Server:
+    """Switch one tool of the server's last snapshot on or off; a tool it does not have is refused."""
     with transaction.atomic():
         server = Server.objects.select_for_update().get(pk=server.pk)
+        if tool not in {known["name"] for known in server.tools_snapshot}:
+            raise ServerInvalid({"tool": f"{server.name} has no tool “{tool}”."})
         disabled = set(server.disabled_tools or [])
         disabled.discard(tool) if enabled else disabled.add(tool)
         server.disabled_tools = sorted(disabled)

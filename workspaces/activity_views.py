@@ -1,19 +1,17 @@
 """The Activity tab: the workspace's audit log, filtered by action and actor, paginated, exported.
 
 Owners and admins read every event; members read the events they did or that are about them
-(``audit_events_for``). The exports hold exactly what the page's filters select, streamed.
+(``audit_events_for``). The exports hold exactly what the page's filters select, streamed
+(``activity.export_response``).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from workspaces import activity
@@ -22,14 +20,6 @@ from workspaces.models import AuditEvent, Member
 from workspaces.selectors import audit_events_for, audit_filter_choices, membership_or_404
 
 PAGE_SIZE = 50
-EXPORT_CHUNK = 500  # rows per database fetch
-# Lines are sent in pieces of about this many characters: one write per line would cost a system call per
-# event, one piece for everything would hold the whole log in memory.
-EXPORT_PIECE_CHARS = 32 * 1024
-EXPORTS = {
-    "csv": ("text/csv; charset=utf-8", activity.csv_lines),
-    "jsonl": ("application/x-ndjson; charset=utf-8", activity.jsonl_lines),
-}
 
 
 def _filtered(request: HttpRequest, member: Member) -> tuple[ActivityFilterForm, QuerySet[AuditEvent]]:
@@ -78,23 +68,4 @@ def activity_export(request: HttpRequest, slug: str, fmt: str) -> HttpResponse |
             {"member": member, "workspace": member.workspace, "tab": "activity", "form": form},
             status=400,
         )
-    content_type, lines = EXPORTS[fmt]
-
-    def stream() -> Iterator[str]:
-        piece: list[str] = []
-        size = 0
-        for line in lines(events.iterator(chunk_size=EXPORT_CHUNK)):
-            piece.append(line)
-            size += len(line)
-            if size >= EXPORT_PIECE_CHARS:
-                yield "".join(piece)
-                piece, size = [], 0
-        if piece:
-            yield "".join(piece)
-
-    response = StreamingHttpResponse(stream(), content_type=content_type)
-    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    filename = f"aerostack-{member.workspace.slug}-activity-{stamp}.{fmt}"
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "no-store"
-    return response
+    return activity.export_response(events, fmt=fmt, slug=member.workspace.slug)

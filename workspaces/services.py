@@ -86,8 +86,10 @@ def workspace_create(*, name: str, description: str = "", owner: User) -> Worksp
 
     The slug comes from the name and never changes (it is in every client's gateway URL); on a collision it
     takes the first free ``-2``, ``-3``... suffix. The unique index settles races between two creators.
+    The name and description follow the same rules as in ``workspace_update``.
     """
-    name = name.strip()
+    name = validate_name(name)
+    description = validate_description(description)
     taken = set(
         Workspace.objects.filter(slug__startswith=_slug_candidates(name)[0]).values_list("slug", flat=True)
     )
@@ -97,7 +99,7 @@ def workspace_create(*, name: str, description: str = "", owner: User) -> Worksp
         try:
             with transaction.atomic():
                 workspace = Workspace.objects.create(
-                    name=name, slug=slug, description=description.strip(), created_by=owner
+                    name=name, slug=slug, description=description, created_by=owner
                 )
                 Member.objects.create(workspace=workspace, user=owner, role=Member.Role.OWNER)
                 audit_record(workspace=workspace, actor=owner, action="workspace.create", target=slug)

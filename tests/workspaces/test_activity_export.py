@@ -116,7 +116,7 @@ def test_csv_cells_cannot_run_as_spreadsheet_formulas(client: Client, team: Team
 
 
 def test_the_export_streams_in_pieces(client: Client, team: Team) -> None:
-    from workspaces.activity_views import EXPORT_PIECE_CHARS
+    from workspaces.activity import EXPORT_PIECE_CHARS
 
     for n in range(1200):
         audit_record(

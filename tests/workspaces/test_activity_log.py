@@ -10,7 +10,7 @@ from django.test import Client
 from gateway.services import server_delete, server_set_enabled, server_update, tool_set_enabled
 from tests.conftest import Team, login
 from tests.factories import make_token
-from tests.gateway.conftest import make_server
+from tests.gateway.conftest import make_server, with_tools
 from tokens.services import token_revoke, token_rotate
 from workspaces import activity
 from workspaces.models import AuditEvent
@@ -82,7 +82,7 @@ def record_the_other_engineers_actions(team: Team) -> None:
 
 def every_action(team: Team) -> None:
     """One event of every action the product records, through the real services where they exist."""
-    server = make_server(team.alice)
+    server = with_tools(make_server(team.alice))  # a tool switch needs a tool the server has
     server_update(server=server, actor=team.amy.user, url="https://mcp2.example.com/mcp")
     server_set_enabled(server=server, actor=team.amy.user, enabled=False)
     server_set_enabled(server=server, actor=team.amy.user, enabled=True)

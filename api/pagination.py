@@ -1,0 +1,11 @@
+"""Page-number pagination for every list: ``?page=N&page_size=M`` (at most 200 a page)."""
+
+from __future__ import annotations
+
+from rest_framework.pagination import PageNumberPagination
+
+
+class Pages(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
