@@ -66,7 +66,7 @@ class SlowWatch:
     between ``seconds`` and ``seconds + tick``), parks when nothing has been watched for ``linger`` seconds
     and is woken only by the first call after that. It calls ``on_slow`` itself, outside the lock, in its
     own thread (so with its own per-thread Django cache connection, kept for the life of the process); a
-    failing ``on_slow`` is logged, never raised into a call. It never makes a lane thread wait: ``done``
+    failing ``on_slow`` is logged, never raised into a call. ``done`` never waits for the watchdog: it
     only takes the lock. Whoever must not see ``on_slow`` run after the call ended (the gateway deletes the
     in-flight key then) guards it with its own lock and flag (``views._ToolCall``). A daemon thread: it
     holds nothing that must be flushed, and a forked child starts its own on first use.
