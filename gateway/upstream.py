@@ -16,7 +16,7 @@ import http.client
 import itertools
 import json
 import logging
-import select
+import os
 import socket
 import ssl
 import threading
@@ -43,6 +43,112 @@ POOL_SIZE = 16
 IDLE_SECONDS = 4.0
 DRAIN_BYTES = 64 * 1024
 SLOW_SECONDS = 0.05
+
+
+class _Watched:
+    """One call waiting for its reply's headers; ``claimed`` once the watchdog has taken it (under the
+    watch's lock), so the call and the watchdog agree on whether ``on_slow`` runs, exactly once."""
+
+    __slots__ = ("claimed", "on_slow", "since")
+
+    def __init__(self, on_slow: Callable[[], None], since: float) -> None:
+        self.on_slow = on_slow
+        self.since = since
+        self.claimed = False
+
+
+class SlowWatch:
+    """One watchdog thread per process that calls ``on_slow`` for calls still waiting after ``seconds``.
+
+    A call puts itself in a small insertion-ordered dict before its blocking read and takes itself out after
+    it (``watch`` / ``done``, a lock held for a dict operation): a fast call costs no system call, no thread
+    wake-up and no cache write. The watchdog sleeps until the oldest call's moment (so a call is reported
+    between ``seconds`` and ``seconds + tick``), parks when nothing has been watched for ``linger`` seconds
+    and is woken only by the first call after that. It calls ``on_slow`` itself, outside the lock, in its
+    own thread (so with its own per-thread Django cache connection, kept for the life of the process); a
+    failing ``on_slow`` is logged, never raised into a call. ``done`` never waits for the watchdog: it
+    only takes the lock. Whoever must not see ``on_slow`` run after the call ended (the gateway deletes the
+    in-flight key then) guards it with its own lock and flag (``views._ToolCall``). A daemon thread: it
+    holds nothing that must be flushed, and a forked child starts its own on first use.
+    """
+
+    def __init__(self, seconds: float, *, tick: float | None = None, linger: float = 2.0) -> None:
+        self.seconds = seconds
+        self.tick = tick if tick is not None else seconds / 2
+        self.linger = linger
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._waiting: dict[int, _Watched] = {}
+        self._thread: threading.Thread | None = None
+        self._parked = False
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._waiting = {}
+        self._thread = None
+        self._parked = False
+
+    def watch(self, on_slow: Callable[[], None]) -> _Watched:
+        watched = _Watched(on_slow, time.monotonic())
+        with self._lock:
+            self._waiting[id(watched)] = watched
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="aerostack-slow-watch", daemon=True)
+                self._thread.start()
+            elif self._parked:
+                self._parked = False
+                self._wake.notify()
+        return watched
+
+    def done(self, watched: _Watched) -> bool:
+        """Take a call out; True if the watchdog took it first (``on_slow`` has run or is running)."""
+        with self._lock:
+            self._waiting.pop(id(watched), None)
+            return watched.claimed
+
+    def _due(self) -> tuple[list[_Watched], float | None]:
+        """Under the lock: claim the calls waiting for ``seconds`` or more; how long to sleep then."""
+        now = time.monotonic()
+        due: list[_Watched] = []
+        pause: float | None = None
+        for watched in self._waiting.values():  # oldest first (insertion order): stop at the first young one
+            if now - watched.since < self.seconds:
+                pause = max(watched.since + self.seconds - now, 0.001)
+                break
+            watched.claimed = True
+            due.append(watched)
+        for watched in due:
+            del self._waiting[id(watched)]
+        return due, pause
+
+    def _run(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            with self._lock:
+                due, sleep = self._due()
+                if not due and sleep is None:  # nothing waiting
+                    if time.monotonic() - idle_since >= self.linger:
+                        self._parked = True
+                        while self._parked:
+                            self._wake.wait()
+                        idle_since = time.monotonic()
+                        continue
+                    sleep = self.tick
+                else:
+                    idle_since = time.monotonic()
+            for watched in due:
+                try:
+                    watched.on_slow()
+                except Exception:
+                    logger.exception("reporting a slow upstream call failed")
+            if not due:
+                time.sleep(self.tick if sleep is None else sleep)
+
+
+SLOW_WATCH = SlowWatch(SLOW_SECONDS)
 
 
 class UpstreamError(Exception):
@@ -235,14 +341,16 @@ class UpstreamSession:
                     "POST", self._path, body=body, headers=self._headers(session_id, initialize=initialize)
                 )
                 slow_reported = False
-                if on_slow is not None and connection.sock is not None:
-                    # poll, not select: select fails on descriptors above 1024 in a busy process.
-                    poller = select.poll()
-                    poller.register(connection.sock, select.POLLIN)
-                    if not poller.poll(SLOW_SECONDS * 1000):
-                        on_slow()
-                        slow_reported = True
-                response = connection.getresponse()
+                if on_slow is None:
+                    response = connection.getresponse()
+                else:
+                    # The watchdog calls on_slow if the reply's headers have not come within SLOW_SECONDS;
+                    # a fast call costs a dict insert and removal, no thread wake-up and no cache write.
+                    watched = SLOW_WATCH.watch(on_slow)
+                    try:
+                        response = connection.getresponse()
+                    finally:
+                        slow_reported = SLOW_WATCH.done(watched)
             except TimeoutError as exc:
                 connection.close()
                 raise UpstreamError(

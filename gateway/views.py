@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -202,6 +203,11 @@ class _ToolCall:
     client_progress: object
     upstream_progress: str | None
     started: float
+    # Guards the in-flight key: registered by the upstream client's watchdog thread, removed by the call's
+    # own thread when it ends; whichever comes second sees what the first did.
+    _inflight_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _registered: bool = False
+    _ended: bool = False
 
     def _record(self, outcome: str, detail: str = "") -> None:
         self.ctx.record(
@@ -256,20 +262,37 @@ class _ToolCall:
     def register_inflight(self) -> None:
         """Where a cancellation for this call must go, readable by whichever node receives it.
 
-        Called only once the upstream has been silent for a moment (or streams): most calls finish sooner,
-        and a cancellation of those would arrive too late anyway, so they cost no cache write.
+        Called only once the upstream has been silent for a moment (or streams), from the upstream client's
+        watchdog thread or the call's own: most calls finish sooner, and a cancellation of those would
+        arrive too late anyway, so they cost no cache write. Nothing is written once the call has ended.
         """
         timeout = self.target.server.config.timeout if self.target.server.config else 60
-        cache.set(
-            f"gw:inflight:{self.session.id}:{self.request_id}",
-            {
-                "server": self.target.server.id,
-                "upstream_id": self.upstream_id,
-                "upstream_session": self.upstream.session_id,
-                "workspace": self.session.workspace_id,
-            },
-            int(timeout) + 5,
-        )
+        with self._inflight_lock:
+            if self._ended:
+                return
+            cache.set(
+                self._inflight_key,
+                {
+                    "server": self.target.server.id,
+                    "upstream_id": self.upstream_id,
+                    "upstream_session": self.upstream.session_id,
+                    "workspace": self.session.workspace_id,
+                },
+                int(timeout) + 5,
+            )
+            self._registered = True
+
+    def end_inflight(self) -> None:
+        """The call is over: remove its in-flight key if it was registered (a fast call writes nothing)."""
+        with self._inflight_lock:
+            self._ended = True
+            registered, self._registered = self._registered, False
+        if registered:
+            cache.delete(self._inflight_key)
+
+    @property
+    def _inflight_key(self) -> str:
+        return f"gw:inflight:{self.session.id}:{self.request_id}"
 
 
 class _NoNegotiation(BaseContentNegotiation):
@@ -645,6 +668,7 @@ class GatewayView(APIView):
         finally:
             if not handed_over:
                 lease.release()
+                call.end_inflight()
         return ctx.reply(call.failed(UpstreamError("protocol", "no answer")))
 
     def _stream(
@@ -675,8 +699,13 @@ class GatewayView(APIView):
             finally:
                 messages.close()  # type: ignore[attr-defined]
                 lease.release()
+                call.end_inflight()
 
-        response = StreamingHttpResponse(_Closing(events(), lease.release), content_type="text/event-stream")
+        def ended() -> None:
+            lease.release()
+            call.end_inflight()
+
+        response = StreamingHttpResponse(_Closing(events(), ended), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         for name, value in ctx.headers.items():
