@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from tokens.models import lifetime_status
+
 
 class ApiKey(models.Model):
     class Status(models.TextChoices):
@@ -33,11 +35,7 @@ class ApiKey(models.Model):
         return f"{self.name} ({self.hint})"
 
     def status_at(self, now: datetime) -> ApiKey.Status:
-        if self.revoked_at is not None:
-            return self.Status.REVOKED
-        if self.expires_at is not None and self.expires_at <= now:
-            return self.Status.EXPIRED
-        return self.Status.ACTIVE
+        return self.Status(lifetime_status(revoked_at=self.revoked_at, expires_at=self.expires_at, now=now))
 
     @property
     def status(self) -> ApiKey.Status:

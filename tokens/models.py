@@ -18,6 +18,17 @@ def active_at(now: datetime) -> models.Q:
     )
 
 
+def lifetime_status(*, revoked_at: datetime | None, expires_at: datetime | None, now: datetime) -> str:
+    """``revoked``, ``expired`` or ``active``: the one lifetime rule of every bearer credential (workspace
+    tokens, API keys). A credential that expires exactly now is already expired: the boundary belongs to the
+    refusal."""
+    if revoked_at is not None:
+        return "revoked"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    return "active"
+
+
 class Token(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -64,12 +75,7 @@ class Token(models.Model):
         return f"{self.name} ({self.hint})"
 
     def status_at(self, now: datetime) -> Token.Status:
-        if self.revoked_at is not None:
-            return self.Status.REVOKED
-        # A token that expires exactly now is already expired: the boundary belongs to the refusal.
-        if self.expires_at is not None and self.expires_at <= now:
-            return self.Status.EXPIRED
-        return self.Status.ACTIVE
+        return self.Status(lifetime_status(revoked_at=self.revoked_at, expires_at=self.expires_at, now=now))
 
     @property
     def status(self) -> Token.Status:
