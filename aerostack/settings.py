@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "tokens",
     "gateway",
     "api",
+    "analytics",
 ]
 
 MIDDLEWARE = [
