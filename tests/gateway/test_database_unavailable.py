@@ -27,7 +27,10 @@ def test_a_database_failure_answers_503_with_a_json_rpc_error_and_one_log_line(
         response = client.request("ping")
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
-    assert response.json()["error"] == {"code": -32000, "message": "Gateway database unavailable; retry shortly"}
+    assert response.json()["error"] == {
+        "code": -32000,
+        "message": "Gateway database unavailable; retry shortly",
+    }
     records = [record for record in caplog.records if record.name == "gateway.views"]
     assert len(records) == 1 and records[0].exc_info is None  # one line, no traceback
     assert "OperationalError" in records[0].getMessage()
