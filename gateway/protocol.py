@@ -379,8 +379,9 @@ def check_modern_request(
 ) -> ModernRequest:
     """Validate a modern-era request against its headers, in the order clients can tell apart:
 
-    1. ``params._meta`` must carry the protocol version and client capabilities (400, -32602);
-       ``server/discover`` alone may come without them (it only asks what the server speaks).
+    1. ``params._meta`` must carry the protocol version and client capabilities (400, -32602; -32022
+       when the header names a version the gateway does not serve); ``server/discover`` alone may come
+       without them (it only asks what the server speaks).
     2. ``MCP-Protocol-Version`` must equal the ``_meta`` version, ``Mcp-Method`` the method and, for
        ``tools/call``, ``prompts/get`` and ``resources/read``, ``Mcp-Name`` (base64 sentinel decoded) the
        name or URI; a missing header is a mismatch too (400, -32020).
@@ -391,9 +392,9 @@ def check_modern_request(
     meta = params.get("_meta")
     version_header = version_header.strip() if version_header is not None else None
     if not isinstance(meta, dict) or META_PROTOCOL_VERSION not in meta:
+        if version_header and version_header not in ALL_PROTOCOL_VERSIONS:
+            raise unsupported_version_error(version_header, id)  # the only version it named
         if message.method == "server/discover":
-            if version_header and version_header not in ALL_PROTOCOL_VERSIONS:
-                raise unsupported_version_error(version_header, id)
             return ModernRequest(MODERN_PROTOCOL_VERSION, {}, None, None)
         raise ProtocolError(
             400,

@@ -127,11 +127,14 @@ def test_it_answers_malformed_messages_with_json_rpc_errors(
     assert response.json()["error"]["code"] == code and response.json()["jsonrpc"] == "2.0"
 
 
-def test_it_answers_the_discover_probe_fast_with_400(team: Team) -> None:
+def test_it_answers_a_bare_discover_probe_with_what_it_speaks(team: Team) -> None:
+    # A probe without the modern envelope still learns the versions: the legacy ones are among them.
     client = McpTestClient(make_token(team.bob).raw)
     response = client.request("server/discover", {}, HTTP_MCP_PROTOCOL_VERSION="2025-11-25")
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == -32601 and response.json()["id"] == 1
+    assert response.status_code == 200 and response.json()["id"] == 1
+    result = response.json()["result"]
+    assert result["supportedVersions"] == ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"]
+    assert result["resultType"] == "complete" and result["capabilities"]["tools"] == {"listChanged": False}
 
 
 def test_it_refuses_an_unsupported_protocol_version_header(mcp: McpTestClient) -> None:
@@ -545,11 +548,8 @@ def test_it_answers_an_sse_only_client_with_an_event_stream(mcp: McpTestClient) 
 def test_it_answers_the_probe_with_its_id_even_with_the_new_version_header(team: Team) -> None:
     client = McpTestClient(make_token(team.bob).raw)
     response = client.request("server/discover", {}, HTTP_MCP_PROTOCOL_VERSION="2026-07-28")
-    assert (
-        response.status_code == 400
-        and response.json()["id"] == 1
-        and response.json()["error"]["code"] == -32601
-    )
+    assert response.status_code == 200 and response.json()["id"] == 1
+    assert "2026-07-28" in response.json()["result"]["supportedVersions"]
 
 
 def test_it_keeps_the_request_id_in_version_errors(mcp: McpTestClient) -> None:
