@@ -119,23 +119,6 @@ def param_headers(meta: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 # -- x-mcp-header: the tool parameters a client mirrors into Mcp-Param-* headers -----------------------------
-def _annotated(schema: object, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str, str]]:
-    """(property path, header token, JSON type) of every ``x-mcp-header`` reachable by ``properties`` alone
-    (the only places 2026-07-28 allows it; a client drops a tool annotated elsewhere)."""
-    if not isinstance(schema, dict):
-        return
-    properties = schema.get("properties")
-    if not isinstance(properties, dict):
-        return
-    for name, sub in properties.items():
-        if not isinstance(sub, dict):
-            continue
-        token = sub.get("x-mcp-header")
-        if isinstance(token, str) and token:
-            yield (*path, name), token, str(sub.get("type"))
-        yield from _annotated(sub, (*path, name))
-
-
 _header_maps: dict[int, tuple[object, dict[str, tuple[tuple[tuple[str, ...], str, str], ...]]]] = {}
 _header_maps_lock = threading.Lock()
 
@@ -148,30 +131,14 @@ def _header_map(listed: catalog.ToolList) -> dict[str, tuple[tuple[tuple[str, ..
     mapping = {
         tool["name"]: found
         for tool in listed.tools
-        if isinstance(tool.get("name"), str) and (found := tuple(_annotated(tool.get("inputSchema"))))
+        if isinstance(tool.get("name"), str)
+        and (found := tuple(protocol.x_mcp_headers(tool.get("inputSchema"))))
     }
     with _header_maps_lock:
         if len(_header_maps) > 256:
             _header_maps.clear()
         _header_maps[id(listed)] = (listed, mapping)
     return mapping
-
-
-def _rendered(value: object) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    return None
-
-
-def _at(arguments: object, path: tuple[str, ...]) -> object:
-    node = arguments
-    for key in path:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node
 
 
 def check_param_headers(
@@ -186,8 +153,8 @@ def check_param_headers(
     for path, token, kind in annotations:
         header = f"Mcp-Param-{token}"
         raw = sent.get(header.lower())
-        value = _at(arguments, path)
-        rendered = _rendered(value) if value is not None else None
+        value = protocol.argument_at(arguments, path)
+        rendered = protocol.header_rendering(value) if value is not None else None
         if rendered is None:
             if raw is not None:
                 raise protocol.ProtocolError(

@@ -436,6 +436,55 @@ def check_modern_request(
     )
 
 
+def x_mcp_headers(schema: object, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str, str]]:
+    """(property path, header token, JSON type) of every ``x-mcp-header`` annotation of a tool's
+    ``inputSchema`` that is reachable through ``properties`` alone (the only places 2026-07-28 allows)."""
+    if not isinstance(schema, dict):
+        return
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return
+    for name, sub in properties.items():
+        if not isinstance(sub, dict):
+            continue
+        token = sub.get("x-mcp-header")
+        if isinstance(token, str) and token:
+            yield (*path, name), token, str(sub.get("type"))
+        yield from x_mcp_headers(sub, (*path, name))
+
+
+def argument_at(arguments: object, path: tuple[str, ...]) -> object:
+    """The argument at a ``properties`` path, or None where a step is missing."""
+    node = arguments
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def header_rendering(value: object) -> str | None:
+    """An argument as its ``Mcp-Param-*`` header carries it (before base64), None when it has none."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return None
+
+
+def param_headers_for(
+    annotations: Iterable[tuple[tuple[str, ...], str, str]], arguments: object
+) -> list[tuple[str, str]]:
+    """The ``Mcp-Param-*`` headers a client sends for a ``tools/call`` with ``arguments`` (encoded)."""
+    headers = []
+    for path, token, _ in annotations:
+        value = argument_at(arguments, path)
+        rendered = header_rendering(value) if value is not None else None
+        if rendered is not None:
+            headers.append((f"Mcp-Param-{token}", encode_header_value(rendered)))
+    return headers
+
+
 MODERN_STATUS: dict[int, int] = {
     PARSE_ERROR: 400,
     INVALID_REQUEST: 400,

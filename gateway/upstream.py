@@ -229,6 +229,9 @@ class UpstreamSession:
     # The upstream's era, probed once with the session (``_initialize``): "legacy" (initialize and
     # Mcp-Session-Id) or "modern" (2026-07-28: stateless, an envelope in every request's _meta).
     era: str = "legacy"
+    # Modern era: the x-mcp-header annotations of its tools (name -> annotations), from its tools/list, so
+    # that calls mirror those arguments into Mcp-Param-* headers as 2026-07-28 requires of clients.
+    _param_maps: dict[str, tuple[tuple[tuple[str, ...], str, str], ...]] = field(default_factory=dict)
     _initialized: bool = False
     _pool: list[tuple[http.client.HTTPConnection, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -520,22 +523,38 @@ class UpstreamSession:
         if "id" not in message:
             return  # 2026-07-28 has no client notifications over HTTP: closing a stream cancels
         body, routing = modern_request(message)
-        reply = self._send(
-            json.dumps(body, separators=(",", ":")).encode("utf-8"),
-            None,
-            on_slow,
-            headers=(*routing, *headers),
-        )
-        complete = False
-        try:
+        for attempt in range(2):
+            params = body["params"]
+            mirrored: list[tuple[str, str]] = []
+            if message["method"] == "tools/call":
+                annotations = self._param_maps.get(str(params.get("name")), ())
+                mirrored = protocol.param_headers_for(annotations, params.get("arguments"))
+            reply = self._send(
+                json.dumps(body, separators=(",", ":")).encode("utf-8"),
+                None,
+                on_slow,
+                headers=(*routing, *mirrored, *headers),
+            )
             if reply.status >= 400:
                 error = self._error_body(reply)
+                self._finish(reply, drain=error is not None)
                 code = error.get("error", {}).get("code") if error else None
                 if error is None or code == protocol.UNSUPPORTED_PROTOCOL_VERSION:
                     raise _SessionExpired("http", f"{self.config.slug} refused a 2026-07-28 request")
-                complete = True
-                yield {**error, "id": message["id"]}
+                if code == protocol.HEADER_MISMATCH and message["method"] == "tools/call" and not attempt:
+                    # Its tools' x-mcp-header annotations are not known here (another process listed them)
+                    # or changed: list again and retry once, as 2026-07-28 tells clients to.
+                    self.list_tools()
+                    continue
+                if code in protocol.DEFINED_RESERVED_CODES:
+                    # About the gateway's own request (headers, version, capabilities), not the client's.
+                    failure = dict(error["error"], code=protocol.INTERNAL_ERROR, data={"upstreamCode": code})
+                    error = {**error, "error": failure}
+                yield legacy_shaped({**error, "id": message["id"]})
                 return
+            break
+        complete = False
+        try:
             for incoming in self._messages(reply, deadline, budget):
                 if "method" in incoming:
                     if "id" not in incoming:
@@ -791,6 +810,12 @@ class UpstreamSession:
                 )
             cursor = result.get("nextCursor")
             if not cursor:
+                if self.era == "modern":
+                    self._param_maps = {
+                        tool["name"]: found
+                        for tool in tools
+                        if (found := tuple(protocol.x_mcp_headers(tool.get("inputSchema"))))
+                    }
                 return tools
         raise UpstreamError(
             "protocol", f"{self.config.slug} returned more than {MAX_LIST_PAGES} pages of tools"

@@ -16,7 +16,8 @@ Tools:
     echo(text: str) -> str
     fail(message: str)            raises ToolError -> result with isError true, text == message
     slow(seconds: float) -> "done" sends progress notifications (when the request carries a
-                                   progressToken) and log messages while sleeping
+                                   progressToken) and log messages while sleeping; prints
+                                   "slow: cancelled" on stderr when it is cancelled
     math.mul(a: int, b: int) -> int  a dotted tool name (the SDK accepts it: SEP-986 allows dots)
     headers() -> str                 the request headers the call arrived with, as JSON
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 
 import anyio
@@ -58,10 +60,14 @@ def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
     async def slow(seconds: float, ctx: Context) -> str:
         steps = 4
         await ctx.info(f"slow: starting, {seconds}s")
-        for step in range(1, steps + 1):
-            await anyio.sleep(max(seconds, 0) / steps)
-            await ctx.report_progress(step, steps, f"step {step}/{steps}")
-            await ctx.info(f"slow: step {step}/{steps}")
+        try:
+            for step in range(1, steps + 1):
+                await anyio.sleep(max(seconds, 0) / steps)
+                await ctx.report_progress(step, steps, f"step {step}/{steps}")
+                await ctx.info(f"slow: step {step}/{steps}")
+        except anyio.get_cancelled_exc_class():
+            print("slow: cancelled", file=sys.stderr, flush=True)  # what tests of cancellation look for
+            raise
         return "done"
 
     @server.tool(description="The HTTP request headers this call arrived with (lowercased names), as JSON.")

@@ -317,7 +317,7 @@ SCHEMA = {
 
 
 def annotations() -> list[tuple[tuple[str, ...], str, str]]:
-    return list(modern._annotated(SCHEMA))
+    return list(protocol.x_mcp_headers(SCHEMA))
 
 
 def test_it_finds_annotations_reachable_through_properties_only() -> None:
@@ -354,6 +354,16 @@ def test_param_headers_that_disagree_are_header_mismatch(arguments: Any, headers
     with pytest.raises(protocol.ProtocolError) as info:
         modern.check_param_headers(annotations(), arguments, headers, 9)
     assert (info.value.http_status, info.value.code, info.value.id) == (400, protocol.HEADER_MISMATCH, 9)
+
+
+def test_the_gateway_as_a_client_mirrors_annotated_arguments() -> None:
+    arguments = {"region": "Hello, 世界", "limit": 7, "nested": {"flag": False}, "items": ["x"]}
+    assert protocol.param_headers_for(annotations(), arguments) == [
+        ("Mcp-Param-Region", "=?base64?SGVsbG8sIOS4lueVjA==?="),
+        ("Mcp-Param-Limit", "7"),
+        ("Mcp-Param-Flag", "false"),
+    ]
+    assert protocol.param_headers_for(annotations(), {"region": None}) == []
 
 
 def test_param_headers_come_from_the_request_meta() -> None:
