@@ -26,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from aerostack.net import client_ip
-from gateway import catalog, inflight, limits, protocol, sessions, usage
+from gateway import catalog, features, inflight, limits, protocol, sessions, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import format as token_format
@@ -546,6 +546,11 @@ class GatewayView(APIView):
             return ctx.reply_encoded(listed.result_json(message.id))
         if message.method == "tools/call":
             return self._call_tool(ctx, session, message)
+        if message.method in features.METHODS:
+            answer = features.answer(
+                message, token=token, session_id=session.id, current=ctx.catalog_version, record=ctx.record
+            )
+            return ctx.reply_encoded(answer) if isinstance(answer, bytes) else ctx.reply(answer)
         raise protocol.ProtocolError(
             200, protocol.METHOD_NOT_FOUND, f"Method not found: {message.method}", message.id
         )
@@ -560,7 +565,11 @@ class GatewayView(APIView):
         )
         result: dict[str, object] = {
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": False}, "logging": {}},
+            "capabilities": {
+                "tools": {"listChanged": False},
+                "logging": {},
+                **features.capabilities(token.workspace_id, token.scopes),
+            },
             "serverInfo": SERVER_INFO,
             "instructions": f"Tools of the Aerostack workspace “{token.workspace.name}”: <server>__<tool>.",
         }
