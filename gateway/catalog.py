@@ -302,12 +302,11 @@ def tool_snapshot(tools: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [{"name": t["name"], "description": str(t.get("description") or "")[:500]} for t in tools]
 
 
-def conflict_lines(conflicts: list[protocol.NameConflict], slug: str, what: str) -> list[str]:
-    """What the Servers tab shows of ``slug``'s items that could not keep their own names."""
+def conflict_lines(conflicts: list[protocol.NameConflict], slug: str, what: str) -> list[dict[str, str]]:
+    """What the Servers tab keeps of ``slug``'s items that could not keep their own names (``Server.
+    all_conflicts`` words them)."""
     return [
-        f"{what} {c.original}: {c.reason}; exposed under the gateway's name"
-        for c in conflicts
-        if c.server_slug == slug
+        {"what": what, "name": c.original, "reason": c.reason} for c in conflicts if c.server_slug == slug
     ]
 
 
@@ -616,7 +615,7 @@ def _build_features(workspace_id: int) -> FeatureList:
     )
 
 
-def features_snapshot(got: dict[str, Any], conflicts: list[str]) -> dict[str, Any]:
+def features_snapshot(got: dict[str, Any], conflicts: list[dict[str, str]]) -> dict[str, Any]:
     """What the Servers tab (and the collision check of ``server_validate``) keeps of a server's resources,
     resource templates and prompts: their upstream names and URIs, what it offers, what went wrong."""
     lists = got["lists"]
@@ -641,7 +640,7 @@ def features_snapshot(got: dict[str, Any], conflicts: list[str]) -> dict[str, An
     }
 
 
-def _record_features(entry: ServerEntry, got: dict[str, Any], conflicts: list[str]) -> None:
+def _record_features(entry: ServerEntry, got: dict[str, Any], conflicts: list[dict[str, str]]) -> None:
     snapshot = features_snapshot(got, conflicts)
     Server.objects.filter(pk=entry.id).exclude(features_snapshot=snapshot).update(features_snapshot=snapshot)
 

@@ -89,7 +89,13 @@ class Server(models.Model):
 
     @property
     def all_conflicts(self) -> list[str]:
-        return [*(self.name_conflicts or []), *((self.features_snapshot or {}).get("conflicts") or [])]
+        """Its items that could not keep their own names at the last lists, worded for people."""
+        found = [*(self.name_conflicts or []), *((self.features_snapshot or {}).get("conflicts") or [])]
+        return [
+            f"{c.get('what')} {c.get('name')}: {c.get('reason')}; exposed under the gateway's name instead"
+            for c in found
+            if isinstance(c, dict)
+        ]
 
     @property
     def has_credential(self) -> bool:

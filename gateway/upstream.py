@@ -828,11 +828,19 @@ def forget(server_id: int) -> None:
         session.close()
 
 
-def probe(config: UpstreamConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Test connection: a fresh session (never the pooled one), initialize + tools/list, then end it."""
+def probe(config: UpstreamConfig) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """Test connection: a fresh session (never the pooled one), initialize + tools/list, then its resources,
+    templates and prompts (``list_features``; None when those fail: the tools decide), then end it."""
     session = UpstreamSession(config)
     try:
         tools = session.list_tools()
-        return session.server_info, tools
+        try:
+            found: dict[str, Any] | None = session.list_features()
+        except UpstreamError as exc:
+            logger.info(
+                "upstream %s: its resources and prompts failed in a test: %s", config.slug, exc.message
+            )
+            found = None
+        return session.server_info, tools, found
     finally:
         session.end()
