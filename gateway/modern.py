@@ -28,15 +28,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway import catalog, protocol, sessions
+from gateway import catalog, features, protocol, sessions
 
 LIST_METHODS = frozenset(
     {"tools/list", "prompts/list", "resources/list", "resources/read", "resources/templates/list"}
 )
 """Results that are ``CacheableResult`` in 2026-07-28: they carry ``ttlMs`` and ``cacheScope``."""
 
-METHODS = frozenset({"tools/list", "tools/call"})
-"""Methods the shared handlers serve on the modern path; ``server/discover`` is answered here."""
+METHODS = frozenset({"tools/list", "tools/call"} | features.METHODS) - {
+    "resources/subscribe",
+    "resources/unsubscribe",
+}
+"""Methods the shared handlers serve on the modern path; ``server/discover`` is answered here. 2026-07-28
+replaced ``resources/subscribe`` and ``resources/unsubscribe`` with ``subscriptions/listen``."""
 
 DISCOVER_TTL_MS = 60_000
 """How long a client may keep the discover result: versions and capabilities change with a release only."""
@@ -61,6 +65,9 @@ class Exchange:
         if isinstance(error, dict):
             code = error.get("code")
             code = protocol.client_error_code(code) if isinstance(code, int) else protocol.INTERNAL_ERROR
+            if code == features.RESOURCE_NOT_FOUND:
+                # 2026-07-28 answers an unknown resource with INVALID_PARAMS (-32002 is retired)
+                return {**body, "error": {**error, "code": protocol.INVALID_PARAMS}}, 400
             if code != error.get("code"):
                 data = {"upstreamCode": error.get("code")}
                 body = {**body, "error": {**error, "code": code, "data": data}}
@@ -219,9 +226,13 @@ def dispatch(
     assert message.id is not None
     if method == "server/discover":
         described = view.describe(ctx)
+        capabilities = dict(described["capabilities"])
+        if isinstance(capabilities.get("resources"), dict):
+            # Resource subscriptions are subscriptions/listen in 2026-07-28, which the gateway lacks yet.
+            capabilities["resources"] = {**capabilities["resources"], "subscribe": False}
         result: dict[str, Any] = {
             "supportedVersions": list(protocol.ALL_PROTOCOL_VERSIONS),
-            "capabilities": described["capabilities"],
+            "capabilities": capabilities,
             "instructions": described["instructions"],
             "ttlMs": DISCOVER_TTL_MS,
             "cacheScope": "private",  # the instructions name the token's workspace
@@ -252,6 +263,16 @@ def _check_tool_headers(ctx: Any, message: protocol.Message) -> None:
     listed = catalog.scoped_tool_list(token.workspace_id, token.scopes, current=ctx.catalog_version)
     annotations = _header_map(listed).get(name, ())
     check_param_headers(annotations, params.get("arguments"), ctx.modern.param_headers, message.id)
+
+
+def list_expiry(ctx: Any, method: str) -> float | None:
+    """When the gateway lets go of the feature list ``method`` answers from (its ``ttlMs``), else None."""
+    if ctx.modern is None or method not in features.LIST_METHODS:
+        return None
+    token = ctx.token
+    return catalog.scoped_feature_list(
+        token.workspace_id, token.scopes, current=ctx.catalog_version
+    ).expires_at
 
 
 def upstream_meta(meta: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -911,3 +911,169 @@ def tool_reverse_map(exposed: list[ExposedTool]) -> dict[str, tuple[str, str]]:
             raise ValueError(f"duplicate exposed tool name: {tool.name}")
         mapping[tool.name] = (tool.server_slug, tool.original_name)
     return mapping
+
+
+# --------------------------------------------------------------------------------------------
+# Servers whose names are exposed as they are
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NameConflict:
+    """An item of a server that exposes its names as they are, but could not keep its own name: it is
+    exposed under the gateway's usual name instead, and the Servers tab says why."""
+
+    server_slug: str
+    original: str
+    reason: str
+
+
+def build_exposed_names(
+    items: Iterable[tuple[str, str]], verbatim: Mapping[str, int] | None = None
+) -> tuple[list[ExposedTool], list[NameConflict]]:
+    """``build_tool_names``, except that the servers in ``verbatim`` (slug -> rank, lower first) keep their
+    items' own names, where they can.
+
+    Rules, deterministic whatever the input order: every other server's item gets its usual
+    ``<server>__<name>`` name first (those names never move because a server was switched to its own names);
+    then the verbatim servers in rank order (their id: the server added first wins), each item in name order,
+    keep the original name when it is valid (``TOOL_NAME_PATTERN``) and not taken yet. An item that cannot
+    keep its name falls back to the usual prefixed name (which may in turn take a name a later verbatim item
+    wanted, which then falls back too) and is reported as a ``NameConflict``.
+    """
+    verbatim = verbatim or {}
+    pairs = sorted(set(items))
+    plain = [pair for pair in pairs if pair[0] not in verbatim]
+    own = sorted((pair for pair in pairs if pair[0] in verbatim), key=lambda p: (verbatim[p[0]], p[0], p[1]))
+    fallback: dict[tuple[str, str], str] = {}
+    while True:
+        prefixed = build_tool_names([*plain, *fallback])
+        taken = {tool.name for tool in prefixed}
+        kept: dict[str, tuple[str, str]] = {}
+        grew = False
+        for pair in own:
+            if pair in fallback:
+                continue
+            original = pair[1]
+            if not _is_valid_tool_name(original):
+                fallback[pair] = (
+                    f"“{original}” is not a valid name for clients (letters, digits, _ and -, at most 64)"
+                )
+            elif original in taken:
+                fallback[pair] = f"“{original}” is already the name of another server's item"
+            elif original in kept:
+                fallback[pair] = f"“{original}” is already used by server {kept[original][0]}"
+            else:
+                kept[original] = pair
+                continue
+            grew = True
+        if not grew:  # each round only adds fallbacks, so this ends within len(own) + 1 rounds
+            break
+    exposed = prefixed + [
+        ExposedTool(name=name, server_slug=slug, original_name=original, rewritten=False)
+        for name, (slug, original) in kept.items()
+    ]
+    exposed.sort(key=lambda tool: (tool.server_slug, tool.original_name))
+    conflicts = [NameConflict(slug, original, why) for (slug, original), why in sorted(fallback.items())]
+    return exposed, conflicts
+
+
+# --------------------------------------------------------------------------------------------
+# Resource URIs the gateway exposes
+# --------------------------------------------------------------------------------------------
+
+URI_SCHEME = "aerostack"
+_URI_PREFIX = f"{URI_SCHEME}://"
+
+
+def wrap_uri(slug: str, uri: str) -> str:
+    """The gateway's URI of an upstream resource (or resource template): ``aerostack://<server>/<uri>``.
+
+    The upstream URI follows the prefix verbatim, not percent-encoded: filling a wrapped template
+    (RFC 6570) then gives exactly the prefix plus what filling the upstream's template gives, whatever
+    operators the template uses, so a URI a client makes from a template routes back unchanged. The
+    result is a valid URI (``/``, ``:`` and the upstream's query or fragment are allowed in a path).
+    """
+    return f"{_URI_PREFIX}{slug}/{uri}"
+
+
+def unwrap_uri(uri: str) -> tuple[str, str] | None:
+    """``(server slug, upstream URI)`` of a URI made by ``wrap_uri`` (or from a wrapped template), else None.
+
+    The scheme and host are case-insensitive (RFC 3986), so clients that normalise them still route.
+    """
+    if uri[: len(_URI_PREFIX)].lower() != _URI_PREFIX:
+        return None
+    slug, slash, rest = uri[len(_URI_PREFIX) :].partition("/")
+    if not slash or not slug or not rest:
+        return None
+    return slug.lower(), rest
+
+
+@dataclass(frozen=True)
+class ExposedUri:
+    uri: str
+    server_slug: str
+    original: str
+
+
+def build_exposed_uris(
+    items: Iterable[tuple[str, str]], verbatim: Mapping[str, int] | None = None
+) -> tuple[list[ExposedUri], list[NameConflict]]:
+    """The URI under which each upstream resource (or template) is exposed, sorted by (server, URI).
+
+    Every server's URIs are wrapped (``wrap_uri``), which makes them unique by construction; a server in
+    ``verbatim`` (slug -> rank) keeps its own URIs, unless one is in the gateway's own ``aerostack://``
+    scheme or was already kept for a server of lower rank: that one is wrapped and reported.
+    """
+    verbatim = verbatim or {}
+    pairs = sorted(set(items), key=lambda p: (verbatim.get(p[0], -1), p[0], p[1]))
+    kept: dict[str, str] = {}
+    conflicts: list[NameConflict] = []
+    exposed: list[ExposedUri] = []
+    for slug, original in pairs:
+        uri = wrap_uri(slug, original)
+        if slug in verbatim:
+            if unwrap_uri(original) is not None:
+                conflicts.append(NameConflict(slug, original, f"{URI_SCHEME}:// URIs are the gateway's own"))
+            elif original in kept:
+                conflicts.append(
+                    NameConflict(slug, original, f"“{original}” is already used by server {kept[original]}")
+                )
+            else:
+                kept[original] = slug
+                uri = original
+        exposed.append(ExposedUri(uri, slug, original))
+    exposed.sort(key=lambda item: (item.server_slug, item.original))
+    return exposed, conflicts
+
+
+_EXPRESSION = re.compile(r"\{([+#./;?&]?)([^{}]*)\}")
+_OPERATOR_PATTERNS = {
+    "": r"[^/?#]*",  # simple expansion percent-encodes reserved characters
+    "+": r".*",
+    "#": r"(?:#.*)?",
+    ".": r"(?:\.[^/?#]*)?",
+    "/": r"(?:/[^?#]*)?",
+    ";": r"(?:;[^/?#]*)?",
+    "?": r"(?:\?[^#]*)?",
+    "&": r"(?:&[^#]*)?",
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def template_pattern(template: str) -> re.Pattern[str]:
+    """A regular expression that matches the URIs filling the RFC 6570 ``template`` can give (loosely: it
+    is used to route a client's URI to the one server whose template it fits, never to parse values)."""
+    parts: list[str] = []
+    position = 0
+    for match in _EXPRESSION.finditer(template):
+        parts.append(re.escape(template[position : match.start()]))
+        parts.append(_OPERATOR_PATTERNS[match.group(1)])
+        position = match.end()
+    parts.append(re.escape(template[position:]))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def matches_template(template: str, uri: str) -> bool:
+    return template_pattern(template).fullmatch(uri) is not None

@@ -155,10 +155,11 @@ class UpstreamError(Exception):
     """An upstream failed to answer properly. ``kind``: unreachable, timeout, http, protocol, too_large,
     config."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.code = code  # the upstream's JSON-RPC error code, when it answered with an error
 
 
 class _SessionExpired(UpstreamError):
@@ -167,6 +168,25 @@ class _SessionExpired(UpstreamError):
 
 class _StaleConnection(Exception):
     """A pooled keep-alive connection was closed by the upstream before it answered: retry on a new one."""
+
+
+@dataclass(frozen=True)
+class ListKind:
+    """One of the paged lists of MCP: its method, the result's array field, the item field that identifies an
+    item, and what it is called in messages."""
+
+    method: str
+    field: str
+    key: str
+    noun: str
+
+
+TOOLS = ListKind("tools/list", "tools", "name", "tools")
+RESOURCES = ListKind("resources/list", "resources", "uri", "resources")
+RESOURCE_TEMPLATES = ListKind(
+    "resources/templates/list", "resourceTemplates", "uriTemplate", "resource templates"
+)
+PROMPTS = ListKind("prompts/list", "prompts", "name", "prompts")
 
 
 @dataclass(frozen=True)
@@ -232,6 +252,7 @@ class UpstreamSession:
     # Modern era: the x-mcp-header annotations of its tools (name -> annotations), from its tools/list, so
     # that calls mirror those arguments into Mcp-Param-* headers as 2026-07-28 requires of clients.
     _param_maps: dict[str, tuple[tuple[tuple[str, ...], str, str], ...]] = field(default_factory=dict)
+    capabilities: dict[str, Any] = field(default_factory=dict)  # what its initialize result declared
     _initialized: bool = False
     _pool: list[tuple[http.client.HTTPConnection, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -616,6 +637,8 @@ class UpstreamSession:
         meta = result.get("_meta")
         info = meta.get(protocol.META_SERVER_INFO) if isinstance(meta, dict) else None
         self.server_info = dict(info) if isinstance(info, dict) else {}
+        capabilities = result.get("capabilities")
+        self.capabilities = dict(capabilities) if isinstance(capabilities, dict) else {}
         self.session_id = None
         self.protocol_version = protocol.MODERN_PROTOCOL_VERSION
         self.era = "modern"
@@ -692,6 +715,8 @@ class UpstreamSession:
         self.protocol_version = version
         info = result.get("serverInfo")
         self.server_info = dict(info) if isinstance(info, dict) else {}
+        capabilities = result.get("capabilities")
+        self.capabilities = dict(capabilities) if isinstance(capabilities, dict) else {}
         for _ in self._exchange(
             {"jsonrpc": "2.0", "method": "notifications/initialized"}, self.session_id, deadline
         ):
@@ -756,7 +781,13 @@ class UpstreamSession:
             if "method" not in message:
                 response = message
         if "error" in response:
-            raise UpstreamError("protocol", f"{self.config.slug}: {_error_text(response)}")
+            error = response["error"]
+            code = error.get("code") if isinstance(error, dict) else None
+            raise UpstreamError(
+                "protocol",
+                f"{self.config.slug}: {_error_text(response)}",
+                code if isinstance(code, int) and not isinstance(code, bool) else None,
+            )
         result = response.get("result")
         if not isinstance(result, dict):
             raise UpstreamError("protocol", f"{self.config.slug} answered {method} without a result object")
@@ -778,48 +809,99 @@ class UpstreamSession:
             pass
 
     def list_tools(self) -> list[dict[str, Any]]:
-        """Every tool of the upstream, draining every page, all within the server's timeout.
+        """Every tool of the upstream, draining every page, all within the server's timeout (``list_all``)."""
+        return self.list_all(TOOLS)
 
-        All pages together may hold at most ``max_list_bytes`` of bodies and ``max_list_tools`` tools: a
+    def offers(self, capability: str) -> bool:
+        """Whether the upstream's ``initialize`` result declared ``capability`` (e.g. "resources")."""
+        self.ensure_initialized()
+        return isinstance(self.capabilities.get(capability), dict)
+
+    def list_all(self, kind: ListKind) -> list[dict[str, Any]]:
+        """Every item of one of the upstream's lists (``tools/list``, ``resources/list``, ...), draining every
+        page (``nextCursor``), all within the server's timeout.
+
+        All pages together may hold at most ``max_list_bytes`` of bodies and ``max_list_tools`` items: a
         catalog is kept in memory (and in the shared cache) and sent to every client, so an upstream beyond
-        that fails rather than taking the gateway's memory.
+        that fails rather than taking the gateway's memory. Items without the string ``kind.key`` field (a
+        tool's ``name``, a resource's ``uri``, a template's ``uriTemplate``) are dropped: nothing could route
+        to them.
         """
-        tools: list[dict[str, Any]] = []
+        items: list[dict[str, Any]] = []
         cursor: object = None
         deadline = time.monotonic() + self.config.timeout
-        budget = ByteBudget(self.config.max_list_bytes, "its tools/list", "GATEWAY_MAX_TOOLS_LIST_BYTES")
+        budget = ByteBudget(self.config.max_list_bytes, f"its {kind.method}", "GATEWAY_MAX_TOOLS_LIST_BYTES")
         for _ in range(MAX_LIST_PAGES):
             if time.monotonic() > deadline:
                 raise UpstreamError(
-                    "timeout", f"{self.config.slug} did not list its tools within {self.config.timeout:g}s"
+                    "timeout",
+                    f"{self.config.slug} did not list its {kind.noun} within {self.config.timeout:g}s",
                 )
-            result = self.request("tools/list", {"cursor": cursor} if cursor else None, budget=budget)
-            page = result.get("tools")
+            result = self.request(kind.method, {"cursor": cursor} if cursor else None, budget=budget)
+            page = result.get(kind.field)
             if not isinstance(page, list):
                 raise UpstreamError(
-                    "protocol", f"{self.config.slug} answered tools/list without a tools array"
+                    "protocol", f"{self.config.slug} answered {kind.method} without a {kind.field} array"
                 )
-            tools.extend(
-                tool for tool in page if isinstance(tool, dict) and isinstance(tool.get("name"), str)
+            items.extend(
+                item for item in page if isinstance(item, dict) and isinstance(item.get(kind.key), str)
             )
-            if len(tools) > self.config.max_list_tools:
+            if len(items) > self.config.max_list_tools:
                 raise UpstreamError(
                     "too_large",
-                    f"{self.config.slug} lists more than {self.config.max_list_tools} tools"
+                    f"{self.config.slug} lists more than {self.config.max_list_tools} {kind.noun}"
                     " (limit GATEWAY_MAX_TOOLS_PER_SERVER)",
                 )
             cursor = result.get("nextCursor")
             if not cursor:
-                if self.era == "modern":
+                if self.era == "modern" and kind is TOOLS:
                     self._param_maps = {
-                        tool["name"]: found
-                        for tool in tools
+                        str(tool["name"]): found
+                        for tool in items
                         if (found := tuple(protocol.x_mcp_headers(tool.get("inputSchema"))))
                     }
-                return tools
+                return items
         raise UpstreamError(
-            "protocol", f"{self.config.slug} returned more than {MAX_LIST_PAGES} pages of tools"
+            "protocol", f"{self.config.slug} returned more than {MAX_LIST_PAGES} pages of {kind.noun}"
         )
+
+    def list_features(self) -> dict[str, Any]:
+        """The upstream's resources, resource templates and prompts (each list drained as ``list_all``
+        does), asked for only where its ``initialize`` declared the capability, and what it offers.
+
+        Returns ``{"offers": {...}, "lists": {field: items}, "problems": {field: why}}``. A list the upstream
+        refuses (an error answer, a list too large) is left out with its reason and the others are kept; an
+        upstream that cannot be reached or is too slow raises, as for its tools. A ``-32601`` to
+        ``resources/templates/list`` is read as "no templates" (servers with only fixed resources answer so).
+        """
+        self.ensure_initialized()
+        capabilities = self.capabilities
+        resources = capabilities.get("resources")
+        offers = {
+            "resources": isinstance(resources, dict),
+            "subscribe": isinstance(resources, dict) and resources.get("subscribe") is True,
+            "prompts": isinstance(capabilities.get("prompts"), dict),
+            "completions": isinstance(capabilities.get("completions"), dict),
+        }
+        lists: dict[str, list[dict[str, Any]]] = {}
+        problems: dict[str, str] = {}
+        for capability, kind in (
+            ("resources", RESOURCES),
+            ("resources", RESOURCE_TEMPLATES),
+            ("prompts", PROMPTS),
+        ):
+            if not offers[capability]:
+                continue
+            try:
+                lists[kind.field] = self.list_all(kind)
+            except UpstreamError as exc:
+                if exc.kind in ("unreachable", "timeout", "http"):
+                    raise
+                if kind is RESOURCE_TEMPLATES and exc.code == protocol.METHOD_NOT_FOUND:
+                    lists[kind.field] = []
+                else:
+                    problems[kind.field] = exc.message
+        return {"offers": offers, "lists": lists, "problems": problems}
 
     def end(self) -> None:
         """End the upstream session (DELETE), best effort, and close the connections."""
@@ -958,11 +1040,19 @@ def forget(server_id: int) -> None:
         session.close()
 
 
-def probe(config: UpstreamConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Test connection: a fresh session (never the pooled one), initialize + tools/list, then end it."""
+def probe(config: UpstreamConfig) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """Test connection: a fresh session (never the pooled one), initialize + tools/list, then its resources,
+    templates and prompts (``list_features``; None when those fail: the tools decide), then end it."""
     session = UpstreamSession(config)
     try:
         tools = session.list_tools()
-        return session.server_info, tools
+        try:
+            found: dict[str, Any] | None = session.list_features()
+        except UpstreamError as exc:
+            logger.info(
+                "upstream %s: its resources and prompts failed in a test: %s", config.slug, exc.message
+            )
+            found = None
+        return session.server_info, tools, found
     finally:
         session.end()

@@ -26,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from aerostack.net import client_ip
-from gateway import catalog, inflight, limits, modern, protocol, sessions, usage
+from gateway import catalog, features, inflight, limits, modern, protocol, sessions, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import format as token_format
@@ -596,19 +596,30 @@ class GatewayView(APIView):
             return ctx.reply_encoded(listed.result_json(message.id), ttl_until=listed.expires_at)
         if message.method == "tools/call":
             return self._call_tool(ctx, session, message)
+        if message.method in features.METHODS:
+            answer = features.answer(
+                message, token=token, session_id=session.id, current=ctx.catalog_version, record=ctx.record
+            )
+            expiry = modern.list_expiry(ctx, message.method)  # None on the legacy path
+            if isinstance(answer, bytes):
+                return ctx.reply_encoded(answer, ttl_until=expiry)
+            return ctx.reply(answer, ttl_until=expiry)
         raise protocol.ProtocolError(
             200, protocol.METHOD_NOT_FOUND, f"Method not found: {message.method}", message.id
         )
 
     def describe(self, ctx: _Context) -> dict[str, Any]:
         """What the gateway says about itself, in ``initialize`` (legacy) and ``server/discover`` (modern)."""
-        assert ctx.token is not None
+        token = ctx.token
+        assert token is not None
         return {
-            "capabilities": {"tools": {"listChanged": False}, "logging": {}},
+            "capabilities": {
+                "tools": {"listChanged": False},
+                "logging": {},
+                **features.capabilities(token.workspace_id, token.scopes),
+            },
             "serverInfo": SERVER_INFO,
-            "instructions": (
-                f"Tools of the Aerostack workspace “{ctx.token.workspace.name}”: <server>__<tool>."
-            ),
+            "instructions": (f"Tools of the Aerostack workspace “{token.workspace.name}”: <server>__<tool>."),
         }
 
     def _initialize(self, ctx: _Context, message: protocol.Message) -> HttpResponse:

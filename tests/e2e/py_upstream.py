@@ -20,6 +20,13 @@ Tools:
                                    "slow: cancelled" on stderr when it is cancelled
     math.mul(a: int, b: int) -> int  a dotted tool name (the SDK accepts it: SEP-986 allows dots)
     headers() -> str                 the request headers the call arrived with, as JSON
+
+Resources, templates, prompts, completion:
+    notes://readme                   a fixed text resource ("Read me first.")
+    notes://{topic}/summary          a template: "Summary of <topic>."
+    greet(name)                      a prompt: "Say hello to <name>."
+    review.code(language)            a dotted prompt name
+    completion/complete              names for greet's `name` (alice, albert, bob) and topics for the template
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.types import Completion, PromptReference, ResourceTemplateReference
 
 HOST = "127.0.0.1"
 PATH = "/mcp"
@@ -77,6 +85,30 @@ def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
     @server.tool(name="math.mul", description="Multiply two integers (dotted tool name).")
     def math_mul(a: int, b: int) -> int:
         return a * b
+
+    @server.resource("notes://readme", name="readme", description="A fixed note.", mime_type="text/plain")
+    def readme() -> str:
+        return "Read me first."
+
+    @server.resource("notes://{topic}/summary", name="summary", description="A summary of a topic.")
+    def summary(topic: str) -> str:
+        return f"Summary of {topic}."
+
+    @server.prompt(description="Greet someone.")
+    def greet(name: str) -> str:
+        return f"Say hello to {name}."
+
+    @server.prompt(name="review.code", description="Review code (dotted prompt name).")
+    def review_code(language: str) -> str:
+        return f"Review this {language} code."
+
+    @server.completion()
+    async def complete(ref, argument, context):  # type: ignore[no-untyped-def]
+        if isinstance(ref, PromptReference) and ref.name == "greet" and argument.name == "name":
+            return Completion(values=[n for n in ("alice", "albert", "bob") if n.startswith(argument.value)])
+        if isinstance(ref, ResourceTemplateReference) and argument.name == "topic":
+            return Completion(values=[t for t in ("rust", "ruby", "go") if t.startswith(argument.value)])
+        return None
 
     return server
 

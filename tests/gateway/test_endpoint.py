@@ -48,7 +48,15 @@ def test_it_initializes_a_session(team: Team, py_server: Server) -> None:
     body = response.json()
     assert response.status_code == 200
     assert body["result"]["protocolVersion"] == "2025-06-18"
-    assert body["result"]["capabilities"] == {"tools": {"listChanged": False}, "logging": {}}
+    # A server never contacted yet counts as offering resources, prompts and completions (tests/gateway/
+    # test_features.py checks what a known server's capabilities give).
+    assert body["result"]["capabilities"] == {
+        "tools": {"listChanged": False},
+        "logging": {},
+        "resources": {"subscribe": False, "listChanged": False},
+        "prompts": {"listChanged": False},
+        "completions": {},
+    }
     assert body["result"]["serverInfo"]["name"] == "aerostack"
     assert re.fullmatch(r"[\x21-\x7e]{20,}", response["Mcp-Session-Id"])
 
@@ -70,7 +78,7 @@ def test_it_answers_ping_itself(mcp: McpTestClient) -> None:
 
 
 def test_it_refuses_unknown_methods(mcp: McpTestClient) -> None:
-    body = mcp.request("resources/list").json()
+    body = mcp.request("sampling/createMessage").json()
     assert body["error"]["code"] == -32601
 
 
@@ -538,7 +546,7 @@ def test_it_answers_an_sse_only_client_with_an_event_stream(mcp: McpTestClient) 
     response = mcp.request("ping", HTTP_ACCEPT="text/event-stream")
     assert response["Content-Type"] == "text/event-stream"
     assert messages_of_sse(response.content) == [{"jsonrpc": "2.0", "id": mcp._next_id, "result": {}}]
-    error = mcp.request("resources/list", HTTP_ACCEPT="text/event-stream")  # JSON-RPC errors too
+    error = mcp.request("sampling/createMessage", HTTP_ACCEPT="text/event-stream")  # JSON-RPC errors too
     assert (
         error["Content-Type"] == "text/event-stream"
         and messages_of_sse(error.content)[0]["error"]["code"] == -32601
