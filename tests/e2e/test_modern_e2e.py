@@ -233,3 +233,35 @@ def test_closing_the_stream_cancels_the_call_upstream(stack: Stack) -> None:
     while time.monotonic() < deadline and stack.python.stderr_text().count("slow: cancelled") == before:
         time.sleep(0.2)
     assert stack.python.stderr_text().count("slow: cancelled") > before, stack.python.stderr_text()[-2000:]
+
+
+async def _features(url: str, token: str, mode: str) -> dict[str, Any]:
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+    ):
+        resources = [str(r.uri) for r in (await client.list_resources()).resources]
+        templates = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
+        read = await client.read_resource("aerostack://py/notes://readme")
+        prompts = [p.name for p in (await client.list_prompts()).prompts]
+        prompt = await client.get_prompt("py__greet", {"name": "Ada"})
+        return {
+            "version": client.protocol_version,
+            "resources": resources,
+            "templates": templates,
+            "read": read.contents[0].text,  # type: ignore[union-attr]
+            "prompts": prompts,
+            "prompt": prompt.messages[0].content.text,  # type: ignore[union-attr]
+        }
+
+
+@pytest.mark.parametrize(("mode", "era"), [("legacy", "2025-11-25"), ("auto", MODERN), (MODERN, MODERN)])
+def test_every_sdk_mode_sees_resources_and_prompts(stack: Stack, mode: str, era: str) -> None:
+    out = anyio.run(_features, stack.url, stack.tokens[0], mode)
+    assert out["version"] == era
+    assert "aerostack://py/notes://readme" in out["resources"]
+    assert "aerostack://py/notes://{topic}/summary" in out["templates"]
+    assert any(uri.startswith("aerostack://ev/") for uri in out["resources"])  # server-everything's too
+    assert out["read"] == "Read me first."
+    assert "py__greet" in out["prompts"] and any(name.startswith("ev__") for name in out["prompts"])
+    assert "Ada" in out["prompt"]

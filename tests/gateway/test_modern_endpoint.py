@@ -112,7 +112,11 @@ def test_discover_says_what_the_gateway_speaks(modern: ModernClient) -> None:
     assert body["id"] == modern.next_id
     result = body["result"]
     assert result["supportedVersions"] == ALL_VERSIONS
-    assert result["capabilities"] == {"tools": {"listChanged": False}, "logging": {}}
+    capabilities = result["capabilities"]
+    assert capabilities["tools"] == {"listChanged": False} and capabilities["logging"] == {}
+    # What initialize declares too (the Python upstream offers resources, prompts and completion), except
+    # resource subscriptions: subscriptions/listen is not served yet.
+    assert capabilities["resources"]["subscribe"] is False and "prompts" in capabilities
     assert result["resultType"] == "complete"
     assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "aerostack"
     assert result["ttlMs"] > 0 and result["cacheScope"] == "private"
@@ -313,3 +317,50 @@ def test_declared_mcp_param_headers_are_checked_against_the_arguments(team: Team
 def test_a_modern_client_uses_a_legacy_upstream_too(modern: ModernClient) -> None:
     result = result_of(modern.request("tools/call", {"name": "py__fail", "arguments": {"message": "boom"}}))
     assert result["isError"] is True and result["resultType"] == "complete"
+
+
+# -- resources, prompts, completion (gateway.features) on the modern path: the same handlers --------------
+def test_feature_lists_are_cacheable_results(modern: ModernClient) -> None:
+    for method, field in [
+        ("resources/list", "resources"),
+        ("resources/templates/list", "resourceTemplates"),
+        ("prompts/list", "prompts"),
+    ]:
+        result = result_of(modern.request(method))
+        assert result[field], method
+        assert result["resultType"] == "complete" and result["cacheScope"] == "public", method
+        assert isinstance(result["ttlMs"], int) and result["ttlMs"] >= 0, method
+
+
+def test_resources_read_checks_mcp_name_against_the_uri(modern: ModernClient) -> None:
+    uri = "aerostack://py/notes://readme"
+    result = result_of(modern.request("resources/read", {"uri": uri}))
+    assert result["contents"][0]["text"] == "Read me first." and result["resultType"] == "complete"
+    assert result["cacheScope"] == "public" and "ttlMs" in result
+    mismatch = modern.request("resources/read", {"uri": uri}, headers={"HTTP_MCP_NAME": "aerostack://py/x"})
+    assert mismatch.status_code == 400 and error_of(mismatch)["code"] == -32020
+
+
+def test_an_unknown_resource_is_invalid_params_in_2026_07_28(modern: ModernClient) -> None:
+    response = modern.request("resources/read", {"uri": "aerostack://py/notes://nothing-here"})
+    assert response.status_code == 400 and error_of(response)["code"] == -32602
+
+
+def test_prompts_get_and_completion(modern: ModernClient) -> None:
+    got = result_of(modern.request("prompts/get", {"name": "py__greet", "arguments": {"name": "Ada"}}))
+    assert "Ada" in json.dumps(got["messages"]) and got["resultType"] == "complete" and "ttlMs" not in got
+    wrong = modern.request("prompts/get", {"name": "py__greet"}, headers={"HTTP_MCP_NAME": "py__other"})
+    assert wrong.status_code == 400 and error_of(wrong)["code"] == -32020
+    completion = result_of(
+        modern.request(
+            "completion/complete",
+            {"ref": {"type": "ref/prompt", "name": "py__greet"}, "argument": {"name": "name", "value": "al"}},
+        )
+    )
+    assert "alice" in completion["completion"]["values"] and completion["resultType"] == "complete"
+
+
+@pytest.mark.parametrize("method", ["resources/subscribe", "resources/unsubscribe"])
+def test_legacy_subscriptions_are_not_2026_07_28_methods(modern: ModernClient, method: str) -> None:
+    response = modern.request(method, {"uri": "aerostack://py/notes://readme"})
+    assert response.status_code == 404 and error_of(response)["code"] == -32601
