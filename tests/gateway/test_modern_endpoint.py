@@ -364,3 +364,26 @@ def test_prompts_get_and_completion(modern: ModernClient) -> None:
 def test_legacy_subscriptions_are_not_2026_07_28_methods(modern: ModernClient, method: str) -> None:
     response = modern.request(method, {"uri": "aerostack://py/notes://readme"})
     assert response.status_code == 404 and error_of(response)["code"] == -32601
+
+
+def test_test_connection_probes_a_modern_only_upstream(mo_server: Server) -> None:
+    from gateway import catalog
+    from gateway.upstream import UpstreamSession, probe
+
+    info, tools, found = probe(catalog.server_config(mo_server))
+    assert {"add", "where", "math.mul"} <= {tool["name"] for tool in tools}
+    assert found is not None and found["lists"]["resources"]  # its resources, via the discovered capabilities
+    assert info.get("name", "aerostack-modern-upstream") == "aerostack-modern-upstream"
+    session = UpstreamSession(catalog.server_config(mo_server))
+    session.ensure_initialized()
+    assert (session.era, session.session_id, session.protocol_version) == ("modern", None, "2026-07-28")
+
+
+def test_a_dual_era_upstream_keeps_its_legacy_session(py_server: Server) -> None:
+    from gateway import catalog
+    from gateway.upstream import UpstreamSession
+
+    session = UpstreamSession(catalog.server_config(py_server))
+    session.ensure_initialized()
+    assert session.era == "legacy" and session.session_id and session.protocol_version == "2025-11-25"
+    session.end()
