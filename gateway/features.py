@@ -358,8 +358,10 @@ def subscribers_change(server_id: int, uri: str, session_id: str, exposed: str |
     """Add (``exposed`` given) or remove a session's subscription; how many sessions are subscribed then."""
     key = _subscribers_key(server_id, uri)
     lock = f"{key}:lock"
-    for _ in range(SUBSCRIBERS_LOCK_TRIES):
-        if cache.add(lock, 1, 5):
+    locked = False
+    for _ in range(SUBSCRIBERS_LOCK_TRIES):  # a holder that died frees it after 5 s; past 0.2 s go on without
+        locked = cache.add(lock, 1, 5)
+        if locked:
             break
         time.sleep(0.005)
     try:
@@ -374,7 +376,8 @@ def subscribers_change(server_id: int, uri: str, session_id: str, exposed: str |
             cache.delete(key)
         return len(subscribers)
     finally:
-        cache.delete(lock)
+        if locked:
+            cache.delete(lock)
 
 
 def subscribers(server_id: int, uri: str) -> dict[str, str]:
