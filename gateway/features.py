@@ -78,8 +78,9 @@ class Target:
 def capabilities(workspace_id: int, scopes: token_scopes.StoredScopes | None) -> dict[str, Any]:
     """The ``resources``, ``prompts`` and ``completions`` capabilities for ``initialize``: each only when an
     enabled upstream the token may use offers it, as its last contact recorded (one small query per session:
-    ``initialize`` is not on the hot path). A server never contacted yet counts as offering resources, prompts
-    and completions (its lists are then simply empty), not subscriptions."""
+    ``initialize`` is not on the hot path). A server never contacted yet (added through the API, not tested)
+    counts as offering all of them: hiding a capability it has would hide its resources from clients for the
+    whole session, while one it lacks costs an empty list (or a clear error for a subscription)."""
     rows = Server.objects.filter(workspace_id=workspace_id, enabled=True).values_list(
         "id", "features_snapshot__offers"
     )
@@ -88,7 +89,7 @@ def capabilities(workspace_id: int, scopes: token_scopes.StoredScopes | None) ->
         if not token_scopes.allows_whole_server(scopes, server_id):
             continue
         if not isinstance(offers, dict):
-            offers = {"resources": True, "prompts": True, "completions": True}
+            offers = {"resources": True, "subscribe": True, "prompts": True, "completions": True}
         for name in offered:
             offered[name] = offered[name] or offers.get(name) is True
     result: dict[str, Any] = {}
@@ -357,8 +358,10 @@ def subscribers_change(server_id: int, uri: str, session_id: str, exposed: str |
     """Add (``exposed`` given) or remove a session's subscription; how many sessions are subscribed then."""
     key = _subscribers_key(server_id, uri)
     lock = f"{key}:lock"
-    for _ in range(SUBSCRIBERS_LOCK_TRIES):
-        if cache.add(lock, 1, 5):
+    locked = False
+    for _ in range(SUBSCRIBERS_LOCK_TRIES):  # a holder that died frees it after 5 s; past 0.2 s go on without
+        locked = cache.add(lock, 1, 5)
+        if locked:
             break
         time.sleep(0.005)
     try:
@@ -373,7 +376,8 @@ def subscribers_change(server_id: int, uri: str, session_id: str, exposed: str |
             cache.delete(key)
         return len(subscribers)
     finally:
-        cache.delete(lock)
+        if locked:
+            cache.delete(lock)
 
 
 def subscribers(server_id: int, uri: str) -> dict[str, str]:

@@ -48,12 +48,12 @@ def test_it_initializes_a_session(team: Team, py_server: Server) -> None:
     body = response.json()
     assert response.status_code == 200
     assert body["result"]["protocolVersion"] == "2025-06-18"
-    # A server never contacted yet counts as offering resources, prompts and completions (tests/gateway/
+    # A server never contacted yet counts as offering resources, prompts, completions (tests/gateway/
     # test_features.py checks what a known server's capabilities give).
     assert body["result"]["capabilities"] == {
         "tools": {"listChanged": False},
         "logging": {},
-        "resources": {"subscribe": False, "listChanged": False},
+        "resources": {"subscribe": True, "listChanged": False},
         "prompts": {"listChanged": False},
         "completions": {},
     }

@@ -307,3 +307,14 @@ def test_it_drains_every_page_of_an_upstreams_lists(team: Team, fault_upstream: 
         "paged__prompt1",
         "paged__prompt10",
     ]
+
+
+def test_it_refuses_a_subscription_the_upstream_does_not_offer(mcp: McpTestClient) -> None:
+    assert result_of(mcp.request("resources/list"))["resources"]  # the lists record what py offers
+    error = error_of(mcp.request("resources/subscribe", {"uri": "aerostack://py/notes://readme"}))
+    assert (
+        error["code"] == protocol.INVALID_PARAMS
+        and "does not offer resource subscriptions" in error["message"]
+    )
+    unknown = error_of(mcp.request("resources/subscribe", {"uri": "aerostack://nope/x://y"}))
+    assert unknown["code"] == features.RESOURCE_NOT_FOUND
