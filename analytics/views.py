@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -98,9 +99,7 @@ def _parse(request: HttpRequest, member: Member) -> tuple[AnalyticsQueryForm, Qu
         request.session[SESSION_TZ] = data["tz"]
     try:
         if data["range"] == CUSTOM:
-            start = dt.datetime.combine(data["start"], dt.time())
-            end = dt.datetime.combine(data["end"] + dt.timedelta(days=1), dt.time())  # the last day included
-            rng = Range.custom(start, end, tz)
+            rng = Range.custom(data["start"], data["end"], tz)  # whole local days, the last one included
         else:
             rng = Range.preset(data["range"], tz)
     except ValueError as error:
@@ -191,8 +190,8 @@ def format_rate(value: float) -> str:
     return f"{value * 100:.1f}%".replace(".0%", "%") if value not in (0, 1) else f"{value * 100:.0f}%"
 
 
-def tiles(overview: Any) -> list[Tile]:
-    previous = overview.previous
+def tiles(overview: selectors.Overview) -> list[Tile]:
+    previous = overview.previous or overview
     ms = charts.format_ms
     return [
         _tile("Calls", overview.calls, previous.calls, format_int, higher="neutral"),
@@ -296,19 +295,25 @@ def _filter_labels(
     """Names for the chips of id filters, from the rows the selectors returned (scoped to the viewer)."""
     labels: dict[str, str] = {}
     f = query.filters
-    for key, wanted, rows, id_attr, name in (
-        ("member", f.member_id, members, "member_id", lambda r: r.label),
-        ("token", f.token_id, tokens, "token_id", lambda r: r.name),
-        ("server", f.server_id, servers, "server_id", lambda r: r.slug),
-    ):
-        if wanted is not None:
-            match = next((row for row in rows if getattr(row, id_attr) == wanted), None)
-            labels[key] = name(match) if match is not None else f"#{wanted}"
+    if f.member_id is not None:
+        labels["member"] = next((r.label for r in members if r.member_id == f.member_id), f"#{f.member_id}")
+    if f.token_id is not None:
+        labels["token"] = next((r.name for r in tokens if r.token_id == f.token_id), f"#{f.token_id}")
+    if f.server_id is not None:
+        labels["server"] = next((r.slug for r in servers if r.server_id == f.server_id), f"#{f.server_id}")
     return labels
 
 
-def _spark_title(row: Any, bucket_words: str) -> str:
-    return f"{row.exposed_name}: calls per {bucket_words} (most: {max(row.spark, default=0):,})"
+def spark_unit(rng: Range) -> str:
+    """What one point of the Tools table's sparklines stands for ("hour", "7 hours", "2 days"): the
+    selectors fold the range's buckets into about ``selectors.SPARK_POINTS`` points."""
+    buckets = len(rng.boundaries()) - 1
+    width = max(1, math.ceil(buckets / selectors.SPARK_POINTS))
+    return rng.bucket if width == 1 else f"{width} {rng.bucket}s"
+
+
+def _spark_title(row: selectors.ToolRow, unit: str) -> str:
+    return f"{row.exposed_name}: calls per {unit}, most {max(row.spark, default=0):,}"
 
 
 @dataclass(frozen=True)
@@ -321,11 +326,16 @@ class Linked:
     top: Sequence[tuple[str, int, str]] = ()
 
 
+def _id_link(query: Query, key: str, pk: int | None) -> str:
+    """The link filtering the tab to one member, token or server ("" for rows whose one is gone)."""
+    return "" if pk is None else query.link(**{key: pk})
+
+
 def _linked(query: Query, rows: Iterable[Any], key: str, id_attr: str) -> list[Linked]:
     return [
         Linked(
             row,
-            query.link(**{key: getattr(row, id_attr)}),
+            _id_link(query, key, getattr(row, id_attr)),
             top=[(name, calls, query.link(tool=name)) for name, calls in row.top_tools],
         )
         for row in rows
@@ -344,13 +354,13 @@ def _hidden(form: AnalyticsQueryForm, query: Query | None, shown: Sequence[str])
 
 def _hidden_errors(form: AnalyticsQueryForm) -> list[tuple[str, list[str]]]:
     """Errors of the parameters that arrive by links (no field on the page to show them beside)."""
-    shown = {*form.visible, "outcome"}
     errors = [
-        (form.fields[name].label or name, list(messages))
+        (str(form.fields[name].label or name), [str(message) for message in messages])
         for name, messages in form.errors.items()
-        if name != "__all__" and name not in shown
+        if name != "__all__" and name not in form.visible
     ]
-    return [*errors, ("Query", list(form.non_field_errors()))] if form.non_field_errors() else errors
+    general = [str(message) for message in form.non_field_errors()]
+    return [*errors, ("Query", general)] if general else errors
 
 
 def _calls_pager(query: Query, page: Any) -> tuple[str | None, str | None]:
@@ -401,7 +411,7 @@ def analytics_tab(request: HttpRequest, slug: str) -> HttpResponse:
     server_rows = selectors.servers(scope, rng, filters)
     client_rows = selectors.clients(scope, rng, filters)
     calls_points, latency_points = timeline_points(buckets, rng.bucket)
-    spark_bucket = {"minute": "few minutes", "hour": "hour", "day": "day"}.get(rng.bucket, rng.bucket)
+    spark_bucket = spark_unit(rng)
     newer, older = _calls_pager(query, page)
     zone_name = query.tz_name
     context.update(
@@ -427,7 +437,7 @@ def analytics_tab(request: HttpRequest, slug: str) -> HttpResponse:
         tool_headers=tool_headers(query),
         members=_linked(query, member_rows, "member", "member_id"),
         tokens=_linked(query, token_rows, "token", "token_id"),
-        servers=[Linked(row, query.link(server=row.server_id)) for row in server_rows],
+        servers=[Linked(row, _id_link(query, "server", row.server_id)) for row in server_rows],
         clients=[Linked(row, query.link(client=row.name) if row.name else "") for row in client_rows],
         calls=page.rows,
         newer=newer,
@@ -479,8 +489,8 @@ def export_lines(rows: Iterable[Any], tz: zoneinfo.ZoneInfo) -> Iterator[str]:
     for row in rows:
         cells = [
             row.time.astimezone(tz).isoformat(timespec="milliseconds"),
-            row.member,
-            row.token,
+            row.member_label,
+            row.token_name,
             row.client,
             row.client_version,
             row.exposed_name,

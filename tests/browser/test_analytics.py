@@ -11,6 +11,7 @@ Run with: .venv/bin/python -m pytest -q tests/browser/test_analytics.py -p no:xd
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 from collections.abc import Iterator
@@ -99,13 +100,13 @@ def _check_page(page) -> None:  # type: ignore[no-untyped-def]
         chart_box = chart.bounding_box()
         boxes = [t.bounding_box() for t in chart.locator("g.x-axis text").all()]
         assert len(boxes) >= 4
-        for a, b in zip(boxes, boxes[1:], strict=False):
+        for a, b in itertools.pairwise(boxes):
             assert a and b and a["x"] + a["width"] <= b["x"], (a, b)
         for box in boxes:
             assert box and chart_box and box["x"] >= chart_box["x"] - 1
             assert box["x"] + box["width"] <= chart_box["x"] + chart_box["width"] + 1
         ys = [t.bounding_box() for t in chart.locator("g.y-axis text").all()]
-        for a, b in zip(ys, ys[1:], strict=False):
+        for a, b in itertools.pairwise(ys):
             assert a and b and abs(a["y"] - b["y"]) >= a["height"], (a, b)
     # Every tile shows a value and a change.
     tiles = page.locator("li.tile")
@@ -130,7 +131,9 @@ def test_the_analytics_tab_in_light_and_dark_mode(server: LiveServer, browser) -
 
         def on_console(msg, scheme=scheme) -> None:  # type: ignore[no-untyped-def]
             if msg.type == "error":
-                problems.append(f"{scheme} console.error: {msg.text} at {urlsplit(msg.location.get('url') or '').path}")
+                problems.append(
+                    f"{scheme} console.error: {msg.text} at {urlsplit(msg.location.get('url') or '').path}"
+                )
 
         page.on("console", on_console)
         page.on("pageerror", lambda exc, scheme=scheme: problems.append(f"{scheme} pageerror: {exc}"))
