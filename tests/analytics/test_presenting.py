@@ -4,6 +4,7 @@ bucket labels across midnight and DST, sorting, links and the CSV export's cells
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import zoneinfo
 from types import SimpleNamespace
 
@@ -86,7 +87,7 @@ def timeline_of(rng: Range) -> list[Bucket]:
     edges = rng.boundaries()
     return [
         Bucket(start=a.astimezone(rng.tz), end=b.astimezone(rng.tz), calls=i, errors=0, p95_ms=None)
-        for i, (a, b) in enumerate(zip(edges, edges[1:], strict=False))
+        for i, (a, b) in enumerate(itertools.pairwise(edges))
     ]
 
 
