@@ -28,6 +28,7 @@ from django.views.decorators.http import require_GET
 from analytics import charts, selectors
 from analytics.forms import (
     CUSTOM,
+    DEFAULT_RANGE,
     DEFAULT_SORT,
     ERROR,
     MAX_TRAIL,
@@ -78,6 +79,8 @@ class Query:
                 params[key] = value if isinstance(value, list) else str(value)
         if params.get("sort") == DEFAULT_SORT:
             params.pop("sort")
+        if params.get("range") == DEFAULT_RANGE:
+            params.pop("range")
         query = QueryDict(mutable=True)
         for key, value in params.items():
             if isinstance(value, list):
@@ -90,7 +93,9 @@ class Query:
 def _parse(request: HttpRequest, member: Member) -> tuple[AnalyticsQueryForm, Query | None]:
     own_only = not allows(member, Action.USAGE_ALL)
     default_tz = str(request.session.get(SESSION_TZ) or "UTC")
-    form = AnalyticsQueryForm(request.GET, own_usage_only=own_only, default_tz=default_tz)
+    submitted = request.GET.copy()
+    submitted.setdefault("tz", default_tz)  # a bound form shows its data, not its initial values
+    form = AnalyticsQueryForm(submitted, own_usage_only=own_only, default_tz=default_tz)
     if not form.is_valid():
         return form, None
     data = form.cleaned_data
@@ -378,12 +383,11 @@ def _calls_pager(query: Query, page: Any) -> tuple[str | None, str | None]:
     return newer, older
 
 
-@login_required
-@require_GET
-def analytics_tab(request: HttpRequest, slug: str) -> HttpResponse:
-    member = membership_or_404(request.user, slug)
-    form, query = _parse(request, member)
-    context: dict[str, Any] = {
+def _form_context(
+    request: HttpRequest, member: Member, form: AnalyticsQueryForm, query: Query | None
+) -> dict[str, Any]:
+    """What the page needs with or without figures: the header, the range bar and the form's errors."""
+    return {
         "member": member,
         "workspace": member.workspace,
         "tab": "analytics",
@@ -394,6 +398,14 @@ def analytics_tab(request: HttpRequest, slug: str) -> HttpResponse:
         "hidden": _hidden(form, query, form.visible),
         "hidden_errors": _hidden_errors(form),
     }
+
+
+@login_required
+@require_GET
+def analytics_tab(request: HttpRequest, slug: str) -> HttpResponse:
+    member = membership_or_404(request.user, slug)
+    form, query = _parse(request, member)
+    context = _form_context(request, member, form, query)
     if query is None:
         return render(request, "analytics/tab.html", context, status=400)
     scope, rng, filters = query.scope, query.rng, query.filters
@@ -449,7 +461,9 @@ def analytics_tab(request: HttpRequest, slug: str) -> HttpResponse:
         zone=zone_name,
         calls_hidden=_hidden(form, query, CALLS_FILTERS),
         outcome_choices=OUTCOME_CHOICES,
-        tool_names=sorted({row.exposed_name for row in tool_rows}),
+        tool_names=sorted(
+            {row.exposed_name for row in tool_rows} | ({filters.tool} if filters.tool else set())
+        ),
         member_names=[(row.member_id, row.label) for row in member_rows],
     )
     return render(request, "analytics/tab.html", context)
@@ -507,8 +521,7 @@ def analytics_export(request: HttpRequest, slug: str) -> HttpResponse | Streamin
     member = membership_or_404(request.user, slug)
     form, query = _parse(request, member)
     if query is None:
-        context = {"member": member, "workspace": member.workspace, "tab": "analytics", "form": form}
-        return render(request, "analytics/tab.html", context, status=400)
+        return render(request, "analytics/tab.html", _form_context(request, member, form, None), status=400)
     rows = selectors.calls_export(query.scope, query.rng, query.filters)
 
     def stream() -> Iterator[str]:
