@@ -58,10 +58,7 @@ class AnalyticsQueryForm(forms.Form):
     range = forms.ChoiceField(choices=[*RANGE_CHOICES, (CUSTOM, "Custom")], required=False, label="Range")
     start = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(
-        required=False,
-        label="To",
-        widget=forms.DateInput(attrs={"type": "date"}),
-        help_text="Both days included.",
+        required=False, label="To (included)", widget=forms.DateInput(attrs={"type": "date"})
     )
     tz = forms.ChoiceField(choices=zone_choices, required=False, label="Time zone")
     outcome = forms.ChoiceField(choices=OUTCOME_CHOICES, required=False, label="Outcome")

@@ -158,7 +158,7 @@ def _pct_change(current: float, previous: float) -> tuple[str, int]:
     if previous == 0:
         return "new", 1
     change = (current - previous) / previous * 100
-    text = f"{change:+.0f}%" if abs(change) >= 10 else f"{change:+.1f}%"
+    text = f"{change:+,.0f}%" if abs(change) >= 10 else f"{change:+.1f}%"
     return text, (1 if change > 0 else -1)
 
 

@@ -9,6 +9,7 @@ import zoneinfo
 from django import template
 
 from analytics import charts
+from gateway.models import UsageEvent
 
 register = template.Library()
 
@@ -40,3 +41,12 @@ def local(moment: dt.datetime | None, zone: str) -> str:
     if moment is None:
         return "—"
     return moment.astimezone(zoneinfo.ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+_OUTCOMES = dict(UsageEvent.Outcome.choices)
+
+
+@register.filter
+def outcome_label(value: str) -> str:
+    """ "tool_error" -> "Tool error"."""
+    return str(_OUTCOMES.get(value, value))

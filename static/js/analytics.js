@@ -30,7 +30,7 @@
     var frame = card.getBoundingClientRect();
     var left = box.left - frame.left + box.width / 2 - tip.offsetWidth / 2;
     tip.style.left = Math.max(4, Math.min(left, frame.width - tip.offsetWidth - 4)) + "px";
-    tip.style.top = "2.2rem";
+    tip.style.top = "3rem";
   });
   document.addEventListener("mouseleave", hide);
 })();

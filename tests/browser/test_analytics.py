@@ -38,7 +38,7 @@ workspace = workspace_create(name="Acme Tools", owner=owner)
 alice = Member.objects.get(workspace=workspace, user=owner)
 bob = Member.objects.create(workspace=workspace, user=User.objects.create_user(username="bob@example.com",
     email="bob@example.com", password="x-Unused-1"), role="member")
-servers = [server_create(workspace=workspace, actor=owner, name=name, slug=slug, url="https://mcp.example.com/mcp")
+servers = [server_create(workspace=workspace, actor=owner, name=name, slug=slug, url="http://127.0.0.1:9/mcp")
            for name, slug in (("GitHub", "github"), ("Linear", "linear"))]
 tokens = [token_create(workspace=workspace, holder=m, name=n, expires_in=None, created_by=owner, scopes=None).token
           for m, n in ((alice, "Alice Claude Code"), (alice, "CI bot"), (bob, "Bob Cursor"))]
@@ -61,8 +61,8 @@ for i in range(900):
         client_name=clients[t][0], client_version=clients[t][1]))
 for i in range(12):
     usage.record(usage.Usage(
-        workspace_id=workspace.pk, token_id=tokens[2].pk, member_id=bob.pk, server_id=None, server_slug="",
-        tool="", exposed_name="", method="tools/call", created_at=now - dt.timedelta(minutes=30 + i),
+        workspace_id=workspace.pk, token_id=tokens[2].pk, member_id=bob.pk, server_id=servers[0].pk,
+        server_slug="github", tool="search_issues", exposed_name="github__search_issues", method="tools/call", created_at=now - dt.timedelta(minutes=30 + i),
         duration_ms=0.2, upstream_ms=None, outcome="rate_limited", http_status=429, detail="",
         client_name="cursor", client_version="1.7.2"))
 usage.flush()
@@ -72,7 +72,7 @@ usage.flush()
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
     need_chromium()
-    with live_server() as running:
+    with live_server(extra_env={"ALLOW_PRIVATE_UPSTREAMS": "true"}) as running:
         running.manage("shell", "-c", SEED)
         yield running
 
@@ -149,6 +149,13 @@ def test_the_analytics_tab_in_light_and_dark_mode(server: LiveServer, browser) -
             body = page.evaluate("getComputedStyle(document.body).backgroundColor")
             assert (body == "rgb(15, 20, 28)") == (scheme == "dark"), body
             page.screenshot(path=str(ARTIFACTS / f"analytics-{scheme}.png"), full_page=True)
+            # The same page in screen-sized parts, to read at full size.
+            height = page.evaluate("document.documentElement.scrollHeight")
+            for part in range(min(4, -(-height // 900))):
+                clip = {"x": 0, "y": part * 900, "width": 1280, "height": min(900, height - part * 900)}
+                page.screenshot(
+                    path=str(ARTIFACTS / f"analytics-{scheme}-{part + 1}.png"), full_page=True, clip=clip
+                )
 
             # Hover: the bucket's values in a tooltip (the script's; <title> without JavaScript).
             bar = page.locator("svg.chart.timeline g.bucket").nth(20)
@@ -177,7 +184,9 @@ def test_the_analytics_tab_in_light_and_dark_mode(server: LiveServer, browser) -
                 # A narrow (phone) screen.
                 page.set_viewport_size({"width": 390, "height": 844})
                 page.goto(server.url + "/workspaces/acme-tools/analytics/")
-                page.screenshot(path=str(ARTIFACTS / "analytics-phone.png"), full_page=True)
+                page.screenshot(path=str(ARTIFACTS / "analytics-phone.png"))
+                page.locator("#calls").scroll_into_view_if_needed()
+                page.screenshot(path=str(ARTIFACTS / "analytics-phone-calls.png"))
         finally:
             context.close()
     assert problems == [], problems
