@@ -39,11 +39,6 @@ class UsageSummary:
     by_member: list[UsageRow] = field(default_factory=list)
 
 
-def _tool_name(server_slug: str, tool: str) -> str:
-    # Successful calls record the upstream's tool name, refusals the name the client sent (<server>__<tool>).
-    return tool if "__" in tool or not server_slug else f"{server_slug}__{tool}"
-
-
 def usage_events_for(member: Member) -> QuerySet[UsageEvent]:
     events = UsageEvent.objects.filter(workspace_id=member.workspace_id)
     return events if allows(member, Action.USAGE_ALL) else events.filter(member_id=member.pk)
@@ -54,18 +49,11 @@ def usage_summary(*, member: Member, since: datetime) -> UsageSummary:
     calls = usage_events_for(member).filter(method="tools/call", created_at__gte=since)
     failed = Count("pk", filter=Q(outcome__in=FAILED))
     total = calls.aggregate(calls=Count("pk"), failures=failed, avg=Avg("duration_ms"))
-    per_tool: dict[str, list[float]] = {}
-    tools = calls.values("server_slug", "tool").annotate(
-        calls=Count("pk"), failures=failed, avg=Avg("duration_ms")
-    )
-    for row in tools.order_by():
-        slot = per_tool.setdefault(_tool_name(row["server_slug"], row["tool"]), [0, 0, 0.0])
-        slot[0] += row["calls"]
-        slot[1] += row["failures"]
-        slot[2] += (row["avg"] or 0.0) * row["calls"]
+    # Per tool as the client called it (<server>__<tool>): one meaning per column since gateway 0003.
+    tools = calls.values("exposed_name").annotate(calls=Count("pk"), failures=failed, avg=Avg("duration_ms"))
     by_tool = [
-        UsageRow(name, int(n), int(failures), round(weighted / n, 2) if n else None)
-        for name, (n, failures, weighted) in per_tool.items()
+        UsageRow(row["exposed_name"], row["calls"], row["failures"], _ms(row["avg"]))
+        for row in tools.order_by()
     ]
     people = calls.values("member__user__username").annotate(
         calls=Count("pk"), failures=failed, avg=Avg("duration_ms")
