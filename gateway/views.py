@@ -26,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from aerostack.net import client_ip
-from gateway import catalog, inflight, limits, protocol, sessions, usage
+from gateway import catalog, clientinfo, inflight, limits, protocol, sessions, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import format as token_format
@@ -98,6 +98,7 @@ class _Context:
         self.catalog_version: int | None = None  # read together with the rate-limit counter
         self.rate_window: limits.Window | None = None  # counted already when reading the token (Redis)
         self.rate_count: int | None = None
+        self.client: clientinfo.ClientInfo | None = None  # known once the session is (or from initialize)
 
     def reply(self, body: dict[str, Any]) -> HttpResponse:
         return _json(body, 200, self.headers, sse=self.sse_only)
@@ -122,11 +123,21 @@ class _Context:
         server_id: int | None = None,
         server_slug: str = "",
         tool: str = "",
+        exposed_name: str = "",
+        upstream_ms: float | None = None,
         detail: str = "",
         started: float | None = None,
     ) -> None:
         token = self.token
         workspace_id = token.workspace_id if token else _workspace_id(self.slug)
+        client = self.client
+        if client is None:
+            # Refused before the session was looked at: the session read with the token, if it is its own.
+            data = self.session_data or {}
+            owned = token is not None and data.get("token_id") == token.pk
+            client = (
+                (str(data.get("client_name", "")), str(data.get("client_version", ""))) if owned else ("", "")
+            )
         usage.record(
             usage.Usage(
                 workspace_id=workspace_id,
@@ -135,9 +146,13 @@ class _Context:
                 server_id=server_id,
                 server_slug=server_slug,
                 tool=tool,
+                exposed_name=exposed_name,
                 method=method,
                 created_at=timezone.now(),
                 duration_ms=(time.perf_counter() - (started or self.started)) * 1000,
+                upstream_ms=upstream_ms,
+                client_name=client[0],
+                client_version=client[1],
                 outcome=outcome,
                 http_status=status,
                 detail=detail,
@@ -203,11 +218,19 @@ class _ToolCall:
     client_progress: object
     upstream_progress: str | None
     started: float
+    exposed_name: str = ""  # the name the client called
+    # perf_counter() when the upstream exchange began; its length is recorded as the call's upstream_ms.
+    upstream_started: float | None = None
+    upstream_ms: float | None = None
     # Guards the in-flight key: registered by the upstream client's watchdog thread, removed by the call's
     # own thread when it ends; whichever comes second sees what the first did.
     _inflight_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _registered: bool = False
     _ended: bool = False
+
+    def _upstream_done(self) -> None:
+        if self.upstream_started is not None and self.upstream_ms is None:
+            self.upstream_ms = (time.perf_counter() - self.upstream_started) * 1000
 
     def _record(self, outcome: str, detail: str = "") -> None:
         self.ctx.record(
@@ -218,6 +241,8 @@ class _ToolCall:
             server_id=self.target.server.id,
             server_slug=self.target.server.slug,
             tool=self.target.tool,
+            exposed_name=self.exposed_name,
+            upstream_ms=self.upstream_ms,
             detail=detail,
         )
 
@@ -240,6 +265,7 @@ class _ToolCall:
 
     def finish(self, incoming: dict[str, Any]) -> dict[str, Any]:
         """The client's answer for the upstream's response message."""
+        self._upstream_done()
         if "error" in incoming:
             error = incoming["error"] if isinstance(incoming["error"], dict) else {}
             upstream_code = error.get("code")
@@ -256,6 +282,7 @@ class _ToolCall:
         return protocol.result_body(self.request_id, result)
 
     def failed(self, exc: UpstreamError) -> dict[str, Any]:
+        self._upstream_done()
         self._record(Outcome.TIMEOUT if exc.kind == "timeout" else Outcome.UPSTREAM_ERROR, exc.message[:300])
         return _failure_result(self.request_id, f"Upstream {self.target.server.slug} failed: {exc.message}")
 
@@ -489,6 +516,8 @@ class GatewayView(APIView):
         except protocol.ProtocolError as exc:
             limited = self._rate_limit(ctx, exc.id)
             return limited or _error(exc, ctx.headers)
+        if message.method == "initialize":
+            ctx.client = clientinfo.from_initialize(message.params)
         limited = self._rate_limit(ctx, message.id)
         if limited is not None:
             return limited
@@ -529,6 +558,7 @@ class GatewayView(APIView):
             raise protocol.ProtocolError(
                 404, protocol.INVALID_REQUEST, "Unknown or expired session: initialize again", message.id
             )
+        ctx.client = (session.client_name, session.client_version)
         if message.kind != "request":
             if message.method == "notifications/cancelled":
                 self._forward_cancel(session, message.params or {})
@@ -555,8 +585,13 @@ class GatewayView(APIView):
         assert token is not None and message.id is not None
         params = message.params or {}
         version = protocol.negotiate_initialize_version(params.get("protocolVersion"))
+        client_name, client_version = ctx.client or clientinfo.from_initialize(params)
         session = sessions.create(
-            token_id=token.pk, workspace_id=token.workspace_id, protocol_version=version
+            token_id=token.pk,
+            workspace_id=token.workspace_id,
+            protocol_version=version,
+            client_name=client_name,
+            client_version=client_version,
         )
         result: dict[str, object] = {
             "protocolVersion": version,
@@ -584,6 +619,9 @@ class GatewayView(APIView):
             raise protocol.ProtocolError(
                 200, protocol.INVALID_PARAMS, "Tool arguments must be an object", message.id
             )
+        meta = params.get("_meta")
+        if not session.client_name and isinstance(meta, dict):
+            ctx.client = clientinfo.from_meta(meta)  # a stateless-era client names itself per request
         started = time.perf_counter()
         target = catalog.route(token.workspace_id, name, ctx.catalog_version)
         scopes = token.scopes
@@ -600,18 +638,22 @@ class GatewayView(APIView):
                     status=200,
                     method="tools/call",
                     server_slug=slug,
-                    tool=name,
+                    tool=name.partition(protocol.SEPARATOR)[2],  # routing unknown while down: the name's rest
+                    exposed_name=name,
                     detail=down,
                 )
                 return ctx.reply(_failure_result(request_id, f"Upstream {slug} is unavailable: {down}"))
             ctx.record(
-                outcome=Outcome.BAD_REQUEST, status=200, method="tools/call", tool=name, detail="unknown tool"
+                outcome=Outcome.BAD_REQUEST,
+                status=200,
+                method="tools/call",
+                exposed_name=name,
+                detail="unknown tool",
             )
             raise protocol.ProtocolError(200, protocol.INVALID_PARAMS, f"Unknown tool: {name}", message.id)
         upstream_params: dict[str, Any] = {"name": target.tool}
         if arguments is not None:
             upstream_params["arguments"] = arguments
-        meta = params.get("_meta")
         client_progress = meta.get("progressToken") if isinstance(meta, dict) else None
         upstream_progress = None
         if isinstance(meta, dict):
@@ -631,6 +673,7 @@ class GatewayView(APIView):
             client_progress=client_progress,
             upstream_progress=upstream_progress,
             started=started,
+            exposed_name=name,
         )
         messages = call.upstream.stream(
             "tools/call", upstream_params, request_id=call.upstream_id, on_slow=call.register_inflight
@@ -648,11 +691,13 @@ class GatewayView(APIView):
                 server_id=target.server.id,
                 server_slug=target.server.slug,
                 tool=target.tool,
+                exposed_name=name,
                 detail=f"over {lease.limit} calls in flight per {lease.scope}",
             )
             body = protocol.error_body(request_id, protocol.SERVER_ERROR, lease.message)
             return _json(body, 429, {**ctx.headers, "Retry-After": "1"})
         handed_over = False  # to the stream, which gives the lease back when it ends
+        call.upstream_started = time.perf_counter()  # the first next() sends the request
         try:
             for incoming in messages:
                 if "method" not in incoming:

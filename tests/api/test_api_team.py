@@ -219,6 +219,7 @@ def _usage(member: Member, tool: str, outcome: str, ms: float, days_ago: int = 0
         member=member,
         server_slug="github",
         tool=tool,
+        exposed_name=f"github__{tool}",
         method="tools/call",
         created_at=timezone.now() - timedelta(days=days_ago),
         duration_ms=ms,
@@ -229,7 +230,7 @@ def _usage(member: Member, tool: str, outcome: str, ms: float, days_ago: int = 0
 def test_it_summarises_usage_per_tool_and_member(team: Team) -> None:
     _usage(team.bob, "add", "ok", 10)
     _usage(team.bob, "add", "ok", 30)
-    _usage(team.bob, "github__add", "tool_error", 20)
+    _usage(team.bob, "add", "tool_error", 20)
     _usage(team.amy, "echo", "ok", 5)
     _usage(team.amy, "echo", "ok", 5, days_ago=30)  # outside the default 7 days
     summary = as_key(team.alice).get(f"{WS}/usage").json()
