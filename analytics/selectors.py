@@ -698,7 +698,7 @@ def _hist_sums(
         cursor.execute(sql, params)
         for *values, bin_key, count in cursor.fetchall():
             row = dict(zip(group, values, strict=True))
-            if "bucket_start" in row and isinstance(row["bucket_start"], str):  # SQLite hands back text
+            if "bucket_start" in row:  # a raw cursor: SQLite hands back text or a naive datetime
                 row["bucket_start"] = _parse_db_datetime(row["bucket_start"])
             key = _key(dims, row, rng, "bucket_start")
             hist = out.setdefault(key, {})
@@ -706,8 +706,8 @@ def _hist_sums(
     return out
 
 
-def _parse_db_datetime(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
+def _parse_db_datetime(value: str | datetime) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
