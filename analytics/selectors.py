@@ -42,7 +42,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from django.db import connections
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
@@ -108,7 +108,7 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
-def _bucket_for(length: timedelta) -> BucketSize:
+def bucket_for(length: timedelta) -> BucketSize:
     if length <= timedelta(hours=3):
         return "minute"
     if length <= timedelta(days=8):
@@ -187,7 +187,7 @@ class Range:
             raise ValueError("The end of the range must be after its start.")
         if end - start > timedelta(days=MAX_RANGE_DAYS):
             raise ValueError(f"A range may span at most {MAX_RANGE_DAYS} days.")
-        return cls(start, end, tz, _bucket_for(end - start))
+        return cls(start, end, tz, bucket_for(end - start))
 
     def previous(self) -> Range:
         """The range of the same length just before this one (the same number of local days for day ranges
@@ -270,6 +270,7 @@ class Overview:
     rate_limited: int  # refused requests of any method
     unauthorized: int
     previous: Overview | None = None  # the same figures for rng.previous()
+    mean_ms: float | None = None  # the mean call duration (the REST API's usage summary reports it)
 
     def change(self, name: str) -> float | None:
         """The relative change of figure ``name`` against the previous period (0.25 = +25%); None when
@@ -302,6 +303,7 @@ class ToolRow:
     p50_ms: float | None
     p95_ms: float | None
     spark: list[int] = field(default_factory=list)  # calls per point, about SPARK_POINTS points
+    mean_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -312,6 +314,7 @@ class MemberRow:
     errors: int
     error_rate: float | None
     top_tools: list[tuple[str, int]] = field(default_factory=list)
+    mean_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -483,14 +486,24 @@ def _rollups(scope: Scope, plan: _Plan, filters: Filters, calls_only: bool) -> Q
 class _Count:
     calls: int = 0
     errors: int = 0
+    duration_sum: float = 0.0
     last_at: datetime | None = None
     last_error_at: datetime | None = None
 
-    def add(self, calls: int, errors: int, last_at: datetime | None, last_error_at: datetime | None) -> None:
-        self.calls += int(calls or 0)
-        self.errors += int(errors or 0)
-        self.last_at = _later(self.last_at, last_at)
-        self.last_error_at = _later(self.last_error_at, last_error_at)
+    def add(self, other: _Count) -> None:
+        self.calls += other.calls
+        self.errors += other.errors
+        self.duration_sum += other.duration_sum
+        self.last_at = _later(self.last_at, other.last_at)
+        self.last_error_at = _later(self.last_error_at, other.last_error_at)
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> _Count:
+        return cls(int(row["n"] or 0), int(row["e"] or 0), float(row["d"] or 0.0), row["at"], row["err_at"])
+
+    @property
+    def mean_ms(self) -> float | None:
+        return round(self.duration_sum / self.calls, 3) if self.calls else None
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -523,11 +536,14 @@ def _counts(
             rollups.order_by()
             .values(*group)
             .annotate(
-                n=Sum("calls"), e=Sum("calls", filter=failed), at=Max("last_at"), err_at=Max("last_error_at")
+                n=Sum("calls"),
+                e=Sum("calls", filter=failed),
+                d=Sum("duration_sum"),
+                at=Max("last_at"),
+                err_at=Max("last_error_at"),
             )
         ):
-            key = _key(dims, row, rng, "bucket_start")
-            out.setdefault(key, _Count()).add(row["n"], row["e"], row["at"], row["err_at"])
+            out.setdefault(_key(dims, row, rng, "bucket_start"), _Count()).add(_Count.of(row))
     raw = _raw(scope, plan, filters, calls_only)
     if raw is not None:
         if BUCKET in dims:
@@ -542,12 +558,12 @@ def _counts(
             .annotate(
                 n=Count("id"),
                 e=Count("id", filter=failed),
+                d=Sum("duration_ms"),
                 at=Max("created_at"),
                 err_at=Max("created_at", filter=failed),
             )
         ):
-            key = _key(dims, row, rng, "unit")
-            out.setdefault(key, _Count()).add(row["n"], row["e"], row["at"], row["err_at"])
+            out.setdefault(_key(dims, row, rng, "unit"), _Count()).add(_Count.of(row))
     return out
 
 
@@ -682,7 +698,7 @@ def _hist_sums(
         cursor.execute(sql, params)
         for *values, bin_key, count in cursor.fetchall():
             row = dict(zip(group, values, strict=True))
-            if "bucket_start" in row and isinstance(row["bucket_start"], str):  # SQLite hands back text
+            if "bucket_start" in row:  # a raw cursor: SQLite hands back text or a naive datetime
                 row["bucket_start"] = _parse_db_datetime(row["bucket_start"])
             key = _key(dims, row, rng, "bucket_start")
             hist = out.setdefault(key, {})
@@ -690,8 +706,8 @@ def _hist_sums(
     return out
 
 
-def _parse_db_datetime(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
+def _parse_db_datetime(value: str | datetime) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -703,14 +719,21 @@ def overview(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> Overvie
     return replace(_overview(scope, rng, filters), previous=_overview(scope, rng.previous(), filters))
 
 
+def overview_only(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> Overview:
+    """The tiles without the previous period (``previous`` is None): for callers that show no change."""
+    return _overview(scope, rng, filters)
+
+
 def _overview(scope: Scope, rng: Range, filters: Filters) -> Overview:
     calls = errors = rate_limited = unauthorized = 0
+    duration_sum = 0.0
     for (method, outcome), count in _counts(
         scope, rng, filters, ("method", "outcome"), calls_only=False
     ).items():
         if method == CALL_METHOD and outcome in CALL_OUTCOMES:
             calls += count.calls
             errors += count.errors
+            duration_sum += count.duration_sum
         if outcome == Outcome.RATE_LIMITED:
             rate_limited += count.calls
         elif outcome == Outcome.UNAUTHORIZED:
@@ -725,6 +748,7 @@ def _overview(scope: Scope, rng: Range, filters: Filters) -> Overview:
         active_tokens=_active_tokens(scope, rng, filters),
         rate_limited=rate_limited,
         unauthorized=unauthorized,
+        mean_ms=round(duration_sum / calls, 3) if calls else None,
     )
 
 
@@ -781,7 +805,7 @@ def tools(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[ToolR
     per_bucket: dict[str, dict[int, int]] = {}
     names: dict[str, tuple[str, str]] = {}
     for (exposed, slug, tool, index), count in counts.items():
-        per_tool.setdefault((exposed,), _Count()).add(count.calls, count.errors, None, None)
+        per_tool.setdefault((exposed,), _Count()).add(count)
         spark = per_bucket.setdefault(exposed, {})
         spark[index] = spark.get(index, 0) + count.calls
         if tool or exposed not in names:
@@ -804,6 +828,7 @@ def tools(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[ToolR
                 p50_ms=dist.percentile(50),
                 p95_ms=dist.percentile(95),
                 spark=_spark(per_bucket[exposed], buckets),
+                mean_ms=count.mean_ms,
             )
         )
     return sorted(rows, key=lambda row: (-row.calls, row.exposed_name))
@@ -815,7 +840,7 @@ def _top_tools(
     per_owner: dict[Any, _Count] = {}
     per_tool: dict[Any, dict[str, int]] = {}
     for (owner, exposed), count in _counts(scope, rng, filters, (dim, "exposed_name")).items():
-        per_owner.setdefault(owner, _Count()).add(count.calls, count.errors, count.last_at, None)
+        per_owner.setdefault(owner, _Count()).add(count)
         tally = per_tool.setdefault(owner, {})
         tally[exposed] = tally.get(exposed, 0) + count.calls
     top = {
@@ -843,6 +868,7 @@ def members(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[Mem
             errors=count.errors,
             error_rate=_rate(count.errors, count.calls),
             top_tools=top[pk],
+            mean_ms=count.mean_ms,
         )
         for pk, count in per_member.items()
     ]
@@ -877,7 +903,7 @@ def servers(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[Ser
     per_server: dict[Any, _Count] = {}
     slugs: dict[Any, str] = {}
     for (pk, slug), count in counts.items():
-        per_server.setdefault(pk, _Count()).add(count.calls, count.errors, count.last_at, count.last_error_at)
+        per_server.setdefault(pk, _Count()).add(count)
         slugs.setdefault(pk, slug)
     total = sum(count.calls for count in per_server.values())
     dists = _dists(scope, rng, filters, ("server_id",), total, ("duration", "upstream", "gateway"))
@@ -1042,3 +1068,41 @@ def dropped(scope: Scope, rng: Range) -> int:
         workspace_id=scope.workspace_id, day__gte=first, day__lte=last
     ).aggregate(n=Sum("count"))["n"]
     return int(total or 0)
+
+
+# ------------------------------------------------------------------- the Members and Tokens tabs' columns
+
+
+def _hour_rollups_of(outer_field: str, column: str) -> QuerySet[UsageRollup]:
+    return UsageRollup.objects.filter(
+        workspace_id=OuterRef("workspace_id"),
+        granularity=UsageRollup.Granularity.HOUR,
+        **{column: OuterRef(outer_field)},
+    ).order_by()
+
+
+def member_calls_subquery() -> Subquery:
+    """For a Member queryset's annotate: the member's calls (this module's definition) in the hour rollups,
+    i.e. in the 400 days the rollups keep: what the Analytics tab shows for the member over its longest range.
+    None (not 0) when there are none."""
+    rows = _hour_rollups_of("pk", "member_id").filter(CALLS_ONLY)
+    return Subquery(rows.values("member_id").annotate(v=Sum("calls")).values("v"))
+
+
+def member_last_row_subquery() -> Subquery:
+    """The newest usage row of the member, of any method or outcome (the rollups' ``last_at``)."""
+    rows = _hour_rollups_of("pk", "member_id")
+    return Subquery(rows.values("member_id").annotate(v=Max("last_at")).values("v"))
+
+
+def token_last_rows(workspace_id: int, token_ids: Iterable[int]) -> dict[int, datetime]:
+    """The newest usage row of each token (any method or outcome), from the hour rollups: one query."""
+    rows = (
+        UsageRollup.objects.filter(
+            workspace_id=workspace_id, granularity=UsageRollup.Granularity.HOUR, token_id__in=list(token_ids)
+        )
+        .order_by()
+        .values("token_id")
+        .annotate(v=Max("last_at"))
+    )
+    return {row["token_id"]: row["v"] for row in rows}
