@@ -66,7 +66,7 @@ class ZoneSelect(forms.Select):
     ) -> SafeString:
         chosen = str(value or "")
         options = "".join(
-            html.replace("<option ", "<option selected ", 1) if zone == chosen else html
+            html.replace('">', '" selected>', 1) if zone == chosen else html
             for zone, html in _zone_options()
         )
         final = self.build_attrs(self.attrs, attrs)
