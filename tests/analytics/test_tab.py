@@ -106,6 +106,8 @@ def get(http: Client, team: Team, viewer: Any, /, **params: Any) -> Any:
 
 def tool_cells(response: Any) -> list[str]:
     html = response.content.decode()
+    if 'class="analytics tools-usage"' not in html:
+        return []
     table = html.split('class="analytics tools-usage"', 1)[1].split("</table>", 1)[0]
     return re.findall(r'<a class="mono" href="[^"]*">([^<]+)</a>', table)
 
@@ -415,3 +417,29 @@ def test_an_empty_workspace_shows_empty_charts_not_errors(client: Client, team: 
     assert html.count('<text class="empty"') == 2 and "No calls in this range" in html
     assert "No tool calls in this range." in html
     assert 'Calls</span>\n    <strong class="tile-value">0</strong>' in html
+
+
+def test_each_form_keeps_the_rest_of_the_tabs_state(
+    client: Client, team: Team, seeded: dict[str, Any]
+) -> None:
+    html = get(client, team, team.alice, range="7d", tool="github__search", sort="tool", tz="Asia/Tokyo")
+    text = html.content.decode()
+    range_form = text.split('class="filters analytics-form"', 1)[1].split("</form>", 1)[0]
+    assert '<input type="hidden" name="range" value="7d">' in range_form
+    assert '<input type="hidden" name="tool" value="github__search">' in range_form
+    assert '<input type="hidden" name="sort" value="tool">' in range_form
+    assert 'name="tz"' in range_form and 'type="hidden" name="tz"' not in range_form
+    calls_form = text.split('class="filters calls-filter"', 1)[1].split("</form>", 1)[0]
+    assert '<input type="hidden" name="range" value="7d">' in calls_form
+    assert '<input type="hidden" name="tz" value="Asia/Tokyo">' in calls_form
+    assert 'type="hidden" name="tool"' not in calls_form  # the form's own select carries it
+    assert '<option value="github__search" selected>' in calls_form
+
+
+def test_a_member_filtering_by_someone_elses_token_sees_nothing(
+    client: Client, team: Team, seeded: dict[str, Any]
+) -> None:
+    response = get(client, team, team.bob, token=seeded["alice_token"].pk)
+    assert response.status_code == 200
+    assert calls_rows(response) == [] and tool_cells(response) == []
+    assert "Alice CI" not in response.content.decode()  # the chip shows the id, not the other's name
