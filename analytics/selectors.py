@@ -36,18 +36,19 @@ import bisect
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from django.db import connections
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import TruncHour, TruncMinute
+from django.db.models.functions import TruncDay, TruncHour, TruncMinute
 from django.utils import timezone
 
 from analytics import histogram
 from analytics.models import DroppedUsage, UsageRollup
+from analytics.rollups import PROJECTIONS
 from gateway.models import Server, UsageEvent
 from tokens.models import Token
 from workspaces.models import Member
@@ -59,7 +60,7 @@ CALL_OUTCOMES: tuple[str, ...] = (Outcome.OK, *FAILED)
 CALL_METHOD = "tools/call"
 
 # Up to this many calls in the filtered range, percentiles are exact (from the raw rows).
-EXACT_PERCENTILE_MAX_CALLS = 20_000
+EXACT_PERCENTILE_MAX_CALLS = 10_000
 # Minute rollups are kept this long (analytics retention); older minute ranges are read from raw rows.
 MINUTE_ROLLUP_HOURS = 48
 MAX_RANGE_DAYS = 400
@@ -468,12 +469,43 @@ def _raw(scope: Scope, plan: _Plan, filters: Filters, calls_only: bool) -> Query
     return events.filter(CALLS_ONLY) if calls_only else events
 
 
-def _rollups(scope: Scope, plan: _Plan, filters: Filters, calls_only: bool) -> QuerySet[UsageRollup] | None:
+_FILTER_COLUMNS = {
+    "tool": "exposed_name",
+    "member_id": "member_id",
+    "token_id": "token_id",
+    "server_id": "server_id",
+    "client": "client_name",
+    "outcome": "outcome",
+}
+# The smallest first: the projection a figure reads is the first that keeps every column it needs.
+_PROJECTIONS_BY_SIZE = ("h_tot", "h_srv", "h_cli", "h_tok", "h_tool")
+_PROJECTION_COLUMNS: dict[str, frozenset[str]] = {
+    name: frozenset(UsageRollup.KEY_FIELDS[3 + i] for i in PROJECTIONS[name]) for name in _PROJECTIONS_BY_SIZE
+}
+
+
+def _granularity(plan: _Plan, scope: Scope, filters: Filters, columns: Iterable[str]) -> str:
+    """The rollups to read: for hour ranges the smallest hour projection that keeps every column the figure
+    groups or filters by (the scope's member too), else the full hour (or minute) rollups."""
+    if plan.granularity != UsageRollup.Granularity.HOUR:
+        return plan.granularity
+    need = {"method", "outcome", *columns}
+    need.update(column for name, column in _FILTER_COLUMNS.items() if getattr(filters, name) is not None)
+    if scope.member_id is not None:
+        need.add("member_id")
+    return next(
+        (name for name in _PROJECTIONS_BY_SIZE if need <= _PROJECTION_COLUMNS[name]), plan.granularity
+    )
+
+
+def _rollups(
+    scope: Scope, plan: _Plan, filters: Filters, calls_only: bool, columns: Iterable[str] = ()
+) -> QuerySet[UsageRollup] | None:
     if plan.rollup_from is None or plan.rollup_to is None:
         return None
     rows = UsageRollup.objects.filter(
         _common_filters(scope, filters),
-        granularity=plan.granularity,
+        granularity=_granularity(plan, scope, filters, columns),
         bucket_start__gte=plan.rollup_from,
         bucket_start__lt=plan.rollup_to,
     )
@@ -529,7 +561,7 @@ def _counts(
     out: dict[Key, _Count] = {}
     columns = [dim for dim in dims if dim != BUCKET]
     failed = Q(outcome__in=FAILED)
-    rollups = _rollups(scope, plan, filters, calls_only)
+    rollups = _rollups(scope, plan, filters, calls_only, columns)
     if rollups is not None:
         group = [*columns, "bucket_start"] if BUCKET in dims else columns
         for row in (
@@ -592,8 +624,11 @@ class _Dist:
 
     values: list[float] | None = None
     hist: dict[str, int] | None = None
+    exact: dict[int, float] | None = None  # percentiles the database picked from the raw rows
 
-    def percentile(self, p: float) -> float | None:
+    def percentile(self, p: int) -> float | None:
+        if self.exact is not None:
+            return _round(self.exact.get(p))
         if self.values is not None:
             return _round(histogram.exact_percentile(self.values, p))
         return _round(histogram.percentile(self.hist or {}, p))
@@ -627,26 +662,13 @@ def _dists(
         return out
     columns = [dim for dim in dims if dim != BUCKET]
     if expected_calls <= EXACT_PERCENTILE_MAX_CALLS:
-        rows = list(
-            raw_events(scope, rng, filters)
-            .filter(CALLS_ONLY)
-            .order_by()
-            .values_list(*columns, "created_at", "duration_ms", "upstream_ms")[
-                : EXACT_PERCENTILE_MAX_CALLS + 1
-            ]
-        )
-        if len(rows) == expected_calls:
-            for row in rows:
-                key = _raw_key(dims, columns, row, rng)
-                for measure in measures:
-                    value = _measure(measure, row[-2], row[-1])
-                    if value is not None:
-                        dist = out[measure].setdefault(key, _Dist(values=[]))
-                        assert dist.values is not None
-                        dist.values.append(value)
+        raw_calls = raw_events(scope, rng, filters).filter(CALLS_ONLY)
+        if raw_calls.count() == expected_calls:  # else some raw rows are past their retention
+            for measure in measures:
+                out[measure] = _exact_percentiles(raw_calls, dims, columns, measure, rng)
             return out
     plan = _plan(rng, _now_minute())
-    rollups = _rollups(scope, plan, filters, calls_only=True)
+    rollups = _rollups(scope, plan, filters, calls_only=True, columns=columns)
     if rollups is not None:
         group = [*columns, "bucket_start"] if BUCKET in dims else columns
         for measure in measures:
@@ -667,6 +689,65 @@ def _dists(
                     assert dist.hist is not None
                     index = str(histogram.bucket_index(value))
                     dist.hist[index] = dist.hist.get(index, 0) + 1
+    return out
+
+
+PERCENTILES = (50, 95)
+_MEASURE_SQL = {
+    "duration": "duration_ms",
+    "upstream": "upstream_ms",
+    "gateway": "CASE WHEN duration_ms > upstream_ms THEN duration_ms - upstream_ms ELSE 0 END",
+}
+
+
+def _exact_percentiles(
+    calls: QuerySet[UsageEvent], dims: Sequence[str], columns: Sequence[str], measure: str, rng: Range
+) -> dict[Key, _Dist]:
+    """The nearest-rank p50 and p95 of ``measure`` per ``dims``, picked by the database from the raw rows
+    (a window function ranks each group's values; only the rows at the two ranks come back)."""
+    group = list(columns)
+    unit_zone: tzinfo = UTC  # what the database's naive truncated times are in
+    if BUCKET in dims:
+        if rng.bucket == "day":
+            calls = calls.annotate(unit=TruncDay("created_at", tzinfo=rng.tz))
+            unit_zone = rng.tz
+        else:
+            trunc = TruncMinute if rng.bucket == "minute" else TruncHour
+            calls = calls.annotate(unit=trunc("created_at", tzinfo=UTC))
+        group.append("unit")
+    if measure != "duration":
+        calls = calls.filter(upstream_ms__isnull=False)
+    inner, params = calls.order_by().values(*group, "duration_ms", "upstream_ms").query.sql_with_params()
+    connection = connections[calls.db]
+    quote = connection.ops.quote_name
+    cols = ", ".join(f"r.{quote(name)}" for name in group)
+    partition = f"PARTITION BY {cols} " if cols else ""
+    value = (
+        _MEASURE_SQL[measure].replace("duration_ms", "r.duration_ms").replace("upstream_ms", "r.upstream_ms")
+    )
+    at_rank = " OR ".join(f"(rn * 100 >= {p} * n AND (rn - 1) * 100 < {p} * n)" for p in PERCENTILES)
+    select = f"{cols}, " if cols else ""
+    # Only quoted column names, Django's compiled SQL and constants are formatted in; values are parameters.
+    sql = (
+        f"SELECT * FROM (SELECT {select}{value} AS v, "  # noqa: S608
+        f"ROW_NUMBER() OVER ({partition}ORDER BY {value}) AS rn, COUNT(*) OVER ({partition.strip()}) AS n "
+        f"FROM ({inner}) r) t WHERE {at_rank}"
+    )
+    out: dict[Key, _Dist] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for *values, v, rn, n in cursor.fetchall():
+            row = dict(zip(group, values, strict=True))
+            if "unit" in row:
+                unit = row["unit"]
+                moment = datetime.fromisoformat(unit) if isinstance(unit, str) else unit
+                row["unit"] = moment if moment.tzinfo else moment.replace(tzinfo=unit_zone)
+            key = _key(dims, row, rng, "unit")
+            dist = out.setdefault(key, _Dist(exact={}))
+            assert dist.exact is not None
+            for p in PERCENTILES:
+                if rn * 100 >= p * n and (rn - 1) * 100 < p * n:
+                    dist.exact[p] = float(v)
     return out
 
 
@@ -755,7 +836,7 @@ def _overview(scope: Scope, rng: Range, filters: Filters) -> Overview:
 def _active_tokens(scope: Scope, rng: Range, filters: Filters) -> int:
     plan = _plan(rng, _now_minute())
     seen: set[int] = set()
-    rollups = _rollups(scope, plan, filters, calls_only=False)
+    rollups = _rollups(scope, plan, filters, calls_only=False, columns=("token_id",))
     if rollups is not None:
         seen.update(rollups.exclude(token_id=0).order_by().values_list("token_id", flat=True).distinct())
     raw = _raw(scope, plan, filters, calls_only=False)
@@ -956,7 +1037,7 @@ def _last_errors(scope: Scope, rng: Range, filters: Filters, newest: dict[Any, d
             if row is not None:
                 out[pk] = row
                 continue
-        rollups = _rollups(scope, plan, server, calls_only=True)
+        rollups = _rollups(scope, plan, server, calls_only=True, columns=("server_id",))
         if rollups is not None:
             if pk is None:
                 rollups = rollups.filter(server_id=0)
@@ -1076,7 +1157,7 @@ def dropped(scope: Scope, rng: Range) -> int:
 def _hour_rollups_of(outer_field: str, column: str) -> QuerySet[UsageRollup]:
     return UsageRollup.objects.filter(
         workspace_id=OuterRef("workspace_id"),
-        granularity=UsageRollup.Granularity.HOUR,
+        granularity=UsageRollup.Granularity.HOUR_TOKEN,  # member_id and token_id are kept in it
         **{column: OuterRef(outer_field)},
     ).order_by()
 
@@ -1099,7 +1180,9 @@ def token_last_rows(workspace_id: int, token_ids: Iterable[int]) -> dict[int, da
     """The newest usage row of each token (any method or outcome), from the hour rollups: one query."""
     rows = (
         UsageRollup.objects.filter(
-            workspace_id=workspace_id, granularity=UsageRollup.Granularity.HOUR, token_id__in=list(token_ids)
+            workspace_id=workspace_id,
+            granularity=UsageRollup.Granularity.HOUR_TOKEN,
+            token_id__in=list(token_ids),
         )
         .order_by()
         .values("token_id")
