@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -561,9 +562,11 @@ def _counts(
     out: dict[Key, _Count] = {}
     columns = [dim for dim in dims if dim != BUCKET]
     failed = Q(outcome__in=FAILED)
+    if BUCKET in dims:
+        return _bucket_counts(scope, rng, filters, plan, dims, columns, calls_only)
     rollups = _rollups(scope, plan, filters, calls_only, columns)
     if rollups is not None:
-        group = [*columns, "bucket_start"] if BUCKET in dims else columns
+        group = columns
         for row in (
             rollups.order_by()
             .values(*group)
@@ -578,12 +581,7 @@ def _counts(
             out.setdefault(_key(dims, row, rng, "bucket_start"), _Count()).add(_Count.of(row))
     raw = _raw(scope, plan, filters, calls_only)
     if raw is not None:
-        if BUCKET in dims:
-            trunc = TruncMinute if plan.granularity == "minute" else TruncHour
-            raw = raw.annotate(unit=trunc("created_at", tzinfo=UTC))
-            group = [*columns, "unit"]
-        else:
-            group = columns
+        group = columns
         for row in (
             raw.order_by()
             .values(*group)
@@ -596,6 +594,89 @@ def _counts(
             )
         ):
             out.setdefault(_key(dims, row, rng, "unit"), _Count()).add(_Count.of(row))
+    return out
+
+
+_FAILED_SQL = ", ".join(f"'{outcome}'" for outcome in FAILED)  # constants of this module, not input
+
+
+def _buckets_sql(vendor: str, rng: Range) -> tuple[str, list[Any]]:
+    """The range's buckets as a derived table (bi, lo, hi) to join on: grouping by bucket happens in the
+    database, which hands back one row per bucket instead of one per rollup hour."""
+    edges = rng.boundaries()
+    cast = "CAST(%s AS timestamp with time zone)" if vendor == "postgresql" else "%s"
+    selects = [f"SELECT {i} AS bi, {cast} AS lo, {cast} AS hi" for i in range(len(edges) - 1)]
+    params: list[Any] = []
+    for lo, hi in itertools.pairwise(edges):
+        params += [lo, hi] if vendor == "postgresql" else [_sqlite_time(lo), _sqlite_time(hi)]
+    return " UNION ALL ".join(selects), params
+
+
+def _sqlite_time(moment: datetime) -> str:
+    # As Django stores an aware datetime in SQLite (naive UTC text), so that text comparison orders it.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+
+
+def _by_bucket(
+    rows: QuerySet[Any],
+    rng: Range,
+    columns: Sequence[str],
+    time_column: str,
+    fields: Sequence[str],
+    aggregates: str,
+    each: str | None = None,
+) -> list[tuple[Any, ...]]:
+    """``aggregates`` (SQL over the derived table ``r`` of ``rows``' ``columns``, ``time_column`` and
+    ``fields``) grouped by ``columns`` and the range's bucket index ``bi`` (and, with ``each``, a JSON
+    table function joined as ``j``, by ``j.key``): rows of (*columns, bi, [j.key,] *aggregates)."""
+    inner, params = rows.order_by().values(*columns, time_column, *fields).query.sql_with_params()
+    connection = connections[rows.db]
+    quote = connection.ops.quote_name
+    buckets, bucket_params = _buckets_sql(connection.vendor, rng)
+    group = ", ".join([*(f"r.{quote(name)}" for name in columns), "b.bi", *(["j.key"] if each else [])])
+    moment = f"r.{quote(time_column)}"
+    source = f"({inner}) r JOIN ({buckets}) b ON {moment} >= b.lo AND {moment} < b.hi"
+    if each:
+        source += f" CROSS JOIN {each}"
+    # Only quoted column names, Django's compiled SQL and this module's constants are formatted in.
+    sql = f"SELECT {group}, {aggregates} FROM {source} GROUP BY {group}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *bucket_params])
+        return list(cursor.fetchall())
+
+
+def _bucket_counts(
+    scope: Scope,
+    rng: Range,
+    filters: Filters,
+    plan: _Plan,
+    dims: Sequence[str],
+    columns: Sequence[str],
+    calls_only: bool,
+) -> dict[Key, _Count]:
+    out: dict[Key, _Count] = {}
+    failed = f"outcome IN ({_FAILED_SQL})"
+    sources: list[tuple[QuerySet[Any] | None, str, tuple[str, ...], str]] = [
+        (
+            _rollups(scope, plan, filters, calls_only, columns),
+            "bucket_start",
+            ("calls", "outcome", "duration_sum"),
+            f"SUM(r.calls), SUM(CASE WHEN r.{failed} THEN r.calls ELSE 0 END), SUM(r.duration_sum)",
+        ),
+        (
+            _raw(scope, plan, filters, calls_only),
+            "created_at",
+            ("outcome", "duration_ms"),
+            f"COUNT(*), SUM(CASE WHEN r.{failed} THEN 1 ELSE 0 END), SUM(r.duration_ms)",
+        ),
+    ]
+    for rows, time_column, fields, aggregates in sources:
+        if rows is None:
+            continue
+        for *values, index, n, e, d in _by_bucket(rows, rng, columns, time_column, fields, aggregates):
+            found = dict(zip(columns, values, strict=True))
+            key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
+            out.setdefault(key, _Count()).add(_Count(int(n or 0), int(e or 0), float(d or 0.0)))
     return out
 
 
@@ -763,18 +844,28 @@ def _hist_sums(
 ) -> dict[Key, dict[str, int]]:
     """The rollups' sparse histograms in ``column`` added up per ``group``, in the database (one row per
     group and histogram bucket comes back, not one per rollup)."""
-    inner, params = rollups.order_by().values(*group, column).query.sql_with_params()
     connection = connections[rollups.db]
     quote = connection.ops.quote_name
-    cols = ", ".join(f"r.{quote(name)}" for name in group)
     if connection.vendor == "postgresql":
         each, value = f"jsonb_each_text(r.{quote(column)}) AS j", "CAST(j.value AS bigint)"
     else:
         each, value = f"json_each(r.{quote(column)}) AS j", "CAST(j.value AS integer)"
+    out: dict[Key, dict[str, int]] = {}
+    if BUCKET in dims:
+        columns = [name for name in group if name != "bucket_start"]
+        for *values, index, bin_key, count in _by_bucket(
+            rollups, rng, columns, "bucket_start", (column,), f"SUM({value})", each
+        ):
+            found = dict(zip(columns, values, strict=True))
+            key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
+            hist = out.setdefault(key, {})
+            hist[str(bin_key)] = hist.get(str(bin_key), 0) + int(count)
+        return out
+    inner, params = rollups.order_by().values(*group, column).query.sql_with_params()
+    cols = ", ".join(f"r.{quote(name)}" for name in group)
     select = f"{cols}, " if cols else ""
     # Only quoted column names and Django's own compiled SQL are formatted in; every value is a parameter.
     sql = f"SELECT {select}j.key, SUM({value}) FROM ({inner}) r, {each} GROUP BY {select}j.key"  # noqa: S608
-    out: dict[Key, dict[str, int]] = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for *values, bin_key, count in cursor.fetchall():
