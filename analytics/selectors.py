@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -600,48 +599,56 @@ def _counts(
 _FAILED_SQL = ", ".join(f"'{outcome}'" for outcome in FAILED)  # constants of this module, not input
 
 
-def _buckets_sql(vendor: str, rng: Range) -> tuple[str, list[Any]]:
-    """The range's buckets as a derived table (bi, lo, hi) to join on: grouping by bucket happens in the
-    database, which hands back one row per bucket instead of one per rollup hour."""
-    edges = rng.boundaries()
-    cast = "CAST(%s AS timestamp with time zone)" if vendor == "postgresql" else "%s"
-    selects = [f"SELECT {i} AS bi, {cast} AS lo, {cast} AS hi" for i in range(len(edges) - 1)]
-    params: list[Any] = []
-    for lo, hi in itertools.pairwise(edges):
-        params += [lo, hi] if vendor == "postgresql" else [_sqlite_time(lo), _sqlite_time(hi)]
-    return " UNION ALL ".join(selects), params
+def _unit_sql(vendor: str, column: str, seconds: int) -> str:
+    """SQL for the number of whole ``seconds`` units since the epoch of a UTC time column."""
+    if vendor == "postgresql":
+        return f"CAST(FLOOR(EXTRACT(EPOCH FROM {column}) / {seconds}) AS bigint)"
+    return f"(CAST(strftime('%%s', {column}) AS integer) / {seconds})"  # %% survives the placeholder pass
 
 
-def _sqlite_time(moment: datetime) -> str:
-    # As Django stores an aware datetime in SQLite (naive UTC text), so that text comparison orders it.
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+class _Buckets:
+    """Maps a unit number (``_unit_sql``) to the index of the range's bucket that holds the unit's start."""
+
+    def __init__(self, rng: Range, seconds: int) -> None:
+        self.rng, self.seconds, self.known = rng, seconds, {}
+
+    rng: Range
+    seconds: int
+    known: dict[int, int]
+
+    def index(self, unit: int) -> int:
+        found = self.known.get(unit)
+        if found is None:
+            moment = datetime.fromtimestamp(int(unit) * self.seconds, UTC)
+            found = self.known[unit] = _clamp_index(self.rng, moment)
+        return found
 
 
 def _by_bucket(
     rows: QuerySet[Any],
-    rng: Range,
     columns: Sequence[str],
     time_column: str,
+    seconds: int,
     fields: Sequence[str],
     aggregates: str,
     each: str | None = None,
 ) -> list[tuple[Any, ...]]:
     """``aggregates`` (SQL over the derived table ``r`` of ``rows``' ``columns``, ``time_column`` and
-    ``fields``) grouped by ``columns`` and the range's bucket index ``bi`` (and, with ``each``, a JSON
-    table function joined as ``j``, by ``j.key``): rows of (*columns, bi, [j.key,] *aggregates)."""
+    ``fields``) grouped by ``columns`` and the unit (``seconds`` long) of ``time_column`` (and, with
+    ``each``, a JSON table function joined as ``j``, by ``j.key``): rows of (*columns, unit, [j.key,]
+    *aggregates). Units are whole rollup hours or minutes (raw rows: seconds), so each lies in one bucket;
+    the database returns integers, cheap to map to buckets (``_Buckets``)."""
     inner, params = rows.order_by().values(*columns, time_column, *fields).query.sql_with_params()
     connection = connections[rows.db]
     quote = connection.ops.quote_name
-    buckets, bucket_params = _buckets_sql(connection.vendor, rng)
-    group = ", ".join([*(f"r.{quote(name)}" for name in columns), "b.bi", *(["j.key"] if each else [])])
-    moment = f"r.{quote(time_column)}"
-    source = f"({inner}) r JOIN ({buckets}) b ON {moment} >= b.lo AND {moment} < b.hi"
-    if each:
-        source += f" CROSS JOIN {each}"
+    unit = _unit_sql(connection.vendor, f"r.{quote(time_column)}", seconds)
+    names = [*(f"r.{quote(name)}" for name in columns), unit, *(["j.key"] if each else [])]
+    group = ", ".join(names)
+    source = f"({inner}) r" + (f" CROSS JOIN {each}" if each else "")
     # Only quoted column names, Django's compiled SQL and this module's constants are formatted in.
     sql = f"SELECT {group}, {aggregates} FROM {source} GROUP BY {group}"  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *bucket_params])
+        cursor.execute(sql, params)
         return list(cursor.fetchall())
 
 
@@ -670,11 +677,15 @@ def _bucket_counts(
             f"COUNT(*), SUM(CASE WHEN r.{failed} THEN 1 ELSE 0 END), SUM(r.duration_ms)",
         ),
     ]
+    unit = int(_UNITS[plan.granularity].total_seconds())
     for rows, time_column, fields, aggregates in sources:
         if rows is None:
             continue
-        for *values, index, n, e, d in _by_bucket(rows, rng, columns, time_column, fields, aggregates):
+        seconds = unit if time_column == "bucket_start" else 1  # raw rows: cut units, exactly
+        buckets = _Buckets(rng, seconds)
+        for *values, number, n, e, d in _by_bucket(rows, columns, time_column, seconds, fields, aggregates):
             found = dict(zip(columns, values, strict=True))
+            index = buckets.index(number)
             key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
             out.setdefault(key, _Count()).add(_Count(int(n or 0), int(e or 0), float(d or 0.0)))
     return out
@@ -853,10 +864,13 @@ def _hist_sums(
     out: dict[Key, dict[str, int]] = {}
     if BUCKET in dims:
         columns = [name for name in group if name != "bucket_start"]
-        for *values, index, bin_key, count in _by_bucket(
-            rollups, rng, columns, "bucket_start", (column,), f"SUM({value})", each
+        seconds = int(_UNITS[str(rng.bucket if rng.bucket == "minute" else "hour")].total_seconds())
+        buckets = _Buckets(rng, seconds)
+        for *values, number, bin_key, count in _by_bucket(
+            rollups, columns, "bucket_start", seconds, (column,), f"SUM({value})", each
         ):
             found = dict(zip(columns, values, strict=True))
+            index = buckets.index(number)
             key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
             hist = out.setdefault(key, {})
             hist[str(bin_key)] = hist.get(str(bin_key), 0) + int(count)
