@@ -56,12 +56,17 @@ def _count(hist: histogram.Histogram, ms: float) -> None:
     hist[key] = hist.get(key, 0) + 1
 
 
-def aggregate(rows: Iterable[Any]) -> dict[RollupKey, Aggregate]:
+def aggregate(
+    rows: Iterable[Any],
+    granularities: Iterable[str] = GRANULARITIES,
+    into: dict[RollupKey, Aggregate] | None = None,
+) -> dict[RollupKey, Aggregate]:
     """The rollup increments of usage rows (``UsageEvent`` instances or anything with their attributes).
 
     Rows without a workspace (a request naming no workspace) are not rolled up.
     """
-    out: dict[RollupKey, Aggregate] = {}
+    out: dict[RollupKey, Aggregate] = {} if into is None else into
+    granularities = tuple(str(granularity) for granularity in granularities)
     for row in rows:
         if row.workspace_id is None:
             continue
@@ -77,8 +82,8 @@ def aggregate(rows: Iterable[Any]) -> dict[RollupKey, Aggregate]:
             row.client_version,
             row.outcome,
         )
-        for granularity in GRANULARITIES:
-            key = (row.workspace_id, str(granularity), bucket_start(row.created_at, granularity), *rest)
+        for granularity in granularities:
+            key = (row.workspace_id, granularity, bucket_start(row.created_at, granularity), *rest)
             agg = out.get(key)
             if agg is None:
                 agg = out[key] = Aggregate()
@@ -180,6 +185,11 @@ def add(increments: Mapping[RollupKey, Aggregate], *, using: str = "default") ->
                     agg.last_error,
                 ]
             cursor.execute(_upsert_sql(vendor, len(chunk)), params)
+
+
+def add_rows(rows: Iterable[Any], *, using: str = "default") -> None:
+    """Roll up usage rows (both granularities), as the usage writer does for each batch it inserts."""
+    add(aggregate(rows), using=using)
 
 
 def _sort_key(key: RollupKey) -> tuple[Any, ...]:
