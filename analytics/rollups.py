@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from django.db import connections
@@ -132,6 +133,7 @@ VALUE_FIELDS = (
 )
 
 
+@lru_cache(maxsize=64)
 def _upsert_sql(vendor: str, rows: int) -> str:
     table = UsageRollup._meta.db_table
     key_columns = list(UsageRollup.KEY_FIELDS)  # attnames, which are their column names
