@@ -1,5 +1,5 @@
 """Retention of the usage log: raw rows ``USAGE_RETENTION_DAYS`` (default 90), minute rollups 48 hours, hour
-rollups and dropped-row counts 400 days.
+rollups (with their projections) and dropped-row counts 400 days.
 
 Deletes run in batches of primary keys, each its own short transaction (autocommit), so a large backlog
 never holds a long lock on the usage table and the gateway's writer keeps inserting meanwhile. Charts built
@@ -69,7 +69,10 @@ def prune(
         granularity=UsageRollup.Granularity.MINUTE, bucket_start__lte=minute_end
     )
     hour_end = now - HOUR_ROLLUP_RETENTION - timedelta(hours=1)
-    hours = UsageRollup.objects.filter(granularity=UsageRollup.Granularity.HOUR, bucket_start__lte=hour_end)
+    # Hour rollups and their projections (analytics.rollups.PROJECTIONS): every granularity but minutes.
+    hours = UsageRollup.objects.exclude(granularity=UsageRollup.Granularity.MINUTE).filter(
+        bucket_start__lte=hour_end
+    )
     dropped = DroppedUsage.objects.filter(day__lt=(now - HOUR_ROLLUP_RETENTION).date())
     return PruneResult(
         raw_rows=raw,

@@ -26,6 +26,28 @@ from analytics import histogram
 from analytics.models import NONE_ID, DroppedUsage, UsageRollup
 
 GRANULARITIES = (UsageRollup.Granularity.MINUTE, UsageRollup.Granularity.HOUR)
+# Hour projections: which of a key's dimensions each keeps (indexes into the key after workspace,
+# granularity and bucket: member_id, token_id, server_id, server_slug, tool, exposed_name, method,
+# client_name, client_version, outcome); the others are 0 / "". Read by analytics.selectors for unfiltered
+# figures (an-select, contract amendment 2).
+_G = UsageRollup.Granularity
+PROJECTIONS: dict[str, tuple[int, ...]] = {
+    _G.HOUR_TOTAL: (6, 9),
+    _G.HOUR_TOOL: (2, 3, 4, 5, 6, 9),
+    _G.HOUR_SERVER: (2, 3, 6, 9),
+    _G.HOUR_CLIENT: (6, 7, 8, 9),
+    _G.HOUR_TOKEN: (0, 1, 6, 9),
+}
+_ID_POSITIONS = (0, 1, 2)
+
+
+def project(rest: tuple[Any, ...], kept: tuple[int, ...]) -> tuple[Any, ...]:
+    """A key's dimensions with only ``kept`` left (ids 0, strings "" for the others)."""
+    return tuple(
+        value if i in kept else NONE_ID if i in _ID_POSITIONS else "" for i, value in enumerate(rest)
+    )
+
+
 CHUNK = 200  # rows per statement: 24 parameters each, far below SQLite's limit
 
 RollupKey = tuple[Any, ...]  # in the order of UsageRollup.KEY_FIELDS
@@ -68,6 +90,7 @@ def aggregate(
     """
     out: dict[RollupKey, Aggregate] = {} if into is None else into
     granularities = tuple(str(granularity) for granularity in granularities)
+    with_projections = UsageRollup.Granularity.HOUR in granularities
     for row in rows:
         if row.workspace_id is None:
             continue
@@ -83,8 +106,16 @@ def aggregate(
             row.client_version,
             row.outcome,
         )
-        for granularity in granularities:
-            key = (row.workspace_id, granularity, bucket_start(row.created_at, granularity), *rest)
+        keys = [
+            (row.workspace_id, granularity, bucket_start(row.created_at, granularity), *rest)
+            for granularity in granularities
+        ]
+        if with_projections:  # every hour row also counts in the hour projections
+            hour = bucket_start(row.created_at, UsageRollup.Granularity.HOUR)
+            keys += [
+                (row.workspace_id, name, hour, *project(rest, kept)) for name, kept in PROJECTIONS.items()
+            ]
+        for key in keys:
             agg = out.get(key)
             if agg is None:
                 agg = out[key] = Aggregate()

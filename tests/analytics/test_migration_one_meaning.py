@@ -14,7 +14,7 @@ from analytics import histogram
 pytestmark = pytest.mark.django_db(transaction=True)
 BEFORE = [("gateway", "0001_initial")]
 AFTER = [("gateway", "0004_usage_keyset_indexes")]
-LATEST = [("gateway", "0004_usage_keyset_indexes"), ("analytics", "0002_backfill_rollups")]
+LATEST = [("gateway", "0004_usage_keyset_indexes"), ("analytics", "0003_backfill_rollups")]
 
 
 def _migrate(targets: list[tuple[str, str]]):  # type: ignore[no-untyped-def]

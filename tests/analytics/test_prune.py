@@ -91,7 +91,10 @@ def test_it_deletes_what_is_past_retention_and_keeps_hour_rollup_charts(
     team: Team, seeded: dict[str, Any]
 ) -> None:
     hour_cutoff = NOW - timedelta(days=400)
-    kept_hours = UsageRollup.objects.filter(granularity="hour", bucket_start__gte=hour_cutoff)
+    # Hour rollups and their projections: every granularity but minutes.
+    kept_hours = UsageRollup.objects.exclude(granularity="minute").filter(bucket_start__gte=hour_cutoff)
+    old_hours = UsageRollup.objects.exclude(granularity="minute").filter(bucket_start__lt=hour_cutoff).count()
+    assert old_hours >= 2 and kept_hours.filter(granularity="h_tot").exists()
     before_hours = _snapshot(kept_hours)
     before_chart = _daily_calls()
     minute_cutoff = NOW - timedelta(hours=48)
@@ -108,7 +111,8 @@ def test_it_deletes_what_is_past_retention_and_keeps_hour_rollup_charts(
     assert not UsageEvent.objects.filter(created_at__lt=NOW - timedelta(days=90)).exists()
     # Hour rollups inside 400 days unchanged, field for field; the 401-day-old one went.
     assert _snapshot(kept_hours) == before_hours
-    assert result.hour_rollups == 2  # ok and tool_error of the 401-day-old hour
+    assert result.hour_rollups == old_hours  # ok and tool_error of the 401-day-old hour, and projections
+    assert not UsageRollup.objects.filter(bucket_start__lt=hour_cutoff).exists()
     chart = _daily_calls()
     assert chart == Counter(
         {day: calls for day, calls in before_chart.items() if day >= hour_cutoff.date().isoformat()}

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from analytics import histogram
+from analytics import histogram, rollups
 from analytics.models import NONE_ID, UsageRollup
 from gateway import usage
 from gateway.models import UsageEvent
@@ -64,8 +64,11 @@ def _expected_from_raw() -> dict[tuple[Any, ...], dict[str, Any]]:
             row.client_version,
             row.outcome,
         )
+        hour = at.replace(minute=0, second=0, microsecond=0)
         groups[(row.workspace_id, "minute", at.replace(second=0, microsecond=0), *rest)].append(row)
-        groups[(row.workspace_id, "hour", at.replace(minute=0, second=0, microsecond=0), *rest)].append(row)
+        groups[(row.workspace_id, "hour", hour, *rest)].append(row)
+        for name, kept in rollups.PROJECTIONS.items():  # narrower hour rollups for unfiltered figures
+            groups[(row.workspace_id, name, hour, *rollups.project(rest, kept))].append(row)
     expected = {}
     for key, rows in groups.items():
         timed = [row for row in rows if row.upstream_ms is not None]

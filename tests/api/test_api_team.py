@@ -11,7 +11,8 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from gateway.models import Server, UsageEvent
+from gateway.models import Server
+from tests.analytics.helpers import record_usage
 from tests.api.conftest import as_key, assert_error
 from tests.conftest import Team
 from tests.factories import make_token
@@ -214,13 +215,9 @@ def test_it_lists_filters_and_exports_audit_events(team: Team) -> None:
 
 # -- usage -----------------------------------------------------------------------------------------------
 def _usage(member: Member, tool: str, outcome: str, ms: float, days_ago: int = 0) -> None:
-    UsageEvent.objects.create(
-        workspace=member.workspace,
-        member=member,
-        server_slug="github",
-        tool=tool,
+    record_usage(
+        member,
         exposed_name=f"github__{tool}",
-        method="tools/call",
         created_at=timezone.now() - timedelta(days=days_ago),
         duration_ms=ms,
         outcome=outcome,

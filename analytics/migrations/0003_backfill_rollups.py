@@ -1,6 +1,7 @@
 """Roll up the usage rows recorded before rollups existed, so an upgraded install's charts show its history.
 
-Hour rollups for the rows of the last 400 days, minute rollups for the last 48 hours (what retention keeps),
+Hour rollups (and their projections) for the rows of the last 400 days, minute rollups for the last 48 hours
+(what retention keeps),
 read in primary-key order in chunks of 5,000 and added with the writer's own additive upsert. From here on
 the usage writer keeps the rollups up to date.
 """
@@ -58,7 +59,7 @@ def backward(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("analytics", "0001_initial"),
+        ("analytics", "0002_rollup_projections"),
         ("gateway", "0004_usage_keyset_indexes"),
     ]
 
