@@ -161,3 +161,46 @@ def test_the_command_follows_the_setting_and_reports(team: Team, settings: Any) 
     settings.USAGE_RETENTION_DAYS = 0
     with pytest.raises(CommandError, match="USAGE_RETENTION_DAYS must be at least 1"):
         call_command("prune_usage")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_tabs_figures_of_an_old_range_keep_their_counts_after_the_raw_rows_go(team: Team) -> None:
+    """The Analytics tab over 3 whole days 100 days ago, before and after prune_usage deletes their raw rows:
+    the same calls, errors and per-tool, per-server and per-client counts (all built from hour rollups).
+    Percentiles may switch from exact (raw rows) to histogram (rollups): at most 5% higher, never lower."""
+    from zoneinfo import ZoneInfo
+
+    from analytics import selectors
+
+    now = timezone.now()
+    first_day = (now - timedelta(days=100)).date()
+    writer = usage._Writer()
+    start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
+    rows = [
+        _row(
+            team,
+            start + timedelta(hours=7 * i, minutes=i),
+            ms=3.0 + i,
+            outcome="tool_error" if i % 4 else "ok",
+        )
+        for i in range(10)
+    ]
+    writer.write(rows)
+    scope = selectors.Scope(workspace_id=team.workspace.pk, member_id=None)
+    rng = selectors.Range.custom(first_day, first_day + timedelta(days=2), ZoneInfo("UTC"))
+
+    def figures() -> tuple[Any, ...]:
+        overview = selectors.overview(scope, rng)
+        timeline = [(b.start, b.calls, b.errors) for b in selectors.timeline(scope, rng)]
+        tools = [(t.exposed_name, t.calls, t.errors, t.spark) for t in selectors.tools(scope, rng)]
+        servers = [(s.slug, s.calls, s.errors, s.last_error_at) for s in selectors.servers(scope, rng)]
+        clients = [(c.name, c.calls) for c in selectors.clients(scope, rng)]
+        return (overview.calls, overview.errors, timeline, tools, servers, clients), overview
+
+    (before, overview_before), deleted = figures(), prune(retention_days=90).raw_rows
+    assert deleted == 10 and not UsageEvent.objects.exists()
+    after, overview_after = figures()
+    assert after == before and overview_before.calls == 10 and sum(b[1] for b in before[2]) == 10
+    for name in ("p50_ms", "p95_ms"):
+        exact, read = getattr(overview_before, name), getattr(overview_after, name)
+        assert exact is not None and read is not None and exact <= read <= exact * 1.05
