@@ -66,8 +66,7 @@ class ZoneSelect(forms.Select):
     ) -> SafeString:
         chosen = str(value or "")
         options = "".join(
-            html.replace('">', '" selected>', 1) if zone == chosen else html
-            for zone, html in _zone_options()
+            html.replace('">', '" selected>', 1) if zone == chosen else html for zone, html in _zone_options()
         )
         final = self.build_attrs(self.attrs, attrs)
         return mark_safe(f'<select name="{escape(name)}"{flatatt(final)}>{options}</select>')  # noqa: S308

@@ -42,7 +42,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from django.db import connections
-from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Case, Count, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import TruncDay, TruncHour, TruncMinute
 from django.utils import timezone
 
@@ -632,16 +632,26 @@ def _by_bucket(
     fields: Sequence[str],
     aggregates: str,
     each: str | None = None,
+    day_buckets: Range | None = None,
 ) -> list[tuple[Any, ...]]:
     """``aggregates`` (SQL over the derived table ``r`` of ``rows``' ``columns``, ``time_column`` and
     ``fields``) grouped by ``columns`` and the unit (``seconds`` long) of ``time_column`` (and, with
     ``each``, a JSON table function joined as ``j``, by ``j.key``): rows of (*columns, unit, [j.key,]
     *aggregates). Units are whole rollup hours or minutes (raw rows: seconds), so each lies in one bucket;
     the database returns integers, cheap to map to buckets (``_Buckets``)."""
-    inner, params = rows.order_by().values(*columns, time_column, *fields).query.sql_with_params()
     connection = connections[rows.db]
     quote = connection.ops.quote_name
-    unit = _unit_sql(connection.vendor, f"r.{quote(time_column)}", seconds)
+    if day_buckets is not None:
+        # Day buckets: each row's bucket index is worked out once in the inner query (its time against the
+        # local midnights), so the database adds up whole days and one row per day comes back.
+        edges = day_buckets.boundaries()[1:-1]
+        whens = [When(**{f"{time_column}__lt": edge}, then=Value(i)) for i, edge in enumerate(edges)]
+        rows = rows.annotate(bi=Case(*whens, default=Value(len(edges)), output_field=IntegerField()))
+        inner, params = rows.order_by().values(*columns, "bi", *fields).query.sql_with_params()
+        unit = "r.bi"
+    else:
+        inner, params = rows.order_by().values(*columns, time_column, *fields).query.sql_with_params()
+        unit = _unit_sql(connection.vendor, f"r.{quote(time_column)}", seconds)
     names = [*(f"r.{quote(name)}" for name in columns), unit, *(["j.key"] if each else [])]
     group = ", ".join(names)
     source = f"({inner}) r" + (f" CROSS JOIN {each}" if each else "")
@@ -683,9 +693,12 @@ def _bucket_counts(
             continue
         seconds = unit if time_column == "bucket_start" else 1  # raw rows: cut units, exactly
         buckets = _Buckets(rng, seconds)
-        for *values, number, n, e, d in _by_bucket(rows, columns, time_column, seconds, fields, aggregates):
+        days = rng if rng.bucket == "day" else None
+        for *values, number, n, e, d in _by_bucket(
+            rows, columns, time_column, seconds, fields, aggregates, day_buckets=days
+        ):
             found = dict(zip(columns, values, strict=True))
-            index = buckets.index(number)
+            index = int(number) if days else buckets.index(number)
             key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
             out.setdefault(key, _Count()).add(_Count(int(n or 0), int(e or 0), float(d or 0.0)))
     return out
@@ -866,11 +879,12 @@ def _hist_sums(
         columns = [name for name in group if name != "bucket_start"]
         seconds = int(_UNITS[str(rng.bucket if rng.bucket == "minute" else "hour")].total_seconds())
         buckets = _Buckets(rng, seconds)
+        days = rng if rng.bucket == "day" else None
         for *values, number, bin_key, count in _by_bucket(
-            rollups, columns, "bucket_start", seconds, (column,), f"SUM({value})", each
+            rollups, columns, "bucket_start", seconds, (column,), f"SUM({value})", each, day_buckets=days
         ):
             found = dict(zip(columns, values, strict=True))
-            index = buckets.index(number)
+            index = int(number) if days else buckets.index(number)
             key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
             hist = out.setdefault(key, {})
             hist[str(bin_key)] = hist.get(str(bin_key), 0) + int(count)
