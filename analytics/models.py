@@ -28,6 +28,14 @@ class UsageRollup(models.Model):
     class Granularity(models.TextChoices):
         MINUTE = "minute", "Minute"
         HOUR = "hour", "Hour"
+        # Hour projections (analytics.rollups.PROJECTIONS): the same hours with only some dimensions kept
+        # (the others 0 / ""), so that an unfiltered figure over 30 days reads a few thousand rows, not
+        # one per key of every hour.
+        HOUR_TOTAL = "h_tot", "Hour, totals"
+        HOUR_TOOL = "h_tool", "Hour, per tool"
+        HOUR_SERVER = "h_srv", "Hour, per server"
+        HOUR_CLIENT = "h_cli", "Hour, per client"
+        HOUR_TOKEN = "h_tok", "Hour, per token"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="usage_rollups")
     granularity = models.CharField(max_length=6, choices=Granularity.choices)

@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from django.db import connections
@@ -25,6 +26,27 @@ from analytics import histogram
 from analytics.models import NONE_ID, DroppedUsage, UsageRollup
 
 GRANULARITIES = (UsageRollup.Granularity.MINUTE, UsageRollup.Granularity.HOUR)
+# Hour projections: which of a key's dimensions each keeps (indexes into the key after workspace,
+# granularity and bucket: member_id, token_id, server_id, server_slug, tool, exposed_name, method,
+# client_name, client_version, outcome); the others are 0 / "". Read by analytics.selectors for unfiltered
+# figures (an-select, contract amendment 2).
+_G = UsageRollup.Granularity
+PROJECTIONS: dict[str, tuple[int, ...]] = {
+    _G.HOUR_TOTAL: (6, 9),
+    _G.HOUR_TOOL: (2, 3, 4, 5, 6, 9),
+    _G.HOUR_SERVER: (2, 3, 6, 9),
+    _G.HOUR_CLIENT: (6, 7, 8, 9),
+    _G.HOUR_TOKEN: (0, 1, 6, 9),
+}
+_ID_POSITIONS = (0, 1, 2)
+_BLANK = tuple(NONE_ID if i in _ID_POSITIONS else "" for i in range(10))  # a dropped dimension's value
+
+
+def project(rest: tuple[Any, ...], kept: tuple[int, ...]) -> tuple[Any, ...]:
+    """A key's dimensions with only ``kept`` left (ids 0, strings "" for the others)."""
+    return tuple(value if i in kept else _BLANK[i] for i, value in enumerate(rest))
+
+
 CHUNK = 200  # rows per statement: 24 parameters each, far below SQLite's limit
 
 RollupKey = tuple[Any, ...]  # in the order of UsageRollup.KEY_FIELDS
@@ -51,17 +73,18 @@ def bucket_start(at: datetime, granularity: str) -> datetime:
     return utc.replace(second=0, microsecond=0)
 
 
-def _count(hist: histogram.Histogram, ms: float) -> None:
-    key = str(histogram.bucket_index(ms))
-    hist[key] = hist.get(key, 0) + 1
-
-
-def aggregate(rows: Iterable[Any]) -> dict[RollupKey, Aggregate]:
+def aggregate(
+    rows: Iterable[Any],
+    granularities: Iterable[str] = GRANULARITIES,
+    into: dict[RollupKey, Aggregate] | None = None,
+) -> dict[RollupKey, Aggregate]:
     """The rollup increments of usage rows (``UsageEvent`` instances or anything with their attributes).
 
     Rows without a workspace (a request naming no workspace) are not rolled up.
     """
-    out: dict[RollupKey, Aggregate] = {}
+    out: dict[RollupKey, Aggregate] = {} if into is None else into
+    granularities = tuple(str(granularity) for granularity in granularities)
+    with_projections = UsageRollup.Granularity.HOUR in granularities
     for row in rows:
         if row.workspace_id is None:
             continue
@@ -77,23 +100,42 @@ def aggregate(rows: Iterable[Any]) -> dict[RollupKey, Aggregate]:
             row.client_version,
             row.outcome,
         )
-        for granularity in GRANULARITIES:
-            key = (row.workspace_id, str(granularity), bucket_start(row.created_at, granularity), *rest)
+        keys = [
+            (row.workspace_id, granularity, bucket_start(row.created_at, granularity), *rest)
+            for granularity in granularities
+        ]
+        if with_projections:  # every hour row also counts in the hour projections
+            hour = bucket_start(row.created_at, UsageRollup.Granularity.HOUR)
+            keys += [
+                (row.workspace_id, name, hour, *project(rest, kept)) for name, kept in PROJECTIONS.items()
+            ]
+        # What the row adds, worked out once for all of its keys.
+        duration, upstream, created, failed = (
+            row.duration_ms,
+            row.upstream_ms,
+            row.created_at,
+            row.outcome != "ok",
+        )
+        duration_key = str(histogram.bucket_index(duration))
+        if upstream is not None:
+            upstream_key = str(histogram.bucket_index(upstream))
+            gateway_key = str(histogram.bucket_index(max(duration - upstream, 0.0)))
+        for key in keys:
             agg = out.get(key)
             if agg is None:
                 agg = out[key] = Aggregate()
             agg.calls += 1
-            agg.duration_sum += row.duration_ms
-            _count(agg.duration_hist, row.duration_ms)
-            if row.upstream_ms is not None:
+            agg.duration_sum += duration
+            agg.duration_hist[duration_key] = agg.duration_hist.get(duration_key, 0) + 1
+            if upstream is not None:
                 agg.upstream_calls += 1
-                agg.upstream_sum += row.upstream_ms
-                _count(agg.upstream_hist, row.upstream_ms)
-                _count(agg.gateway_hist, max(row.duration_ms - row.upstream_ms, 0.0))
-            if agg.last_at is None or row.created_at > agg.last_at:
-                agg.last_at = row.created_at
-            if row.outcome != "ok" and (agg.last_error_at is None or row.created_at >= agg.last_error_at):
-                agg.last_error_at = row.created_at
+                agg.upstream_sum += upstream
+                agg.upstream_hist[upstream_key] = agg.upstream_hist.get(upstream_key, 0) + 1
+                agg.gateway_hist[gateway_key] = agg.gateway_hist.get(gateway_key, 0) + 1
+            if agg.last_at is None or created > agg.last_at:
+                agg.last_at = created
+            if failed and (agg.last_error_at is None or created >= agg.last_error_at):
+                agg.last_error_at = created
                 agg.last_error = row.detail
     return out
 
@@ -127,6 +169,7 @@ VALUE_FIELDS = (
 )
 
 
+@lru_cache(maxsize=64)
 def _upsert_sql(vendor: str, rows: int) -> str:
     table = UsageRollup._meta.db_table
     key_columns = list(UsageRollup.KEY_FIELDS)  # attnames, which are their column names
@@ -180,6 +223,11 @@ def add(increments: Mapping[RollupKey, Aggregate], *, using: str = "default") ->
                     agg.last_error,
                 ]
             cursor.execute(_upsert_sql(vendor, len(chunk)), params)
+
+
+def add_rows(rows: Iterable[Any], *, using: str = "default") -> None:
+    """Roll up usage rows (both granularities), as the usage writer does for each batch it inserts."""
+    add(aggregate(rows), using=using)
 
 
 def _sort_key(key: RollupKey) -> tuple[Any, ...]:

@@ -36,18 +36,19 @@ import bisect
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from django.db import connections
-from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import TruncHour, TruncMinute
+from django.db.models import Case, Count, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models.functions import TruncDay, TruncHour, TruncMinute
 from django.utils import timezone
 
 from analytics import histogram
 from analytics.models import DroppedUsage, UsageRollup
+from analytics.rollups import PROJECTIONS
 from gateway.models import Server, UsageEvent
 from tokens.models import Token
 from workspaces.models import Member
@@ -59,7 +60,7 @@ CALL_OUTCOMES: tuple[str, ...] = (Outcome.OK, *FAILED)
 CALL_METHOD = "tools/call"
 
 # Up to this many calls in the filtered range, percentiles are exact (from the raw rows).
-EXACT_PERCENTILE_MAX_CALLS = 20_000
+EXACT_PERCENTILE_MAX_CALLS = 10_000
 # Minute rollups are kept this long (analytics retention); older minute ranges are read from raw rows.
 MINUTE_ROLLUP_HOURS = 48
 MAX_RANGE_DAYS = 400
@@ -468,12 +469,43 @@ def _raw(scope: Scope, plan: _Plan, filters: Filters, calls_only: bool) -> Query
     return events.filter(CALLS_ONLY) if calls_only else events
 
 
-def _rollups(scope: Scope, plan: _Plan, filters: Filters, calls_only: bool) -> QuerySet[UsageRollup] | None:
+_FILTER_COLUMNS = {
+    "tool": "exposed_name",
+    "member_id": "member_id",
+    "token_id": "token_id",
+    "server_id": "server_id",
+    "client": "client_name",
+    "outcome": "outcome",
+}
+# The smallest first: the projection a figure reads is the first that keeps every column it needs.
+_PROJECTIONS_BY_SIZE = ("h_tot", "h_srv", "h_cli", "h_tok", "h_tool")
+_PROJECTION_COLUMNS: dict[str, frozenset[str]] = {
+    name: frozenset(UsageRollup.KEY_FIELDS[3 + i] for i in PROJECTIONS[name]) for name in _PROJECTIONS_BY_SIZE
+}
+
+
+def _granularity(plan: _Plan, scope: Scope, filters: Filters, columns: Iterable[str]) -> str:
+    """The rollups to read: for hour ranges the smallest hour projection that keeps every column the figure
+    groups or filters by (the scope's member too), else the full hour (or minute) rollups."""
+    if plan.granularity != UsageRollup.Granularity.HOUR:
+        return plan.granularity
+    need = {"method", "outcome", *columns}
+    need.update(column for name, column in _FILTER_COLUMNS.items() if getattr(filters, name) is not None)
+    if scope.member_id is not None:
+        need.add("member_id")
+    return next(
+        (name for name in _PROJECTIONS_BY_SIZE if need <= _PROJECTION_COLUMNS[name]), plan.granularity
+    )
+
+
+def _rollups(
+    scope: Scope, plan: _Plan, filters: Filters, calls_only: bool, columns: Iterable[str] = ()
+) -> QuerySet[UsageRollup] | None:
     if plan.rollup_from is None or plan.rollup_to is None:
         return None
     rows = UsageRollup.objects.filter(
         _common_filters(scope, filters),
-        granularity=plan.granularity,
+        granularity=_granularity(plan, scope, filters, columns),
         bucket_start__gte=plan.rollup_from,
         bucket_start__lt=plan.rollup_to,
     )
@@ -529,9 +561,11 @@ def _counts(
     out: dict[Key, _Count] = {}
     columns = [dim for dim in dims if dim != BUCKET]
     failed = Q(outcome__in=FAILED)
-    rollups = _rollups(scope, plan, filters, calls_only)
+    if BUCKET in dims:
+        return _bucket_counts(scope, rng, filters, plan, dims, columns, calls_only)
+    rollups = _rollups(scope, plan, filters, calls_only, columns)
     if rollups is not None:
-        group = [*columns, "bucket_start"] if BUCKET in dims else columns
+        group = columns
         for row in (
             rollups.order_by()
             .values(*group)
@@ -546,12 +580,7 @@ def _counts(
             out.setdefault(_key(dims, row, rng, "bucket_start"), _Count()).add(_Count.of(row))
     raw = _raw(scope, plan, filters, calls_only)
     if raw is not None:
-        if BUCKET in dims:
-            trunc = TruncMinute if plan.granularity == "minute" else TruncHour
-            raw = raw.annotate(unit=trunc("created_at", tzinfo=UTC))
-            group = [*columns, "unit"]
-        else:
-            group = columns
+        group = columns
         for row in (
             raw.order_by()
             .values(*group)
@@ -564,6 +593,114 @@ def _counts(
             )
         ):
             out.setdefault(_key(dims, row, rng, "unit"), _Count()).add(_Count.of(row))
+    return out
+
+
+_FAILED_SQL = ", ".join(f"'{outcome}'" for outcome in FAILED)  # constants of this module, not input
+
+
+def _unit_sql(vendor: str, column: str, seconds: int) -> str:
+    """SQL for the number of whole ``seconds`` units since the epoch of a UTC time column."""
+    if vendor == "postgresql":
+        return f"CAST(FLOOR(EXTRACT(EPOCH FROM {column}) / {seconds}) AS bigint)"
+    return f"(CAST(strftime('%%s', {column}) AS integer) / {seconds})"  # %% survives the placeholder pass
+
+
+class _Buckets:
+    """Maps a unit number (``_unit_sql``) to the index of the range's bucket that holds the unit's start."""
+
+    def __init__(self, rng: Range, seconds: int) -> None:
+        self.rng, self.seconds, self.known = rng, seconds, {}
+
+    rng: Range
+    seconds: int
+    known: dict[int, int]
+
+    def index(self, unit: int) -> int:
+        found = self.known.get(unit)
+        if found is None:
+            moment = datetime.fromtimestamp(int(unit) * self.seconds, UTC)
+            found = self.known[unit] = _clamp_index(self.rng, moment)
+        return found
+
+
+def _by_bucket(
+    rows: QuerySet[Any],
+    columns: Sequence[str],
+    time_column: str,
+    seconds: int,
+    fields: Sequence[str],
+    aggregates: str,
+    each: str | None = None,
+    day_buckets: Range | None = None,
+) -> list[tuple[Any, ...]]:
+    """``aggregates`` (SQL over the derived table ``r`` of ``rows``' ``columns``, ``time_column`` and
+    ``fields``) grouped by ``columns`` and the unit (``seconds`` long) of ``time_column`` (and, with
+    ``each``, a JSON table function joined as ``j``, by ``j.key``): rows of (*columns, unit, [j.key,]
+    *aggregates). Units are whole rollup hours or minutes (raw rows: seconds), so each lies in one bucket;
+    the database returns integers, cheap to map to buckets (``_Buckets``)."""
+    connection = connections[rows.db]
+    quote = connection.ops.quote_name
+    if day_buckets is not None:
+        # Day buckets: each row's bucket index is worked out once in the inner query (its time against the
+        # local midnights), so the database adds up whole days and one row per day comes back.
+        edges = day_buckets.boundaries()[1:-1]
+        whens = [When(**{f"{time_column}__lt": edge}, then=Value(i)) for i, edge in enumerate(edges)]
+        rows = rows.annotate(bi=Case(*whens, default=Value(len(edges)), output_field=IntegerField()))
+        inner, params = rows.order_by().values(*columns, "bi", *fields).query.sql_with_params()
+        unit = "r.bi"
+    else:
+        inner, params = rows.order_by().values(*columns, time_column, *fields).query.sql_with_params()
+        unit = _unit_sql(connection.vendor, f"r.{quote(time_column)}", seconds)
+    names = [*(f"r.{quote(name)}" for name in columns), unit, *(["j.key"] if each else [])]
+    group = ", ".join(names)
+    source = f"({inner}) r" + (f" CROSS JOIN {each}" if each else "")
+    # Only quoted column names, Django's compiled SQL and this module's constants are formatted in.
+    sql = f"SELECT {group}, {aggregates} FROM {source} GROUP BY {group}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+def _bucket_counts(
+    scope: Scope,
+    rng: Range,
+    filters: Filters,
+    plan: _Plan,
+    dims: Sequence[str],
+    columns: Sequence[str],
+    calls_only: bool,
+) -> dict[Key, _Count]:
+    out: dict[Key, _Count] = {}
+    failed = f"outcome IN ({_FAILED_SQL})"
+    sources: list[tuple[QuerySet[Any] | None, str, tuple[str, ...], str]] = [
+        (
+            _rollups(scope, plan, filters, calls_only, columns),
+            "bucket_start",
+            ("calls", "outcome", "duration_sum"),
+            f"SUM(r.calls), SUM(CASE WHEN r.{failed} THEN r.calls ELSE 0 END), SUM(r.duration_sum)",
+        ),
+        (
+            _raw(scope, plan, filters, calls_only),
+            "created_at",
+            ("outcome", "duration_ms"),
+            f"COUNT(*), SUM(CASE WHEN r.{failed} THEN 1 ELSE 0 END), SUM(r.duration_ms)",
+        ),
+    ]
+    unit = int(_UNITS[plan.granularity].total_seconds())
+    for rows, time_column, fields, aggregates in sources:
+        if rows is None:
+            continue
+        seconds = unit if time_column == "bucket_start" else 1  # raw rows: cut units, exactly
+        buckets = _Buckets(rng, seconds)
+        days = rng if rng.bucket == "day" else None
+        for *values, number, n, e, d in _by_bucket(
+            rows, columns, time_column, seconds, fields, aggregates, day_buckets=days
+        ):
+            found = dict(zip(columns, values, strict=True))
+            index = int(number) if days else buckets.index(number)
+            key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
+            out.setdefault(key, _Count()).add(_Count(int(n or 0), int(e or 0), float(d or 0.0)))
     return out
 
 
@@ -592,8 +729,11 @@ class _Dist:
 
     values: list[float] | None = None
     hist: dict[str, int] | None = None
+    exact: dict[int, float] | None = None  # percentiles the database picked from the raw rows
 
-    def percentile(self, p: float) -> float | None:
+    def percentile(self, p: int) -> float | None:
+        if self.exact is not None:
+            return _round(self.exact.get(p))
         if self.values is not None:
             return _round(histogram.exact_percentile(self.values, p))
         return _round(histogram.percentile(self.hist or {}, p))
@@ -627,26 +767,13 @@ def _dists(
         return out
     columns = [dim for dim in dims if dim != BUCKET]
     if expected_calls <= EXACT_PERCENTILE_MAX_CALLS:
-        rows = list(
-            raw_events(scope, rng, filters)
-            .filter(CALLS_ONLY)
-            .order_by()
-            .values_list(*columns, "created_at", "duration_ms", "upstream_ms")[
-                : EXACT_PERCENTILE_MAX_CALLS + 1
-            ]
-        )
-        if len(rows) == expected_calls:
-            for row in rows:
-                key = _raw_key(dims, columns, row, rng)
-                for measure in measures:
-                    value = _measure(measure, row[-2], row[-1])
-                    if value is not None:
-                        dist = out[measure].setdefault(key, _Dist(values=[]))
-                        assert dist.values is not None
-                        dist.values.append(value)
+        raw_calls = raw_events(scope, rng, filters).filter(CALLS_ONLY)
+        if raw_calls.count() == expected_calls:  # else some raw rows are past their retention
+            for measure in measures:
+                out[measure] = _exact_percentiles(raw_calls, dims, columns, measure, rng)
             return out
     plan = _plan(rng, _now_minute())
-    rollups = _rollups(scope, plan, filters, calls_only=True)
+    rollups = _rollups(scope, plan, filters, calls_only=True, columns=columns)
     if rollups is not None:
         group = [*columns, "bucket_start"] if BUCKET in dims else columns
         for measure in measures:
@@ -670,6 +797,65 @@ def _dists(
     return out
 
 
+PERCENTILES = (50, 95)
+_MEASURE_SQL = {
+    "duration": "duration_ms",
+    "upstream": "upstream_ms",
+    "gateway": "CASE WHEN duration_ms > upstream_ms THEN duration_ms - upstream_ms ELSE 0 END",
+}
+
+
+def _exact_percentiles(
+    calls: QuerySet[UsageEvent], dims: Sequence[str], columns: Sequence[str], measure: str, rng: Range
+) -> dict[Key, _Dist]:
+    """The nearest-rank p50 and p95 of ``measure`` per ``dims``, picked by the database from the raw rows
+    (a window function ranks each group's values; only the rows at the two ranks come back)."""
+    group = list(columns)
+    unit_zone: tzinfo = UTC  # what the database's naive truncated times are in
+    if BUCKET in dims:
+        if rng.bucket == "day":
+            calls = calls.annotate(unit=TruncDay("created_at", tzinfo=rng.tz))
+            unit_zone = rng.tz
+        else:
+            trunc = TruncMinute if rng.bucket == "minute" else TruncHour
+            calls = calls.annotate(unit=trunc("created_at", tzinfo=UTC))
+        group.append("unit")
+    if measure != "duration":
+        calls = calls.filter(upstream_ms__isnull=False)
+    inner, params = calls.order_by().values(*group, "duration_ms", "upstream_ms").query.sql_with_params()
+    connection = connections[calls.db]
+    quote = connection.ops.quote_name
+    cols = ", ".join(f"r.{quote(name)}" for name in group)
+    partition = f"PARTITION BY {cols} " if cols else ""
+    value = (
+        _MEASURE_SQL[measure].replace("duration_ms", "r.duration_ms").replace("upstream_ms", "r.upstream_ms")
+    )
+    at_rank = " OR ".join(f"(rn * 100 >= {p} * n AND (rn - 1) * 100 < {p} * n)" for p in PERCENTILES)
+    select = f"{cols}, " if cols else ""
+    # Only quoted column names, Django's compiled SQL and constants are formatted in; values are parameters.
+    sql = (
+        f"SELECT * FROM (SELECT {select}{value} AS v, "  # noqa: S608
+        f"ROW_NUMBER() OVER ({partition}ORDER BY {value}) AS rn, COUNT(*) OVER ({partition.strip()}) AS n "
+        f"FROM ({inner}) r) t WHERE {at_rank}"
+    )
+    out: dict[Key, _Dist] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for *values, v, rn, n in cursor.fetchall():
+            row = dict(zip(group, values, strict=True))
+            if "unit" in row:
+                unit = row["unit"]
+                moment = datetime.fromisoformat(unit) if isinstance(unit, str) else unit
+                row["unit"] = moment if moment.tzinfo else moment.replace(tzinfo=unit_zone)
+            key = _key(dims, row, rng, "unit")
+            dist = out.setdefault(key, _Dist(exact={}))
+            assert dist.exact is not None
+            for p in PERCENTILES:
+                if rn * 100 >= p * n and (rn - 1) * 100 < p * n:
+                    dist.exact[p] = float(v)
+    return out
+
+
 def _raw_key(dims: Sequence[str], columns: Sequence[str], row: Sequence[Any], rng: Range) -> Key:
     values = dict(zip(columns, row, strict=False))
     return tuple(
@@ -682,18 +868,32 @@ def _hist_sums(
 ) -> dict[Key, dict[str, int]]:
     """The rollups' sparse histograms in ``column`` added up per ``group``, in the database (one row per
     group and histogram bucket comes back, not one per rollup)."""
-    inner, params = rollups.order_by().values(*group, column).query.sql_with_params()
     connection = connections[rollups.db]
     quote = connection.ops.quote_name
-    cols = ", ".join(f"r.{quote(name)}" for name in group)
     if connection.vendor == "postgresql":
         each, value = f"jsonb_each_text(r.{quote(column)}) AS j", "CAST(j.value AS bigint)"
     else:
         each, value = f"json_each(r.{quote(column)}) AS j", "CAST(j.value AS integer)"
+    out: dict[Key, dict[str, int]] = {}
+    if BUCKET in dims:
+        columns = [name for name in group if name != "bucket_start"]
+        seconds = int(_UNITS[str(rng.bucket if rng.bucket == "minute" else "hour")].total_seconds())
+        buckets = _Buckets(rng, seconds)
+        days = rng if rng.bucket == "day" else None
+        for *values, number, bin_key, count in _by_bucket(
+            rollups, columns, "bucket_start", seconds, (column,), f"SUM({value})", each, day_buckets=days
+        ):
+            found = dict(zip(columns, values, strict=True))
+            index = int(number) if days else buckets.index(number)
+            key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
+            hist = out.setdefault(key, {})
+            hist[str(bin_key)] = hist.get(str(bin_key), 0) + int(count)
+        return out
+    inner, params = rollups.order_by().values(*group, column).query.sql_with_params()
+    cols = ", ".join(f"r.{quote(name)}" for name in group)
     select = f"{cols}, " if cols else ""
     # Only quoted column names and Django's own compiled SQL are formatted in; every value is a parameter.
     sql = f"SELECT {select}j.key, SUM({value}) FROM ({inner}) r, {each} GROUP BY {select}j.key"  # noqa: S608
-    out: dict[Key, dict[str, int]] = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for *values, bin_key, count in cursor.fetchall():
@@ -755,7 +955,7 @@ def _overview(scope: Scope, rng: Range, filters: Filters) -> Overview:
 def _active_tokens(scope: Scope, rng: Range, filters: Filters) -> int:
     plan = _plan(rng, _now_minute())
     seen: set[int] = set()
-    rollups = _rollups(scope, plan, filters, calls_only=False)
+    rollups = _rollups(scope, plan, filters, calls_only=False, columns=("token_id",))
     if rollups is not None:
         seen.update(rollups.exclude(token_id=0).order_by().values_list("token_id", flat=True).distinct())
     raw = _raw(scope, plan, filters, calls_only=False)
@@ -956,7 +1156,7 @@ def _last_errors(scope: Scope, rng: Range, filters: Filters, newest: dict[Any, d
             if row is not None:
                 out[pk] = row
                 continue
-        rollups = _rollups(scope, plan, server, calls_only=True)
+        rollups = _rollups(scope, plan, server, calls_only=True, columns=("server_id",))
         if rollups is not None:
             if pk is None:
                 rollups = rollups.filter(server_id=0)
@@ -1076,7 +1276,7 @@ def dropped(scope: Scope, rng: Range) -> int:
 def _hour_rollups_of(outer_field: str, column: str) -> QuerySet[UsageRollup]:
     return UsageRollup.objects.filter(
         workspace_id=OuterRef("workspace_id"),
-        granularity=UsageRollup.Granularity.HOUR,
+        granularity=UsageRollup.Granularity.HOUR_TOKEN,  # member_id and token_id are kept in it
         **{column: OuterRef(outer_field)},
     ).order_by()
 
@@ -1099,7 +1299,9 @@ def token_last_rows(workspace_id: int, token_ids: Iterable[int]) -> dict[int, da
     """The newest usage row of each token (any method or outcome), from the hour rollups: one query."""
     rows = (
         UsageRollup.objects.filter(
-            workspace_id=workspace_id, granularity=UsageRollup.Granularity.HOUR, token_id__in=list(token_ids)
+            workspace_id=workspace_id,
+            granularity=UsageRollup.Granularity.HOUR_TOKEN,
+            token_id__in=list(token_ids),
         )
         .order_by()
         .values("token_id")

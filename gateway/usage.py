@@ -157,7 +157,7 @@ class _Writer:
                 with transaction.atomic():
                     if rows:
                         UsageEvent.objects.bulk_create(rows)
-                        rollups.add(rollups.aggregate(rows))
+                        rollups.add_rows(rows)
                     rollups.add_dropped(pending)
                 return len(rows)
             except IntegrityError:

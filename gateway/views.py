@@ -99,6 +99,7 @@ class _Context:
         self.rate_window: limits.Window | None = None  # counted already when reading the token (Redis)
         self.rate_count: int | None = None
         self.client: clientinfo.ClientInfo | None = None  # known once the session is (or from initialize)
+        self.method = ""  # of the JSON-RPC message, once parsed (a rate-limited request's row names it)
 
     def reply(self, body: dict[str, Any]) -> HttpResponse:
         return _json(body, 200, self.headers, sse=self.sse_only)
@@ -147,7 +148,7 @@ class _Context:
                 server_slug=server_slug,
                 tool=tool,
                 exposed_name=exposed_name,
-                method=method,
+                method=method or self.method,
                 created_at=timezone.now(),
                 duration_ms=(time.perf_counter() - (started or self.started)) * 1000,
                 upstream_ms=upstream_ms,
@@ -516,6 +517,7 @@ class GatewayView(APIView):
         except protocol.ProtocolError as exc:
             limited = self._rate_limit(ctx, exc.id)
             return limited or _error(exc, ctx.headers)
+        ctx.method = message.method or ""
         if message.method == "initialize":
             ctx.client = clientinfo.from_initialize(message.params)
         limited = self._rate_limit(ctx, message.id)

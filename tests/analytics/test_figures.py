@@ -552,3 +552,22 @@ def test_dropped_rows_are_counted_per_day_of_the_range() -> None:
     assert selectors.dropped(w.all, DAY_D) == 12  # 3 + 4 + 5
     assert selectors.dropped(Scope.for_member(w.bob), utc_day) == 9  # a warning about the workspace's data
     assert selectors.dropped(w.all, Range.custom(date(2026, 6, 11), date(2026, 6, 11), ZoneInfo("UTC"))) == 0
+
+
+def test_unfiltered_figures_read_the_smallest_hour_projection(world: World) -> None:
+    from analytics.models import UsageRollup
+    from analytics.selectors import _granularity, _plan
+
+    plan = _plan(DAY_D, timezone.now())
+    assert _granularity(plan, world.all, Filters(), ()) == "h_tot"  # overview, timeline
+    assert _granularity(plan, world.all, Filters(), ("server_id", "server_slug")) == "h_srv"
+    assert _granularity(plan, world.all, Filters(), ("client_name", "client_version")) == "h_cli"
+    assert _granularity(plan, world.all, Filters(), ("token_id",)) == "h_tok"
+    assert _granularity(plan, Scope.for_member(world.bob), Filters(), ()) == "h_tok"  # a member's own view
+    assert _granularity(plan, world.all, Filters(tool="web__fetch"), ("server_id",)) == "h_tool"
+    assert _granularity(plan, world.all, Filters(), ("member_id", "exposed_name")) == "hour"  # top tools
+    assert _granularity(plan, world.all, Filters(client="Cursor"), ("exposed_name",)) == "hour"
+    # Every projection adds up to the same calls as the full hour rollups: 11 rows of any kind + row 12.
+    for granularity in ("hour", "h_tot", "h_tool", "h_srv", "h_cli", "h_tok"):
+        rows = UsageRollup.objects.filter(workspace=world.workspace, granularity=granularity)
+        assert sum(rows.values_list("calls", flat=True)) == 12, granularity

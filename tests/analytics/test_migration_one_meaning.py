@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+from analytics import histogram
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BEFORE = [("gateway", "0001_initial")]
 AFTER = [("gateway", "0004_usage_keyset_indexes")]
-LATEST = [("gateway", "0004_usage_keyset_indexes"), ("analytics", "0001_initial")]
+LATEST = [("gateway", "0004_usage_keyset_indexes"), ("analytics", "0003_backfill_rollups")]
 
 
 def _migrate(targets: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
@@ -83,3 +86,37 @@ def test_a_like_wildcard_in_the_slug_does_not_match_other_rows() -> None:
     got = sorted(new.get_model("gateway", "UsageEvent").objects.values_list("tool", "exposed_name"))
     assert got == [("t", "a-b__t"), ("x_t", "a-b__x_t")]
     _migrate(LATEST)
+
+
+def test_rows_recorded_before_rollups_are_rolled_up_once() -> None:
+    old = _migrate(BEFORE)
+    workspace = old.get_model("workspaces", "Workspace").objects.create(name="W", slug="w")
+    usage = old.get_model("gateway", "UsageEvent")
+    now = timezone.now()
+    for ago, ms, outcome in [
+        (timedelta(minutes=5), 10.0, "ok"),
+        (timedelta(minutes=5), 30.0, "tool_error"),
+        (timedelta(days=3), 20.0, "ok"),  # hour rollup only: minute rollups cover 48 hours
+        (timedelta(days=401), 40.0, "ok"),  # beyond hour-rollup retention: none
+    ]:
+        usage.objects.create(
+            workspace=workspace,
+            created_at=now - ago,
+            server_slug="fs",
+            tool="read",
+            method="tools/call",
+            duration_ms=ms,
+            outcome=outcome,
+            detail="boom" if outcome != "ok" else "",
+        )
+    usage.objects.create(created_at=now, outcome="unauthorized")  # no workspace: not rolled up
+    new = _migrate(LATEST)
+    rollup = new.get_model("analytics", "UsageRollup")
+    hours = rollup.objects.filter(granularity="hour")
+    minutes = rollup.objects.filter(granularity="minute")
+    assert sum(hours.values_list("calls", flat=True)) == 3
+    assert sum(minutes.values_list("calls", flat=True)) == 2
+    assert sorted(hours.values_list("duration_sum", flat=True)) == [10.0, 20.0, 30.0]
+    failed = minutes.get(outcome="tool_error")
+    assert failed.last_error == "boom" and failed.exposed_name == "fs__read" and failed.tool == "read"
+    assert failed.duration_hist == {str(histogram.bucket_index(30.0)): 1}
