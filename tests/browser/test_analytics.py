@@ -1,6 +1,6 @@
 """The Analytics tab in a real headless Chromium, with a day of seeded usage, in light and dark mode.
 
-The live server's database is seeded through the gateway's own usage writer (``gateway.usage.record`` and
+The live server's database is seeded (two days of calls) through the gateway's own usage writer (``gateway.usage.record`` and
 ``flush``: raw rows and rollups as real traffic leaves them). The browser's zone is Europe/Berlin: the tab
 picks it up by itself (static/js/analytics.js). Screenshots go to test-artifacts/analytics-*.png; the test
 also checks what a reader would: charts with bars, tick labels that do not overlap, a hover tooltip, a
@@ -47,10 +47,10 @@ tools = [(servers[0], "search_issues", 40), (servers[0], "create_issue", 180), (
          (servers[0], "get_file", 60), (servers[1], "update_ticket", 240)]
 rng = random.Random(7)
 now = timezone.now()
-for i in range(900):
+for i in range(1600):  # two days: the tiles compare the last 24 hours with the day before
     t = rng.randrange(len(tokens))
     server, tool, typical = tools[min(int(rng.expovariate(0.7)), len(tools) - 1)]
-    ago = dt.timedelta(minutes=rng.triangular(1, 24 * 60 - 2, 9 * 60))
+    ago = dt.timedelta(minutes=rng.triangular(1, 48 * 60 - 2, 14 * 60))
     outcome = rng.choices(["ok", "tool_error", "upstream_error", "timeout"], [92, 5, 2, 1])[0]
     duration = rng.lognormvariate(0, 0.5) * typical
     usage.record(usage.Usage(
