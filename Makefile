@@ -63,9 +63,14 @@ typecheck: install-test
 check: lint typecheck test
 
 # BENCH_ARGS="--baseline-root /tmp/old-checkout" also measures an earlier commit in the same run.
+# The Analytics tab at scale (benchmarks/analytics.py): 1,000,000 usage rows on SQLite, then on PostgreSQL
+# (a scratch database next to ANALYTICS_BENCH_PG, dropped after). ANALYTICS_BENCH_ARGS="--rows 100000" etc.
+ANALYTICS_BENCH_PG ?= postgres://root@127.0.0.1:5432/postgres
 bench: install-test
 	$(BIN)/python -m benchmarks.gateway $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.catalog
+	$(BIN)/python -m benchmarks.analytics $(ANALYTICS_BENCH_ARGS)
+	$(BIN)/python -m benchmarks.analytics --database-url $(ANALYTICS_BENCH_PG) $(ANALYTICS_BENCH_ARGS)
 
 # Long runs, not in `make test`; each writes its figures (docs/reliability.md keeps those of the last run).
 # Stress: one `make run`-like process under 200 slow calls, 1,000 idle connections and 500 slowloris

@@ -349,6 +349,9 @@ ALLOW_PRIVATE_UPSTREAMS = env_bool("ALLOW_PRIVATE_UPSTREAMS", False)
 # Usage rows are written by a background thread in batches, off the request path (an INSERT per request
 # costs ~0.8 ms on SQLite). Tests switch it to synchronous writes.
 GATEWAY_USAGE_ASYNC = env_bool("GATEWAY_USAGE_ASYNC", True)
+# Raw usage rows are kept this many days (`manage.py prune_usage`, from cron); the Analytics tab's hour
+# rollups 400 days, its minute rollups 48 hours.
+USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
 ENCRYPTION_KEYS = env_list("ENCRYPTION_KEYS", [])
 # Active tokens may be kept in the shared cache (see tokens.services.token_authenticate): a gateway request
 # then needs no database round trip, and revocation still reaches every node at once. Only with a shared

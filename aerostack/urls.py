@@ -36,6 +36,7 @@ urlpatterns = [
     path("workspaces/<slug:slug>/tokens/", include("tokens.urls")),
     path("workspaces/<slug:slug>/servers/", include("gateway.dashboard_urls")),
     path("workspaces/<slug:slug>/members/", include("workspaces.member_urls")),
+    path("workspaces/<slug:slug>/analytics/", include("analytics.urls")),
     path("invites/", include("workspaces.invite_urls")),
     path("api/", include("api.urls")),
     path("account/api-keys/", include("api.dashboard_urls")),

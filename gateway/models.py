@@ -122,19 +122,36 @@ class UsageEvent(models.Model):
     member = models.ForeignKey(Member, on_delete=models.SET_NULL, null=True, related_name="usage_events")
     server = models.ForeignKey(Server, on_delete=models.SET_NULL, null=True, related_name="usage_events")
     server_slug = models.CharField(max_length=32, blank=True)
+    # The upstream's own tool name, always ("" when the name the client sent matches no upstream tool).
     tool = models.CharField(max_length=200, blank=True)
+    # The name the client called: "<server>__<tool>", or whatever unknown name it sent ("" for other methods).
+    exposed_name = models.CharField(max_length=200, blank=True)
     method = models.CharField(max_length=100, blank=True)
-    created_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(db_index=True)  # the index serves the retention prune
     duration_ms = models.FloatField(default=0)
+    # Time spent waiting on the upstream within duration_ms (None: no upstream exchange). The gateway's own
+    # share of a call is duration_ms - upstream_ms.
+    upstream_ms = models.FloatField(null=True, blank=True)
+    # The clientInfo the client sent at initialize (kept in its gateway session).
+    client_name = models.CharField(max_length=100, blank=True)
+    client_version = models.CharField(max_length=50, blank=True)
     outcome = models.CharField(max_length=20, choices=Outcome.choices)
     http_status = models.PositiveSmallIntegerField(default=200)
     detail = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Keyset pages of the Analytics tab's Calls table walk (created_at, id) newest first, per workspace,
+        # per member (a member's own view), per token and per tool.
         indexes = [
-            models.Index(fields=["workspace", "-created_at"], name="usage_workspace_created"),
-            models.Index(fields=["token", "-created_at"], name="usage_token_created"),
+            models.Index(fields=["workspace", "-created_at", "-id"], name="usage_ws_created_id"),
+            models.Index(
+                fields=["workspace", "member", "-created_at", "-id"], name="usage_ws_member_created_id"
+            ),
+            models.Index(fields=["token", "-created_at", "-id"], name="usage_token_created_id"),
+            models.Index(
+                fields=["workspace", "exposed_name", "-created_at", "-id"], name="usage_ws_tool_created_id"
+            ),
         ]
 
     def __str__(self) -> str:

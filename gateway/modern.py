@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway import catalog, features, protocol, sessions
+from gateway import catalog, clientinfo, features, protocol, sessions
 
 LIST_METHODS = frozenset(
     {"tools/list", "prompts/list", "resources/list", "resources/read", "resources/templates/list"}
@@ -244,12 +244,15 @@ def dispatch(
         )
     if method == "tools/call":
         _check_tool_headers(ctx, message)
+    client = clientinfo.parse(request.client_info)  # sent per request in this era
     session = sessions.GatewaySession(
         id=f"modern-{secrets.token_urlsafe(12)}",  # names this request's in-flight key only
         token_id=token.pk,
         workspace_id=token.workspace_id,
         protocol_version=request.protocol_version,
         expires_at=0.0,
+        client_name=client[0],
+        client_version=client[1],
     )
     return view._handle(ctx, session, message)
 

@@ -1,23 +1,28 @@
-"""Reads on the usage log, scoped to what a member may see (``Action.USAGE_ALL``: all; others their own)."""
+"""Reads on the usage log for the REST API's usage summary, scoped to what a member may see
+(``Action.USAGE_ALL``: all; others their own).
+
+The figures come from the Analytics tab's selectors (``analytics.selectors``), so the API and the tab count
+the same calls the same way: a call is a ``tools/call`` that reached routing (refused requests are not
+calls), a failure one of ``analytics.selectors.FAILED``, read from the usage rollups plus the raw rows of
+the cut hours.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from django.db.models import Avg, Count, Q, QuerySet
+from django.utils import timezone
 
-from gateway.models import UsageEvent
+from analytics import selectors
+from analytics.selectors import FAILED, Range, Scope
 from workspaces.models import Member
 from workspaces.permissions import Action, allows
 
-# Outcomes that count as a failed call in a summary (refusals before a call are not calls).
-FAILED = [
-    UsageEvent.Outcome.TOOL_ERROR,
-    UsageEvent.Outcome.UPSTREAM_ERROR,
-    UsageEvent.Outcome.TIMEOUT,
-    UsageEvent.Outcome.BAD_REQUEST,
-]
+__all__ = ["FAILED", "UsageRow", "UsageSummary", "usage_summary"]
+
+UTC_ZONE = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True)
@@ -39,51 +44,24 @@ class UsageSummary:
     by_member: list[UsageRow] = field(default_factory=list)
 
 
-def _tool_name(server_slug: str, tool: str) -> str:
-    # Successful calls record the upstream's tool name, refusals the name the client sent (<server>__<tool>).
-    return tool if "__" in tool or not server_slug else f"{server_slug}__{tool}"
-
-
-def usage_events_for(member: Member) -> QuerySet[UsageEvent]:
-    events = UsageEvent.objects.filter(workspace_id=member.workspace_id)
-    return events if allows(member, Action.USAGE_ALL) else events.filter(member_id=member.pk)
-
-
-def usage_summary(*, member: Member, since: datetime) -> UsageSummary:
-    """``tools/call`` counts, failures and mean duration since ``since``: in total, per tool, per member."""
-    calls = usage_events_for(member).filter(method="tools/call", created_at__gte=since)
-    failed = Count("pk", filter=Q(outcome__in=FAILED))
-    total = calls.aggregate(calls=Count("pk"), failures=failed, avg=Avg("duration_ms"))
-    per_tool: dict[str, list[float]] = {}
-    tools = calls.values("server_slug", "tool").annotate(
-        calls=Count("pk"), failures=failed, avg=Avg("duration_ms")
-    )
-    for row in tools.order_by():
-        slot = per_tool.setdefault(_tool_name(row["server_slug"], row["tool"]), [0, 0, 0.0])
-        slot[0] += row["calls"]
-        slot[1] += row["failures"]
-        slot[2] += (row["avg"] or 0.0) * row["calls"]
-    by_tool = [
-        UsageRow(name, int(n), int(failures), round(weighted / n, 2) if n else None)
-        for name, (n, failures, weighted) in per_tool.items()
-    ]
-    people = calls.values("member__user__username").annotate(
-        calls=Count("pk"), failures=failed, avg=Avg("duration_ms")
-    )
-    by_member = [
-        UsageRow(row["member__user__username"] or "(removed)", row["calls"], row["failures"], _ms(row["avg"]))
-        for row in people.order_by()
-    ]
+def usage_summary(*, member: Member, since: datetime, now: datetime | None = None) -> UsageSummary:
+    """Calls, failures and mean duration from ``since`` until now: in total, per tool (the name the client
+    called, ``<server>__<tool>``) and per member."""
+    scope = Scope.for_member(member)
+    label = "workspace" if allows(member, Action.USAGE_ALL) else "own"
+    end = (now or timezone.now()) + timedelta(microseconds=1)  # a row written this very moment counts
+    if since >= end:
+        return UsageSummary(since=since, scope=label, calls=0, failures=0, average_ms=None)
+    rng = Range(since, end, UTC_ZONE, selectors.bucket_for(end - since))
+    total = selectors.overview_only(scope, rng)
+    by_tool = [UsageRow(t.exposed_name, t.calls, t.errors, t.mean_ms) for t in selectors.tools(scope, rng)]
+    by_member = [UsageRow(m.label, m.calls, m.errors, m.mean_ms) for m in selectors.members(scope, rng)]
     return UsageSummary(
         since=since,
-        scope="workspace" if allows(member, Action.USAGE_ALL) else "own",
-        calls=total["calls"],
-        failures=total["failures"],
-        average_ms=_ms(total["avg"]),
-        by_tool=sorted(by_tool, key=lambda row: (-row.calls, row.key)),
-        by_member=sorted(by_member, key=lambda row: (-row.calls, row.key)),
+        scope=label,
+        calls=total.calls,
+        failures=total.errors,
+        average_ms=total.mean_ms,
+        by_tool=by_tool,
+        by_member=by_member,
     )
-
-
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)

@@ -26,6 +26,9 @@ class GatewaySession:
     workspace_id: int
     protocol_version: str
     expires_at: float
+    # The clientInfo the client sent at initialize, copied onto its usage rows (no extra round trip).
+    client_name: str = ""
+    client_version: str = ""
 
 
 def cache_key(session_id: str) -> str | None:
@@ -41,7 +44,14 @@ def _key(session_id: str) -> str:
     return f"gw:session:{session_id}"
 
 
-def create(*, token_id: int, workspace_id: int, protocol_version: str) -> GatewaySession:
+def create(
+    *,
+    token_id: int,
+    workspace_id: int,
+    protocol_version: str,
+    client_name: str = "",
+    client_version: str = "",
+) -> GatewaySession:
     ttl = settings.GATEWAY_SESSION_TTL_SECONDS
     session = GatewaySession(
         id=secrets.token_urlsafe(32),  # visible ASCII only, as the spec requires
@@ -49,6 +59,8 @@ def create(*, token_id: int, workspace_id: int, protocol_version: str) -> Gatewa
         workspace_id=workspace_id,
         protocol_version=protocol_version,
         expires_at=time.time() + ttl,
+        client_name=client_name,
+        client_version=client_version,
     )
     cache.set(_key(session.id), session.__dict__, ttl)
     return session

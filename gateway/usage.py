@@ -1,8 +1,14 @@
 """The usage log: one row per tools/call and per refused request, written off the request path.
 
 Rows are queued in memory and written in batches by one background thread per process, so a gateway call
-never waits for an INSERT (about 0.8 ms on SQLite). The queue is bounded: under a flood, rows beyond it are
-dropped and counted rather than growing memory without limit. At exit the queue is flushed.
+never waits for an INSERT (about 0.8 ms on SQLite). Each batch is one short transaction: the raw rows, the
+hour and minute rollups they add to (``analytics.rollups``: aggregated in Python, added with one upsert per
+chunk) and the count of rows dropped since the last batch.
+
+The queue is bounded: under a flood, rows beyond it are dropped rather than growing memory without limit,
+and so is a batch the database refuses twice (the database is down). Dropped rows are never silently lost:
+they are counted per workspace, day and reason in ``analytics.DroppedUsage`` as soon as the database takes a
+write again, and the Analytics tab shows the count as a warning. At exit the queue is flushed.
 """
 
 from __future__ import annotations
@@ -12,20 +18,27 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections
+from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
 
-from gateway.models import UsageEvent
-from workspaces.models import Workspace
+from analytics import rollups
+from analytics.models import DroppedUsage
+from gateway.models import Server, UsageEvent
+from tokens.models import Token
+from workspaces.models import Member, Workspace
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
 FLUSH_INTERVAL_SECONDS = 0.25
 QUEUE_LIMIT = 100_000
+# How often the writer retries saving dropped-row counts while no usage arrives (the database was down).
+DROPPED_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -35,13 +48,17 @@ class Usage:
     member_id: int | None
     server_id: int | None
     server_slug: str
-    tool: str
+    tool: str  # the upstream's own tool name ("" when the name matches no upstream tool)
     method: str
     created_at: datetime
     duration_ms: float
     outcome: str
     http_status: int
     detail: str = ""
+    exposed_name: str = ""  # the name the client called
+    upstream_ms: float | None = None  # time waiting on the upstream within duration_ms
+    client_name: str = ""
+    client_version: str = ""
 
     def to_model(self) -> UsageEvent:
         return UsageEvent(
@@ -51,9 +68,15 @@ class Usage:
             server_id=self.server_id,
             server_slug=self.server_slug[:32],
             tool=self.tool[:200],
+            exposed_name=self.exposed_name[:200],
             method=self.method[:100],
             created_at=self.created_at,
             duration_ms=round(self.duration_ms, 3),
+            upstream_ms=None
+            if self.upstream_ms is None
+            else round(min(self.upstream_ms, self.duration_ms), 3),
+            client_name=self.client_name[:100],
+            client_version=self.client_version[:50],
             outcome=self.outcome,
             http_status=self.http_status,
             detail=self.detail[:300],
@@ -63,9 +86,13 @@ class Usage:
 class _Writer:
     def __init__(self) -> None:
         self.queue: queue.Queue[Usage] = queue.Queue(maxsize=QUEUE_LIMIT)
-        self.dropped = 0
+        self.dropped = 0  # in this process's lifetime
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Dropped rows not yet counted in the database: (workspace id, UTC day, reason) -> rows.
+        self._pending: Counter[rollups.DroppedKey] = Counter()
+        self._pending_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one batch at a time (the thread, flush() and sync writes)
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -80,7 +107,27 @@ class _Writer:
         try:
             self.queue.put_nowait(usage)
         except queue.Full:
-            self.dropped += 1
+            self.drop([usage], DroppedUsage.Reason.QUEUE_FULL)
+
+    def drop(self, rows: Sequence[Usage | UsageEvent], reason: str) -> None:
+        with self._pending_lock:
+            self.dropped += len(rows)
+            for row in rows:
+                self._pending[(row.workspace_id, row.created_at.astimezone(UTC).date(), reason)] += 1
+
+    def _take_pending(self) -> Counter[rollups.DroppedKey]:
+        with self._pending_lock:
+            pending, self._pending = self._pending, Counter()
+        return pending
+
+    def _give_back(self, pending: Counter[rollups.DroppedKey]) -> None:
+        with self._pending_lock:
+            self._pending.update(pending)
+
+    @property
+    def pending_dropped(self) -> int:
+        with self._pending_lock:
+            return sum(self._pending.values())
 
     def _drain(self) -> list[Usage]:
         batch: list[Usage] = []
@@ -93,50 +140,78 @@ class _Writer:
 
     def write(self, first: list[Usage] | None = None) -> int:
         written = 0
-        while batch := (first or []) + self._drain():
-            first = None
-            try:
-                UsageEvent.objects.bulk_create([usage.to_model() for usage in batch])
-                written += len(batch)
-            except IntegrityError:
-                # A token or server deleted meanwhile fails the whole batch: save the rows one by one, without
-                # the references that are gone, so other workspaces' rows are not lost with it.
-                written += self._write_one_by_one(batch)
-            except Exception:
-                logger.exception("could not write %d usage rows", len(batch))
-                close_old_connections()  # a broken connection is replaced on the next batch
+        with self._write_lock:
+            while batch := (first or []) + self._drain():
+                first = None
+                written += self._write_batch([usage.to_model() for usage in batch])
+            if self._pending:
+                self._write_batch([])  # counts of rows dropped earlier, while the database was away
         return written
 
-    def _write_one_by_one(self, batch: list[Usage]) -> int:
-        written = 0
-        for usage in batch:
-            row = usage.to_model()
-            for attempt in range(2):
-                try:
-                    row.save()
-                    written += 1
-                    break
-                except IntegrityError:
-                    if attempt:
-                        logger.warning("dropped a usage row that references deleted objects")
+    def _write_batch(self, rows: list[UsageEvent]) -> int:
+        """One transaction: the rows, their rollups and the pending dropped counts. Returns rows written."""
+        checked = False
+        for attempt in range(3):
+            pending = self._take_pending()
+            try:
+                with transaction.atomic():
+                    if rows:
+                        UsageEvent.objects.bulk_create(rows)
+                        rollups.add_rows(rows)
+                    rollups.add_dropped(pending)
+                return len(rows)
+            except IntegrityError:
+                self._give_back(pending)
+                for row in rows:
                     row.pk = None
-                    row.token_id = row.member_id = row.server_id = None
-                    if (
-                        row.workspace_id is not None
-                        and not Workspace.objects.filter(pk=row.workspace_id).exists()
-                    ):
-                        row.workspace_id = None
-        return written
+                if checked:
+                    logger.exception("could not write %d usage rows", len(rows))
+                    break
+                # A token, member, server or workspace deleted meanwhile fails the whole batch (on PostgreSQL
+                # at commit): keep the rows, without the references that are gone.
+                _forget_deleted_references(rows)
+                checked = True
+            except DatabaseError:
+                self._give_back(pending)
+                for row in rows:
+                    row.pk = None
+                close_old_connections()  # a broken connection is replaced on the next attempt
+                if attempt:
+                    logger.exception("could not write %d usage rows", len(rows))
+                    break
+        if rows:
+            self.drop(rows, DroppedUsage.Reason.DB_ERROR)
+            logger.error("dropped %d usage rows (counted, shown on the Analytics tab)", len(rows))
+        return 0
 
     def _run(self) -> None:
+        last_retry = time.monotonic()
         while True:
             try:
                 first = self.queue.get(timeout=FLUSH_INTERVAL_SECONDS)
             except queue.Empty:
+                if self._pending and time.monotonic() - last_retry > DROPPED_RETRY_SECONDS:
+                    last_retry = time.monotonic()
+                    self.write()
                 continue
             # Let a batch gather: one INSERT per interval instead of one per call under load.
             time.sleep(FLUSH_INTERVAL_SECONDS)
             self.write([first])
+
+
+def _forget_deleted_references(rows: list[UsageEvent]) -> None:
+    """Clear the references of rows to objects that no longer exist (four indexed lookups)."""
+    for attribute, model in (
+        ("workspace_id", Workspace),
+        ("token_id", Token),
+        ("member_id", Member),
+        ("server_id", Server),
+    ):
+        ids = {getattr(row, attribute) for row in rows} - {None}
+        existing = set(model.objects.filter(pk__in=ids).values_list("pk", flat=True)) if ids else set()
+        for row in rows:
+            if getattr(row, attribute) not in existing:
+                setattr(row, attribute, None)
 
 
 _writer = _Writer()
@@ -146,7 +221,7 @@ def record(usage: Usage) -> None:
     if settings.GATEWAY_USAGE_ASYNC:
         _writer.put(usage)
     else:
-        usage.to_model().save()
+        _writer.write([usage])
 
 
 def flush() -> int:
@@ -154,4 +229,10 @@ def flush() -> int:
     return _writer.write()
 
 
-atexit.register(flush)
+def _flush_at_exit() -> None:
+    flush()
+    if _writer.pending_dropped:
+        logger.error("%d dropped usage rows could not be counted in the database", _writer.pending_dropped)
+
+
+atexit.register(_flush_at_exit)

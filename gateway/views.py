@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 
 from aerostack.db import release_connection
 from aerostack.net import client_ip
-from gateway import catalog, features, inflight, limits, modern, protocol, sessions, usage
+from gateway import catalog, clientinfo, features, inflight, limits, modern, protocol, sessions, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import format as token_format
@@ -101,6 +101,8 @@ class _Context:
         self.rate_window: limits.Window | None = None  # counted already when reading the token (Redis)
         self.rate_count: int | None = None
         self.modern: modern.Exchange | None = None  # set when the request is served in the 2026-07-28 era
+        self.client: clientinfo.ClientInfo | None = None  # known once the session is (or from initialize)
+        self.method = ""  # of the JSON-RPC message, once parsed (a rate-limited request's row names it)
 
     def reply(self, body: dict[str, Any], *, ttl_until: float | None = None) -> HttpResponse:
         if self.modern is not None:
@@ -134,11 +136,21 @@ class _Context:
         server_id: int | None = None,
         server_slug: str = "",
         tool: str = "",
+        exposed_name: str = "",
+        upstream_ms: float | None = None,
         detail: str = "",
         started: float | None = None,
     ) -> None:
         token = self.token
         workspace_id = token.workspace_id if token else _workspace_id(self.slug)
+        client = self.client
+        if client is None:
+            # Refused before the session was looked at: the session read with the token, if it is its own.
+            data = self.session_data or {}
+            owned = token is not None and data.get("token_id") == token.pk
+            client = (
+                (str(data.get("client_name", "")), str(data.get("client_version", ""))) if owned else ("", "")
+            )
         usage.record(
             usage.Usage(
                 workspace_id=workspace_id,
@@ -147,9 +159,13 @@ class _Context:
                 server_id=server_id,
                 server_slug=server_slug,
                 tool=tool,
-                method=method,
+                exposed_name=exposed_name,
+                method=method or self.method,
                 created_at=timezone.now(),
                 duration_ms=(time.perf_counter() - (started or self.started)) * 1000,
+                upstream_ms=upstream_ms,
+                client_name=client[0],
+                client_version=client[1],
                 outcome=outcome,
                 http_status=status,
                 detail=detail,
@@ -215,12 +231,20 @@ class _ToolCall:
     client_progress: object
     upstream_progress: str | None
     started: float
+    exposed_name: str = ""  # the name the client called
+    # perf_counter() when the upstream exchange began; its length is recorded as the call's upstream_ms.
+    upstream_started: float | None = None
+    upstream_ms: float | None = None
     # Guards the in-flight key: registered by the upstream client's watchdog thread, removed by the call's
     # own thread when it ends; whichever comes second sees what the first did.
     _inflight_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _registered: bool = False
     _ended: bool = False
     answered: bool = False  # the client got the call's outcome (a result or an error)
+
+    def _upstream_done(self) -> None:
+        if self.upstream_started is not None and self.upstream_ms is None:
+            self.upstream_ms = (time.perf_counter() - self.upstream_started) * 1000
 
     def _record(self, outcome: str, detail: str = "") -> None:
         self.ctx.record(
@@ -231,6 +255,8 @@ class _ToolCall:
             server_id=self.target.server.id,
             server_slug=self.target.server.slug,
             tool=self.target.tool,
+            exposed_name=self.exposed_name,
+            upstream_ms=self.upstream_ms,
             detail=detail,
         )
 
@@ -257,6 +283,7 @@ class _ToolCall:
     def finish(self, incoming: dict[str, Any]) -> dict[str, Any]:
         """The client's answer for the upstream's response message."""
         self.answered = True
+        self._upstream_done()
         if "error" in incoming:
             error = incoming["error"] if isinstance(incoming["error"], dict) else {}
             upstream_code = error.get("code")
@@ -274,6 +301,7 @@ class _ToolCall:
 
     def failed(self, exc: UpstreamError) -> dict[str, Any]:
         self.answered = True
+        self._upstream_done()
         self._record(Outcome.TIMEOUT if exc.kind == "timeout" else Outcome.UPSTREAM_ERROR, exc.message[:300])
         return _failure_result(self.request_id, f"Upstream {self.target.server.slug} failed: {exc.message}")
 
@@ -531,6 +559,9 @@ class GatewayView(APIView):
         except protocol.ProtocolError as exc:
             limited = self._rate_limit(ctx, exc.id)
             return limited or _error(exc, ctx.headers)
+        ctx.method = message.method or ""
+        if message.method == "initialize":
+            ctx.client = clientinfo.from_initialize(message.params)
         limited = self._rate_limit(ctx, message.id)
         if limited is not None:
             return limited
@@ -591,6 +622,7 @@ class GatewayView(APIView):
         stateless session, after the same authentication, rate limit and scopes."""
         token = ctx.token
         assert token is not None
+        ctx.client = (session.client_name, session.client_version)
         if message.kind != "request":
             if message.method == "notifications/cancelled":
                 self._forward_cancel(session, message.params or {})
@@ -639,8 +671,13 @@ class GatewayView(APIView):
         assert token is not None and message.id is not None
         params = message.params or {}
         version = protocol.negotiate_initialize_version(params.get("protocolVersion"))
+        client_name, client_version = ctx.client or clientinfo.from_initialize(params)
         session = sessions.create(
-            token_id=token.pk, workspace_id=token.workspace_id, protocol_version=version
+            token_id=token.pk,
+            workspace_id=token.workspace_id,
+            protocol_version=version,
+            client_name=client_name,
+            client_version=client_version,
         )
         result: dict[str, object] = {"protocolVersion": version, **self.describe(ctx)}
         ctx.headers["Mcp-Session-Id"] = session.id
@@ -663,6 +700,9 @@ class GatewayView(APIView):
             raise protocol.ProtocolError(
                 200, protocol.INVALID_PARAMS, "Tool arguments must be an object", message.id
             )
+        meta = params.get("_meta")
+        if not session.client_name and isinstance(meta, dict):
+            ctx.client = clientinfo.from_meta(meta)  # a stateless-era client names itself per request
         started = time.perf_counter()
         target = catalog.route(token.workspace_id, name, ctx.catalog_version)
         scopes = token.scopes
@@ -679,18 +719,22 @@ class GatewayView(APIView):
                     status=200,
                     method="tools/call",
                     server_slug=slug,
-                    tool=name,
+                    tool=name.partition(protocol.SEPARATOR)[2],  # routing unknown while down: the name's rest
+                    exposed_name=name,
                     detail=down,
                 )
                 return ctx.reply(_failure_result(request_id, f"Upstream {slug} is unavailable: {down}"))
             ctx.record(
-                outcome=Outcome.BAD_REQUEST, status=200, method="tools/call", tool=name, detail="unknown tool"
+                outcome=Outcome.BAD_REQUEST,
+                status=200,
+                method="tools/call",
+                exposed_name=name,
+                detail="unknown tool",
             )
             raise protocol.ProtocolError(200, protocol.INVALID_PARAMS, f"Unknown tool: {name}", message.id)
         upstream_params: dict[str, Any] = {"name": target.tool}
         if arguments is not None:
             upstream_params["arguments"] = arguments
-        meta = params.get("_meta")
         client_progress = meta.get("progressToken") if isinstance(meta, dict) else None
         upstream_progress = None
         if isinstance(meta, dict):
@@ -710,6 +754,7 @@ class GatewayView(APIView):
             client_progress=client_progress,
             upstream_progress=upstream_progress,
             started=started,
+            exposed_name=name,
         )
         messages = call.upstream.stream(
             "tools/call",
@@ -731,12 +776,14 @@ class GatewayView(APIView):
                 server_id=target.server.id,
                 server_slug=target.server.slug,
                 tool=target.tool,
+                exposed_name=name,
                 detail=f"over {lease.limit} calls in flight per {lease.scope}",
             )
             body = protocol.error_body(request_id, protocol.SERVER_ERROR, lease.message)
             return _json(body, 429, {**ctx.headers, "Retry-After": "1"})
         handed_over = False  # to the stream, which gives the lease back when it ends
         release_connection()  # the upstream may take minutes: no database connection waits with it
+        call.upstream_started = time.perf_counter()  # the first next() sends the request
         try:
             for incoming in messages:
                 if "method" not in incoming:

@@ -133,6 +133,11 @@ ROWS: list[Row] = [
     Row("activity_export_csv", "POST", 405, 405, 405, stranger=405),
     Row("activity_export_jsonl", "GET", 200, 200, 200),
     Row("activity_export_jsonl", "POST", 405, 405, 405, stranger=405),
+    # analytics/views.py (members see the same tab restricted to their own usage; tests/analytics/test_tab.py)
+    Row("analytics", "GET", 200, 200, 200),
+    Row("analytics", "POST", 405, 405, 405, stranger=405),
+    Row("analytics_export_csv", "GET", 200, 200, 200),
+    Row("analytics_export_csv", "POST", 405, 405, 405, stranger=405),
     # tokens/views.py (members: their own tokens only)
     Row("token_list", "GET", 200, 200, 200),
     Row("token_list", "POST", 405, 405, 405, stranger=405),

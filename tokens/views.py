@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
+from analytics.selectors import token_last_rows
 from gateway.models import Server
 from tokens import scopes as token_scopes
 from tokens.clients import client_snippets, gateway_url, mcp_json
@@ -101,9 +102,14 @@ def token_list(request: HttpRequest, slug: str) -> HttpResponse:
         tokens = tokens.filter(member=selected)
     names = _server_names(member.workspace_id)
     soon = now + EXPIRY_NOTICE
+    page = list(tokens.select_related("rotated_from", "successor"))
+    # "Last used": the later of last_used_at (every request, written at most once a minute) and the token's
+    # newest usage row, so that it never says earlier than the Analytics tab's newest call of the token.
+    seen = token_last_rows(member.workspace_id, [token.pk for token in page])
     rows = [
         {
             "token": token,
+            "last_used": max(filter(None, (token.last_used_at, seen.get(token.pk))), default=None),
             "status": token.status_at(now),
             "scopes": token_scopes.describe(token.scopes, names),
             # The successor of a rotated token (one query per page: prefetched below).
@@ -112,7 +118,7 @@ def token_list(request: HttpRequest, slug: str) -> HttpResponse:
             and now < token.expires_at <= soon
             and token.revoked_at is None,
         }
-        for token in tokens.select_related("rotated_from", "successor")
+        for token in page
     ]
     context = {
         "member": member,

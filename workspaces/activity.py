@@ -241,7 +241,7 @@ def export_record(event: AuditEvent) -> dict[str, Any]:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _csv_cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
     if value is None:
         return ""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False) if isinstance(value, dict) else str(value)
@@ -262,7 +262,7 @@ def csv_lines(events: Iterable[AuditEvent]) -> Iterator[str]:
     yield line(EXPORT_FIELDS)
     for event in events:
         record = export_record(event)
-        yield line([_csv_cell(record[field]) for field in EXPORT_FIELDS])
+        yield line([csv_cell(record[field]) for field in EXPORT_FIELDS])
 
 
 def jsonl_lines(events: Iterable[AuditEvent]) -> Iterator[str]:

@@ -100,10 +100,13 @@ def _per_member(queryset: QuerySet[Any], aggregate: Any) -> Subquery:
 def member_rows(workspace: Workspace, now: datetime | None = None) -> list[MemberRow]:
     """Every current member with their token count, tool calls and last activity, in one query.
 
-    "Last active" is the later of the newest usage row and the newest ``last_used_at`` of their tokens: the
-    usage log records tool calls and refusals, ``last_used_at`` every kind of request (at minute precision).
+    "Tool calls" are the member's calls as the Analytics tab counts them (``analytics.selectors``: refused
+    requests are not calls), from the hour rollups, so the figure survives the raw rows' retention and equals
+    the tab's for the member over its longest range (400 days). "Last active" is the later of the newest
+    usage row (the rollups' ``last_at``) and the newest ``last_used_at`` of their tokens: the usage log
+    records tool calls and refusals, ``last_used_at`` every kind of request (at minute precision).
     """
-    from gateway.models import UsageEvent
+    from analytics.selectors import member_calls_subquery, member_last_row_subquery
     from tokens.models import Token
 
     now = now or timezone.now()
@@ -116,8 +119,8 @@ def member_rows(workspace: Workspace, now: datetime | None = None) -> list[Membe
         .select_related("user")
         .annotate(
             active_tokens=Coalesce(_per_member(active, Count("pk")), 0),
-            tool_calls=Coalesce(_per_member(UsageEvent.objects.filter(method="tools/call"), Count("pk")), 0),
-            last_event=_per_member(UsageEvent.objects.all(), Max("created_at")),
+            tool_calls=Coalesce(member_calls_subquery(), 0),
+            last_event=member_last_row_subquery(),
             last_token_use=_per_member(Token.objects.all(), Max("last_used_at")),
         )
         .order_by("user__username", "pk")

@@ -11,7 +11,8 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from gateway.models import Server, UsageEvent
+from gateway.models import Server
+from tests.analytics.helpers import record_usage
 from tests.api.conftest import as_key, assert_error
 from tests.conftest import Team
 from tests.factories import make_token
@@ -214,12 +215,9 @@ def test_it_lists_filters_and_exports_audit_events(team: Team) -> None:
 
 # -- usage -----------------------------------------------------------------------------------------------
 def _usage(member: Member, tool: str, outcome: str, ms: float, days_ago: int = 0) -> None:
-    UsageEvent.objects.create(
-        workspace=member.workspace,
-        member=member,
-        server_slug="github",
-        tool=tool,
-        method="tools/call",
+    record_usage(
+        member,
+        exposed_name=f"github__{tool}",
         created_at=timezone.now() - timedelta(days=days_ago),
         duration_ms=ms,
         outcome=outcome,
@@ -229,7 +227,7 @@ def _usage(member: Member, tool: str, outcome: str, ms: float, days_ago: int = 0
 def test_it_summarises_usage_per_tool_and_member(team: Team) -> None:
     _usage(team.bob, "add", "ok", 10)
     _usage(team.bob, "add", "ok", 30)
-    _usage(team.bob, "github__add", "tool_error", 20)
+    _usage(team.bob, "add", "tool_error", 20)
     _usage(team.amy, "echo", "ok", 5)
     _usage(team.amy, "echo", "ok", 5, days_ago=30)  # outside the default 7 days
     summary = as_key(team.alice).get(f"{WS}/usage").json()

@@ -13,7 +13,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from gateway.models import UsageEvent
+from tests.analytics.helpers import record_usage
 from tests.conftest import Team, login
 from tests.factories import MemberFactory, UserFactory, WorkspaceFactory, make_token
 from tokens.models import Token
@@ -31,13 +31,12 @@ def _row(body: str, member: Member) -> str:
     return body[start : body.index("</tr>", start)]
 
 
-def _usage(member: Member, method: str, minutes_ago: int) -> None:
-    UsageEvent.objects.create(
-        workspace=member.workspace,
-        member=member,
+def _usage(member: Member, method: str, minutes_ago: int, outcome: str = "ok") -> None:
+    record_usage(
+        member,
         method=method,
-        tool="py__add",
-        outcome="ok",
+        exposed_name="py__add" if method == "tools/call" else "",
+        outcome=outcome,
         created_at=timezone.now() - timedelta(minutes=minutes_ago),
     )
 
@@ -51,13 +50,14 @@ def test_it_lists_every_member_with_their_figures(client: Client, team: Team) ->
     Token.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     for minutes in (30, 20, 10):
         _usage(team.bob, "tools/call", minutes)
+    _usage(team.bob, "tools/call", 8, outcome="rate_limited")  # refused: not a call (as on the Analytics tab)
     _usage(team.bob, "tools/list", 5)
     body = login(client, team.alice).get(URL).content.decode()
     tabs = re.search(r'<nav class="tabs".*?</nav>', body, re.S)
     assert tabs and 'href="/workspaces/acme-tools/members/" aria-current="page">Members<' in tabs.group(0)
     bob = _row(body, team.bob)
     assert "bob@example.com" in bob and "Member" in bob
-    assert "2 active" in bob and ">3<" in bob  # tool calls count tools/call only
+    assert "2 active" in bob and ">3<" in bob  # tool calls count tools/call that were not refused
     last = (timezone.now() - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M")
     assert last in bob
     amy = _row(body, team.amy)

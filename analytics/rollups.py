@@ -1,0 +1,258 @@
+"""Incremental rollups: a batch of usage rows is aggregated in Python and added to ``UsageRollup`` rows by
+one additive upsert per chunk, inside the transaction that inserts the raw rows.
+
+Counts and sums are added by ``INSERT ... ON CONFLICT (key) DO UPDATE SET calls = calls + excluded.calls``;
+the sparse JSON histograms are merged key by key in the same statement (``jsonb_each_text`` on PostgreSQL,
+``json_each`` on SQLite). The conflicting row is locked for the update (PostgreSQL) or the whole database is
+(SQLite), so concurrent writers in any number of processes and nodes add up and never overwrite each
+other. Rows are sent sorted by key, so two writers lock shared keys in the same order.
+
+Dropped usage rows are counted the same way in ``DroppedUsage``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from typing import Any
+
+from django.db import connections
+from django.utils import timezone
+
+from analytics import histogram
+from analytics.models import NONE_ID, DroppedUsage, UsageRollup
+
+GRANULARITIES = (UsageRollup.Granularity.MINUTE, UsageRollup.Granularity.HOUR)
+# Hour projections: which of a key's dimensions each keeps (indexes into the key after workspace,
+# granularity and bucket: member_id, token_id, server_id, server_slug, tool, exposed_name, method,
+# client_name, client_version, outcome); the others are 0 / "". Read by analytics.selectors for unfiltered
+# figures (an-select, contract amendment 2).
+_G = UsageRollup.Granularity
+PROJECTIONS: dict[str, tuple[int, ...]] = {
+    _G.HOUR_TOTAL: (6, 9),
+    _G.HOUR_TOOL: (2, 3, 4, 5, 6, 9),
+    _G.HOUR_SERVER: (2, 3, 6, 9),
+    _G.HOUR_CLIENT: (6, 7, 8, 9),
+    _G.HOUR_TOKEN: (0, 1, 6, 9),
+}
+_ID_POSITIONS = (0, 1, 2)
+_BLANK = tuple(NONE_ID if i in _ID_POSITIONS else "" for i in range(10))  # a dropped dimension's value
+
+
+def project(rest: tuple[Any, ...], kept: tuple[int, ...]) -> tuple[Any, ...]:
+    """A key's dimensions with only ``kept`` left (ids 0, strings "" for the others)."""
+    return tuple(value if i in kept else _BLANK[i] for i, value in enumerate(rest))
+
+
+CHUNK = 200  # rows per statement: 24 parameters each, far below SQLite's limit
+
+RollupKey = tuple[Any, ...]  # in the order of UsageRollup.KEY_FIELDS
+
+
+@dataclass
+class Aggregate:
+    calls: int = 0
+    duration_sum: float = 0.0
+    upstream_calls: int = 0
+    upstream_sum: float = 0.0
+    duration_hist: histogram.Histogram = field(default_factory=dict)
+    upstream_hist: histogram.Histogram = field(default_factory=dict)
+    gateway_hist: histogram.Histogram = field(default_factory=dict)
+    last_at: datetime | None = None
+    last_error_at: datetime | None = None
+    last_error: str = ""
+
+
+def bucket_start(at: datetime, granularity: str) -> datetime:
+    utc = at.astimezone(UTC)
+    if granularity == UsageRollup.Granularity.HOUR:
+        return utc.replace(minute=0, second=0, microsecond=0)
+    return utc.replace(second=0, microsecond=0)
+
+
+def aggregate(
+    rows: Iterable[Any],
+    granularities: Iterable[str] = GRANULARITIES,
+    into: dict[RollupKey, Aggregate] | None = None,
+) -> dict[RollupKey, Aggregate]:
+    """The rollup increments of usage rows (``UsageEvent`` instances or anything with their attributes).
+
+    Rows without a workspace (a request naming no workspace) are not rolled up.
+    """
+    out: dict[RollupKey, Aggregate] = {} if into is None else into
+    granularities = tuple(str(granularity) for granularity in granularities)
+    with_projections = UsageRollup.Granularity.HOUR in granularities
+    for row in rows:
+        if row.workspace_id is None:
+            continue
+        rest = (
+            row.member_id or NONE_ID,
+            row.token_id or NONE_ID,
+            row.server_id or NONE_ID,
+            row.server_slug,
+            row.tool,
+            row.exposed_name,
+            row.method,
+            row.client_name,
+            row.client_version,
+            row.outcome,
+        )
+        keys = [
+            (row.workspace_id, granularity, bucket_start(row.created_at, granularity), *rest)
+            for granularity in granularities
+        ]
+        if with_projections:  # every hour row also counts in the hour projections
+            hour = bucket_start(row.created_at, UsageRollup.Granularity.HOUR)
+            keys += [
+                (row.workspace_id, name, hour, *project(rest, kept)) for name, kept in PROJECTIONS.items()
+            ]
+        # What the row adds, worked out once for all of its keys.
+        duration, upstream, created, failed = (
+            row.duration_ms,
+            row.upstream_ms,
+            row.created_at,
+            row.outcome != "ok",
+        )
+        duration_key = str(histogram.bucket_index(duration))
+        if upstream is not None:
+            upstream_key = str(histogram.bucket_index(upstream))
+            gateway_key = str(histogram.bucket_index(max(duration - upstream, 0.0)))
+        for key in keys:
+            agg = out.get(key)
+            if agg is None:
+                agg = out[key] = Aggregate()
+            agg.calls += 1
+            agg.duration_sum += duration
+            agg.duration_hist[duration_key] = agg.duration_hist.get(duration_key, 0) + 1
+            if upstream is not None:
+                agg.upstream_calls += 1
+                agg.upstream_sum += upstream
+                agg.upstream_hist[upstream_key] = agg.upstream_hist.get(upstream_key, 0) + 1
+                agg.gateway_hist[gateway_key] = agg.gateway_hist.get(gateway_key, 0) + 1
+            if agg.last_at is None or created > agg.last_at:
+                agg.last_at = created
+            if failed and (agg.last_error_at is None or created >= agg.last_error_at):
+                agg.last_error_at = created
+                agg.last_error = row.detail
+    return out
+
+
+def _merge_hist_sql(vendor: str, table: str, column: str) -> str:
+    if vendor == "postgresql":
+        return (
+            f"{column} = (SELECT COALESCE(jsonb_object_agg(k, s), '{{}}'::jsonb) FROM ("  # noqa: S608 - names from the model
+            f"SELECT k, SUM(v) AS s FROM ("
+            f"SELECT key AS k, value::bigint AS v FROM jsonb_each_text({table}.{column}) UNION ALL "
+            f"SELECT key, value::bigint FROM jsonb_each_text(EXCLUDED.{column})) AS u GROUP BY k) AS g)"
+        )
+    return (
+        f"{column} = (SELECT json_group_object(k, s) FROM ("  # noqa: S608 - names from the model
+        f"SELECT key AS k, SUM(value) AS s FROM ("
+        f"SELECT key, value FROM json_each({table}.{column}) UNION ALL "
+        f"SELECT key, value FROM json_each(excluded.{column})) GROUP BY key))"
+    )
+
+
+HISTOGRAMS = ("duration_hist", "upstream_hist", "gateway_hist")
+VALUE_FIELDS = (
+    "calls",
+    "duration_sum",
+    "upstream_calls",
+    "upstream_sum",
+    *HISTOGRAMS,
+    "last_at",
+    "last_error_at",
+    "last_error",
+)
+
+
+@lru_cache(maxsize=64)
+def _upsert_sql(vendor: str, rows: int) -> str:
+    table = UsageRollup._meta.db_table
+    key_columns = list(UsageRollup.KEY_FIELDS)  # attnames, which are their column names
+    columns = [*key_columns, *VALUE_FIELDS]
+    json_cast = "::jsonb" if vendor == "postgresql" else ""
+    placeholders = ", ".join(f"%s{json_cast}" if name in HISTOGRAMS else "%s" for name in columns)
+    later = (
+        f"(excluded.last_error_at IS NOT NULL AND ({table}.last_error_at IS NULL"
+        f" OR excluded.last_error_at > {table}.last_error_at))"
+    )
+    updates = [
+        *(f"{name} = {table}.{name} + excluded.{name}" for name in VALUE_FIELDS[:4]),
+        *(_merge_hist_sql(vendor, table, name) for name in HISTOGRAMS),
+        f"last_at = CASE WHEN excluded.last_at > {table}.last_at"
+        f" THEN excluded.last_at ELSE {table}.last_at END",
+        f"last_error_at = CASE WHEN {later} THEN excluded.last_error_at ELSE {table}.last_error_at END",
+        f"last_error = CASE WHEN {later} THEN excluded.last_error ELSE {table}.last_error END",
+    ]
+    values = ", ".join([f"({placeholders})"] * rows)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "  # noqa: S608 - names from the model
+        f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {', '.join(updates)}"
+    )
+
+
+def add(increments: Mapping[RollupKey, Aggregate], *, using: str = "default") -> None:
+    """Add the increments to the rollup rows (call inside the raw rows' transaction)."""
+    if not increments:
+        return
+    connection = connections[using]
+    ops = connection.ops
+    vendor = connection.vendor
+    ordered = sorted(increments.items(), key=lambda item: _sort_key(item[0]))
+    with connection.cursor() as cursor:
+        for start in range(0, len(ordered), CHUNK):
+            chunk = ordered[start : start + CHUNK]
+            params: list[Any] = []
+            for key, agg in chunk:
+                workspace_id, granularity, bucket, *rest = key
+                assert agg.last_at is not None
+                params += [workspace_id, granularity, ops.adapt_datetimefield_value(bucket), *rest]
+                params += [agg.calls, agg.duration_sum, agg.upstream_calls, agg.upstream_sum]
+                params += [
+                    json.dumps(agg.duration_hist),
+                    json.dumps(agg.upstream_hist),
+                    json.dumps(agg.gateway_hist),
+                ]
+                params += [
+                    ops.adapt_datetimefield_value(agg.last_at),
+                    ops.adapt_datetimefield_value(agg.last_error_at),
+                    agg.last_error,
+                ]
+            cursor.execute(_upsert_sql(vendor, len(chunk)), params)
+
+
+def add_rows(rows: Iterable[Any], *, using: str = "default") -> None:
+    """Roll up usage rows (both granularities), as the usage writer does for each batch it inserts."""
+    add(aggregate(rows), using=using)
+
+
+def _sort_key(key: RollupKey) -> tuple[Any, ...]:
+    return tuple(value.isoformat() if isinstance(value, datetime) else value for value in key)
+
+
+DroppedKey = tuple[int | None, date, str]  # workspace id, UTC day, reason
+
+
+def add_dropped(counts: Mapping[DroppedKey, int], *, using: str = "default") -> None:
+    """Add dropped-row counts to ``DroppedUsage`` (a row with no workspace is inserted on its own)."""
+    if not counts:
+        return
+    connection = connections[using]
+    ops = connection.ops
+    table = DroppedUsage._meta.db_table
+    workspace = DroppedUsage._meta.get_field("workspace").column
+    now = ops.adapt_datetimefield_value(timezone.now())
+    sql = (
+        f"INSERT INTO {table} ({workspace}, day, reason, count, updated_at) "  # noqa: S608 - names from the model
+        "VALUES (%s, %s, %s, %s, %s) "
+        f"ON CONFLICT ({workspace}, day, reason) DO UPDATE SET count = {table}.count + excluded.count, "
+        f"updated_at = excluded.updated_at"
+    )
+    ordered = sorted(counts.items(), key=lambda item: (item[0][0] or 0, item[0][1], item[0][2]))
+    with connection.cursor() as cursor:
+        for (workspace_id, day, reason), count in ordered:
+            cursor.execute(sql, [workspace_id, ops.adapt_datefield_value(day), reason, count, now])
