@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -26,6 +26,10 @@ class GatewaySession:
     workspace_id: int
     protocol_version: str
     expires_at: float
+    # What the client declared at initialize that the gateway relays to (gateway.relay.client_capabilities):
+    # {"sampling": {...}, "elicitation": {"form": {}, "url": {}}, "roots": {...}}, only the keys declared.
+    client_capabilities: dict[str, Any] = field(default_factory=dict)
+    log_level: str | None = None  # what the client asked for with logging/setLevel (None: every level)
 
 
 def cache_key(session_id: str) -> str | None:
@@ -41,7 +45,13 @@ def _key(session_id: str) -> str:
     return f"gw:session:{session_id}"
 
 
-def create(*, token_id: int, workspace_id: int, protocol_version: str) -> GatewaySession:
+def create(
+    *,
+    token_id: int,
+    workspace_id: int,
+    protocol_version: str,
+    client_capabilities: dict[str, Any] | None = None,
+) -> GatewaySession:
     ttl = settings.GATEWAY_SESSION_TTL_SECONDS
     session = GatewaySession(
         id=secrets.token_urlsafe(32),  # visible ASCII only, as the spec requires
@@ -49,6 +59,7 @@ def create(*, token_id: int, workspace_id: int, protocol_version: str) -> Gatewa
         workspace_id=workspace_id,
         protocol_version=protocol_version,
         expires_at=time.time() + ttl,
+        client_capabilities=client_capabilities or {},
     )
     cache.set(_key(session.id), session.__dict__, ttl)
     return session
@@ -79,6 +90,15 @@ def from_cache(session_id: str, data: dict[str, Any] | None, *, token_id: int) -
         session = GatewaySession(**{**data, "expires_at": time.time() + ttl})
         cache.set(_key(session.id), session.__dict__, ttl)
     return session
+
+
+def update(session: GatewaySession, **changes: Any) -> GatewaySession:
+    """The session with ``changes``, written back for the rest of its lifetime (rare: logging/setLevel)."""
+    changed = replace(session, **changes)
+    remaining = int(changed.expires_at - time.time())
+    if remaining > 0:
+        cache.set(_key(changed.id), changed.__dict__, remaining)
+    return changed
 
 
 def end(session: GatewaySession) -> None:

@@ -7,6 +7,7 @@ Python); tokens in ``tokens.services``; upstream calls in ``gateway.upstream``; 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -26,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from aerostack.net import client_ip
-from gateway import catalog, inflight, limits, protocol, sessions, usage
+from gateway import catalog, inflight, limits, protocol, relay, sessions, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import format as token_format
@@ -54,7 +55,11 @@ REFUSAL_MESSAGES = {
     Refusal.REVOKED: "Token revoked",
     Refusal.EXPIRED: "Token expired",
 }
-RELAYED_NOTIFICATIONS = {"notifications/progress", "notifications/message"}
+RELAYED_NOTIFICATIONS = {
+    "notifications/progress",
+    "notifications/message",
+    "notifications/elicitation/complete",
+}
 
 
 def _json(
@@ -203,6 +208,8 @@ class _ToolCall:
     client_progress: object
     upstream_progress: str | None
     started: float
+    streaming: bool = False  # the client takes an SSE reply: upstream requests can be relayed on it
+    s2c: relay.CallRelay | None = None  # made by the upstream's first request to the client
     # Guards the in-flight key: registered by the upstream client's watchdog thread, removed by the call's
     # own thread when it ends; whichever comes second sees what the first did.
     _inflight_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -224,11 +231,21 @@ class _ToolCall:
     def relay(self, incoming: dict[str, Any]) -> dict[str, Any] | None:
         """A notification for the client, with our progress token mapped back; None to drop it."""
         method = incoming.get("method")
+        if "id" in incoming:  # a request of the upstream: sampling, elicitation, roots (gateway/relay.py)
+            if self.s2c is None:
+                self.s2c = relay.CallRelay(
+                    self.upstream, self.session, streaming=self.streaming, started=self.started_monotonic
+                )
+            return self.s2c.request(incoming)
         if method == "notifications/tools/list_changed":
             catalog.invalidate(self.session.workspace_id)
             return None
+        if method == "notifications/cancelled":  # the upstream gave up one of its relayed requests
+            return self.s2c.cancelled(incoming.get("params")) if self.s2c is not None else None
         if method not in RELAYED_NOTIFICATIONS:
             return None
+        if method == "notifications/message":
+            return relay.log_message(incoming, self.target.server.slug, self.session.log_level)
         if method == "notifications/progress":
             params = incoming.get("params")
             if not isinstance(params, dict) or self.upstream_progress is None:
@@ -283,12 +300,20 @@ class _ToolCall:
             self._registered = True
 
     def end_inflight(self) -> None:
-        """The call is over: remove its in-flight key if it was registered (a fast call writes nothing)."""
+        """The call is over: remove its in-flight key if it was registered (a fast call writes nothing);
+        stop waiting for answers to the requests it relayed."""
         with self._inflight_lock:
             self._ended = True
             registered, self._registered = self._registered, False
         if registered:
             cache.delete(self._inflight_key)
+        if self.s2c is not None:
+            self.s2c.close()
+
+    @property
+    def started_monotonic(self) -> float:
+        # perf_counter and monotonic are both CLOCK_MONOTONIC on Linux, but are not promised to agree.
+        return time.monotonic() - (time.perf_counter() - self.started)
 
     @property
     def _inflight_key(self) -> str:
@@ -530,6 +555,11 @@ class GatewayView(APIView):
                 404, protocol.INVALID_REQUEST, "Unknown or expired session: initialize again", message.id
             )
         if message.kind != "request":
+            # A client's answer to a relayed request (or its progress, its cancellation): to the node
+            # holding the upstream exchange.
+            delivered = message.kind == "response" or message.method in relay.CLIENT_NOTIFICATIONS
+            if delivered and relay.deliver(session.id, message):
+                return _json(None, 202, ctx.headers)
             if message.method == "notifications/cancelled":
                 self._forward_cancel(session, message.params or {})
             return _json(None, 202, ctx.headers)
@@ -537,9 +567,7 @@ class GatewayView(APIView):
         if message.method == "ping":
             return ctx.reply(protocol.result_body(message.id, {}))
         if message.method == "logging/setLevel":
-            # Upstream log messages are relayed during tool calls at the upstream's own level; accepting the
-            # request keeps clients that always send it (the Python SDK with log_level=...) working.
-            return ctx.reply(protocol.result_body(message.id, {}))
+            return ctx.reply(self._set_level(session, message))
         if message.method == "tools/list":
             protocol.check_list_cursor(message.params, message.id)
             listed = catalog.scoped_tool_list(token.workspace_id, token.scopes, current=ctx.catalog_version)
@@ -550,13 +578,26 @@ class GatewayView(APIView):
             200, protocol.METHOD_NOT_FOUND, f"Method not found: {message.method}", message.id
         )
 
+    def _set_level(self, session: sessions.GatewaySession, message: protocol.Message) -> dict[str, Any]:
+        """logging/setLevel: remembered in the session (each client gets its own level and above) and
+        forwarded to every upstream of the workspace (gateway/relay.py)."""
+        assert message.id is not None
+        level = relay.check_level(message.params, message.id)
+        sessions.update(session, log_level=level)
+        entries = [e for e in catalog.servers(session.workspace_id).values() if e.config is not None]
+        relay.set_level(level, [functools.partial(session_for, e.config) for e in entries])  # type: ignore[arg-type]
+        return protocol.result_body(message.id, {})
+
     def _initialize(self, ctx: _Context, message: protocol.Message) -> HttpResponse:
         token = ctx.token
         assert token is not None and message.id is not None
         params = message.params or {}
         version = protocol.negotiate_initialize_version(params.get("protocolVersion"))
         session = sessions.create(
-            token_id=token.pk, workspace_id=token.workspace_id, protocol_version=version
+            token_id=token.pk,
+            workspace_id=token.workspace_id,
+            protocol_version=version,
+            client_capabilities=relay.client_capabilities(params.get("capabilities")),
         )
         result: dict[str, object] = {
             "protocolVersion": version,
@@ -621,6 +662,7 @@ class GatewayView(APIView):
                 upstream_progress = f"aerostack-{secrets.token_hex(8)}"
                 upstream_meta["progressToken"] = upstream_progress
             upstream_params["_meta"] = upstream_meta
+        streaming = protocol.accepts_sse(ctx.request.META.get("HTTP_ACCEPT"))
         call = _ToolCall(
             ctx=ctx,
             session=session,
@@ -631,11 +673,17 @@ class GatewayView(APIView):
             client_progress=client_progress,
             upstream_progress=upstream_progress,
             started=started,
+            streaming=streaming,
         )
+        if session.log_level is not None:  # only for clients that sent logging/setLevel
+            relay.ensure_level(call.upstream, session.log_level)
         messages = call.upstream.stream(
-            "tools/call", upstream_params, request_id=call.upstream_id, on_slow=call.register_inflight
+            "tools/call",
+            upstream_params,
+            request_id=call.upstream_id,
+            on_slow=call.register_inflight,
+            server_requests=True,
         )
-        streaming = protocol.accepts_sse(ctx.request.META.get("HTTP_ACCEPT"))
         lease = inflight.acquire(
             workspace_id=token.workspace_id, token_id=token.pk, timeout_seconds=target.server.config.timeout
         )

@@ -19,6 +19,12 @@ Tools:
                                    progressToken) and log messages while sleeping
     math.mul(a: int, b: int) -> int  a dotted tool name (the SDK accepts it: SEP-986 allows dots)
     headers() -> str                 the request headers the call arrived with, as JSON
+    ask_name() -> str                elicitation/create (form) on the call's own stream
+    ask_llm(prompt, standalone=False) -> str
+                                     sampling/createMessage, on the call's stream, or with standalone=true
+                                     on the session's standalone GET stream (no relatedRequestId)
+    log_levels() -> str              one log message at each of debug, info, warning, error
+    last_level() -> str              the last level logging/setLevel set on this process ("" if none)
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ import json
 import warnings
 
 import anyio
+from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
+from pydantic import BaseModel
 
 HOST = "127.0.0.1"
 PATH = "/mcp"
@@ -71,6 +79,48 @@ def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
     @server.tool(name="math.mul", description="Multiply two integers (dotted tool name).")
     def math_mul(a: int, b: int) -> int:
         return a * b
+
+    class Name(BaseModel):
+        name: str
+
+    @server.tool(description="Ask the user for a name (elicitation on the call's stream).")
+    async def ask_name(ctx: Context) -> str:
+        answer = await ctx.elicit("What is your name?", Name)
+        if answer.action == "accept" and answer.data is not None:
+            return f"hello {answer.data.name}"
+        return f"no name: {answer.action}"
+
+    @server.tool(description="Ask the client's model (sampling); standalone: on the GET stream.")
+    async def ask_llm(prompt: str, ctx: Context, standalone: bool = False) -> str:
+        result = await ctx.session.create_message(
+            messages=[
+                types.SamplingMessage(role="user", content=types.TextContent(type="text", text=prompt))
+            ],
+            max_tokens=50,
+            related_request_id=None if standalone else ctx.request_id,
+        )
+        content = result.content
+        return (
+            f"model said: {content.text}" if isinstance(content, types.TextContent) else "model said nothing"
+        )
+
+    @server.tool(description="One log message at each of debug, info, warning and error.")
+    async def log_levels(ctx: Context) -> str:
+        for level in ("debug", "info", "warning", "error"):
+            await ctx.log(level, f"a {level} message", logger_name="levels")
+        return "logged"
+
+    levels: list[str] = []
+
+    async def set_level(ctx: object, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        levels.append(params.level)
+        return types.EmptyResult()
+
+    server._lowlevel_server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+
+    @server.tool(description="The last level logging/setLevel set in this process.")
+    def last_level() -> str:
+        return levels[-1] if levels else ""
 
     return server
 
