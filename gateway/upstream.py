@@ -243,6 +243,8 @@ class UpstreamSession:
     # The logging level this upstream session was last set to (None: the upstream's default): the most
     # verbose level any client asked for since it was initialized (gateway/relay.py filters per client).
     log_level: str | None = None
+    # Its standalone GET stream, made by gateway.standalone.of() on first use.
+    standalone: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.config.url)

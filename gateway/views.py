@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from aerostack.net import client_ip
-from gateway import catalog, inflight, limits, protocol, relay, sessions, usage
+from gateway import catalog, inflight, limits, protocol, relay, sessions, standalone, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import format as token_format
@@ -209,7 +209,8 @@ class _ToolCall:
     upstream_progress: str | None
     started: float
     streaming: bool = False  # the client takes an SSE reply: upstream requests can be relayed on it
-    s2c: relay.CallRelay | None = None  # made by the upstream's first request to the client
+    s2c: relay.CallRelay | None = None  # for clients that declared sampling, elicitation or roots
+    standalone: standalone.Standalone | None = None  # the upstream session's GET stream, entered by the call
     # Guards the in-flight key: registered by the upstream client's watchdog thread, removed by the call's
     # own thread when it ends; whichever comes second sees what the first did.
     _inflight_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -303,10 +304,12 @@ class _ToolCall:
         """The call is over: remove its in-flight key if it was registered (a fast call writes nothing);
         stop waiting for answers to the requests it relayed."""
         with self._inflight_lock:
-            self._ended = True
+            first, self._ended = not self._ended, True
             registered, self._registered = self._registered, False
         if registered:
             cache.delete(self._inflight_key)
+        if first and self.standalone is not None:
+            self.standalone.leave(self.s2c)
         if self.s2c is not None:
             self.s2c.close()
 
@@ -675,8 +678,6 @@ class GatewayView(APIView):
             started=started,
             streaming=streaming,
         )
-        if session.log_level is not None:  # only for clients that sent logging/setLevel
-            relay.ensure_level(call.upstream, session.log_level)
         messages = call.upstream.stream(
             "tools/call",
             upstream_params,
@@ -700,6 +701,14 @@ class GatewayView(APIView):
             )
             body = protocol.error_body(request_id, protocol.SERVER_ERROR, lease.message)
             return _json(body, 429, {**ctx.headers, "Retry-After": "1"})
+        if session.log_level is not None:  # only for clients that sent logging/setLevel
+            relay.ensure_level(call.upstream, session.log_level)
+        if session.client_capabilities:  # only for clients that can answer sampling, elicitation or roots
+            call.s2c = relay.CallRelay(call.upstream, session, streaming=streaming, started=time.monotonic())
+        # The upstream's GET stream is read while calls run on it, so that a request it sends there is
+        # relayed or refused at once, never left to time out (gateway/standalone.py).
+        call.standalone = call.upstream.standalone or standalone.of(call.upstream)
+        call.standalone.enter(call.s2c)
         handed_over = False  # to the stream, which gives the lease back when it ends
         try:
             for incoming in messages:

@@ -256,3 +256,29 @@ def test_a_relayed_request_carries_a_gateway_id_and_an_error_answer_reaches_the_
     # Answering again changes nothing (the relay is over): still 202, never an error.
     status, _, _ = raw.post({"jsonrpc": "2.0", "id": request["id"], "result": {"action": "accept"}})
     assert status == 202
+
+
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        ({"elicitation_callback": _elicit}, "The client did not declare the sampling capability"),
+        ({}, "No call of a client that can answer it is in flight on this upstream session"),
+    ],
+    ids=["elicitation-only-client", "client-without-capabilities"],
+)
+def test_a_request_on_the_upstreams_get_stream_is_refused_at_once(
+    stack: Stack, options: dict[str, Any], why: str
+) -> None:
+    """The Python SDK sends ``create_message`` without ``related_request_id`` on its GET stream: the gateway
+    reads that stream while calls run, so the request is answered at once instead of being lost."""
+
+    async def main() -> tuple[str, float]:
+        async with _client(stack, stack.tokens[1], **options) as client:
+            started = time.monotonic()
+            with pytest.raises(MCPError) as raised:
+                await client.call_tool("py__ask_llm", {"prompt": "x", "standalone": True})
+            return raised.value.error.message, time.monotonic() - started
+
+    message, elapsed = anyio.run(main)
+    assert why in message
+    assert elapsed < 5  # the server's timeout is 20 s
