@@ -141,6 +141,11 @@ def test_an_overflowing_subscriber_keeps_the_newest_and_is_told_of_the_gap(backe
             assert await subscription.ready()
             for n in range(bus.QUEUE_LIMIT + 5):
                 bus.publish(channel, {"n": n})
+            last = {"n": bus.QUEUE_LIMIT + 4}
+            for _ in range(1000):  # nothing is read until all have arrived (Redis delivers them later)
+                if subscription._items and subscription._items[-1][1] == last:
+                    break
+                await asyncio.sleep(0.01)
             items = []
             while True:
                 item = await _next(subscription)
@@ -148,7 +153,8 @@ def test_an_overflowing_subscriber_keeps_the_newest_and_is_told_of_the_gap(backe
                 if item[1] == {"n": bus.QUEUE_LIMIT + 4}:
                     break
             assert bus.GAP in items
-            assert len(items) <= bus.QUEUE_LIMIT + 1
+            assert items[0] == bus.GAP and len(items) == bus.QUEUE_LIMIT + 1
+            assert [item["n"] for item in items[1:]] == list(range(5, bus.QUEUE_LIMIT + 5))
 
     asyncio.run(scenario())
 
