@@ -23,7 +23,8 @@ client's prompt to another). A request from the GET stream goes to the client's 
 on ``session:<id>``, gateway/live.py serves it on any node), as the upstream sent it on its own: clients
 keep that stream open (the SDKs do). Its answer comes back like any relayed request's (gateway/relay.py),
 and its waiter is bounded by the call's timeout. ``notifications/message`` from the GET stream goes the same
-way when one client is in flight; otherwise it is dropped.
+way when one client is in flight; otherwise it is dropped. ``notifications/tools/list_changed`` there makes
+every node rebuild the workspace's tool list (``catalog.invalidate``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import logging
 import threading
 import time
 
-from gateway import bus, protocol
+from gateway import bus, catalog, protocol
 from gateway.relay import CallRelay, log_message
 from gateway.upstream import READ_CHUNK, UpstreamError, UpstreamSession
 
@@ -198,11 +199,30 @@ class Standalone:
             if relayed is not None:
                 bus.publish(f"session:{call.session.id}", relayed)
             return
+        if message["method"] == "notifications/tools/list_changed":
+            self._list_changed(calls)
+            return
         if message["method"] == "notifications/message" and len(clients) == 1:
             call = calls[0]
             note = log_message(message, self.upstream.config.slug, call.session.log_level)
             if note is not None:
                 bus.publish(f"session:{call.session.id}", note)
+
+    def _list_changed(self, calls: list[CallRelay]) -> None:
+        """The upstream announced a new tool list on its GET stream: every node rebuilds the workspace's."""
+        workspaces = {call.session.workspace_id for call in calls}
+        if not workspaces:  # no call in flight: the server's workspace, from the database (rare)
+            from django.db import connection
+
+            from gateway.models import Server
+
+            try:
+                found = Server.objects.filter(pk=self.upstream.config.server_id)
+                workspaces = set(found.values_list("workspace_id", flat=True))
+            finally:
+                connection.close()  # this thread keeps no database connection
+        for workspace_id in workspaces:
+            catalog.invalidate(workspace_id)
 
 
 _lock = threading.Lock()
