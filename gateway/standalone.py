@@ -89,6 +89,15 @@ class Standalone:
         with self._lock:
             return self._in_flight <= 0 and time.monotonic() - self._idle_since >= STANDALONE_LINGER_SECONDS
 
+    def _retire(self) -> bool:
+        """The reader's decision to stop, taken under the lock ``enter`` takes: a call that enters after it
+        starts a new reader, one that entered before keeps this one."""
+        with self._lock:
+            if self._in_flight <= 0 and time.monotonic() - self._idle_since >= STANDALONE_LINGER_SECONDS:
+                self._reader = None
+                return True
+            return False
+
     # -- the stream ---------------------------------------------------------------------------------------
     def _open(self) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str | None] | None:
         upstream = self.upstream
@@ -130,12 +139,13 @@ class Standalone:
             logger.exception("reading the GET stream of %s failed", self.upstream.config.slug)
         finally:
             with self._lock:
-                self._reader = None
+                if self._reader is threading.current_thread():
+                    self._reader = None
             self._opened.set()
 
     def _read(self) -> None:
         failures = 0
-        while not self._idle() and not self.upstream._closed and failures < 3:
+        while not self.upstream._closed and not self._retire():
             opened = self._open()
             self._opened.set()
             if opened is None:
