@@ -343,10 +343,11 @@ def set_level(level: str, upstreams: list[Callable[[], UpstreamSession]]) -> dic
         except UpstreamError as exc:
             failures[upstream.config.slug] = exc.message
 
-    with ThreadPoolExecutor(max_workers=min(len(upstreams), 8), thread_name_prefix="aerostack-level") as pool:
-        futures = [pool.submit(one, get) for get in upstreams]
-        wait(futures, timeout=SET_LEVEL_SECONDS)
-    for slug, why in failures.items():
+    pool = ThreadPoolExecutor(max_workers=min(len(upstreams), 8), thread_name_prefix="aerostack-level")
+    futures = [pool.submit(one, get) for get in upstreams]
+    wait(futures, timeout=SET_LEVEL_SECONDS)
+    pool.shutdown(wait=False, cancel_futures=True)  # a slow upstream finishes on its own (its own timeout)
+    for slug, why in dict(failures).items():
         logger.info("logging/setLevel not forwarded to %s: %s", slug, why)
     return failures
 

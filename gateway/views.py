@@ -558,8 +558,8 @@ class GatewayView(APIView):
                 404, protocol.INVALID_REQUEST, "Unknown or expired session: initialize again", message.id
             )
         if message.kind != "request":
-            # A client's answer to a relayed request (or its progress, its cancellation): to the node
-            # holding the upstream exchange.
+            # A client's answer to a relayed request (or its progress on it): to the node holding the
+            # upstream exchange.
             delivered = message.kind == "response" or message.method in relay.CLIENT_NOTIFICATIONS
             if delivered and relay.deliver(session.id, message):
                 return _json(None, 202, ctx.headers)
@@ -701,16 +701,18 @@ class GatewayView(APIView):
             )
             body = protocol.error_body(request_id, protocol.SERVER_ERROR, lease.message)
             return _json(body, 429, {**ctx.headers, "Retry-After": "1"})
-        if session.log_level is not None:  # only for clients that sent logging/setLevel
-            relay.ensure_level(call.upstream, session.log_level)
-        if session.client_capabilities:  # only for clients that can answer sampling, elicitation or roots
-            call.s2c = relay.CallRelay(call.upstream, session, streaming=streaming, started=time.monotonic())
-        # The upstream's GET stream is read while calls run on it, so that a request it sends there is
-        # relayed or refused at once, never left to time out (gateway/standalone.py).
-        call.standalone = call.upstream.standalone or standalone.of(call.upstream)
-        call.standalone.enter(call.s2c)
         handed_over = False  # to the stream, which gives the lease back when it ends
         try:
+            if session.log_level is not None:  # only for clients that sent logging/setLevel
+                relay.ensure_level(call.upstream, session.log_level)
+            if session.client_capabilities:  # only for clients that can answer sampling, elicitation, roots
+                call.s2c = relay.CallRelay(
+                    call.upstream, session, streaming=streaming, started=time.monotonic()
+                )
+            # The upstream's GET stream is read while calls run on it, so that a request it sends there is
+            # relayed or refused at once, never left to time out (gateway/standalone.py).
+            call.standalone = call.upstream.standalone or standalone.of(call.upstream)
+            call.standalone.enter(call.s2c)
             for incoming in messages:
                 if "method" not in incoming:
                     return ctx.reply(call.finish(incoming))
