@@ -282,3 +282,41 @@ def test_a_request_on_the_upstreams_get_stream_is_refused_at_once(
     message, elapsed = anyio.run(main)
     assert why in message
     assert elapsed < 5  # the server's timeout is 20 s
+
+
+def test_url_mode_elicitation_and_its_error_path_pass_through(stack: Stack) -> None:
+    modes: list[str] = []
+
+    async def elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        modes.append(getattr(params, "mode", "form"))
+        return types.ElicitResult(action="accept")
+
+    async def main() -> tuple[str, int]:
+        async with _client(stack, stack.tokens[0], elicitation_callback=elicit) as client:
+            done = await client.call_tool("ev__trigger-url-elicitation", {"url": "https://example.com/auth"})
+            with pytest.raises(MCPError) as raised:  # -32042 with the prerequisite, passed through as is
+                await client.call_tool(
+                    "ev__trigger-url-elicitation", {"url": "https://example.com/other", "errorPath": True}
+                )
+            return _text(done), raised.value.error.code
+
+    text, code = anyio.run(main)
+    assert "User completed the URL elicitation flow" in text and "https://example.com/auth" in text
+    assert modes == ["url"]
+    assert code == -32042
+
+
+def test_url_mode_elicitation_is_refused_to_a_form_only_client(stack: Stack) -> None:
+    raw = Raw(stack.gateway.port, stack.slug, stack.tokens[2])
+    initialize_with(raw, {"elicitation": {}})  # an empty object: form mode only
+    started = time.monotonic()
+    status, _, body = raw.post(
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "ev__trigger-url-elicitation", "arguments": {"url": "https://example.com/a"}},
+        }
+    )
+    assert status == 200 and time.monotonic() - started < 5
+    assert "did not declare url-mode elicitation" in _failure(json.loads(body))
