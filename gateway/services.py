@@ -92,6 +92,16 @@ def url_origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
 
 
+def url_for_audit(url: str) -> str:
+    """What the activity log keeps of an upstream URL: its origin. Hosted MCP servers often carry a secret
+    in the path or the query (``https://host/mcp/<key>/sse``, ``?api_key=...``), and the log is read by
+    more people (and exported) than the server's settings."""
+    scheme, host, port = url_origin(url)
+    default = {"http": 80, "https": 443}.get(scheme)
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}" + ("" if port in (None, default) else f":{port}")
+
+
 def _name(name: str, errors: dict[str, str]) -> str:
     name = (name or "").strip()
     if not name:
@@ -260,7 +270,7 @@ def server_create(
             actor=actor,
             action="server.create",
             target=f"server:{server.slug}",
-            details={"url": server.url, "credential": server.credential_kind},
+            details={"url": url_for_audit(server.url), "credential": server.credential_kind},
         )
         _changed(workspace, server.pk)
     return server

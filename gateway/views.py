@@ -20,12 +20,14 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import DisallowedHost
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from aerostack.db import release_connection
 from aerostack.net import client_ip
 from gateway import catalog, inflight, limits, protocol, relay, sessions, standalone, usage
 from gateway.models import UsageEvent
@@ -495,6 +497,16 @@ class GatewayView(APIView):
         ctx = _Context(django_request, slug)
         try:
             return self._post(ctx)
+        except DatabaseError as exc:
+            # Database down, or every pooled connection busy past DATABASE_POOL_TIMEOUT_SECONDS: a client
+            # can retry, and one line in the log says why (a traceback per request would flood it).
+            logger.warning(
+                "gateway request for workspace %s: database unavailable (%s)", slug, type(exc).__name__
+            )
+            body = protocol.error_body(
+                None, protocol.SERVER_ERROR, "Gateway database unavailable; retry shortly"
+            )
+            return _json(body, 503, {**ctx.headers, "Retry-After": "1"})
         except Exception:  # the last line of defence: a JSON-RPC error, never a traceback
             logger.exception("gateway request failed for workspace %s", slug)
             body = protocol.error_body(None, protocol.INTERNAL_ERROR, "Internal error")
@@ -702,6 +714,7 @@ class GatewayView(APIView):
             body = protocol.error_body(request_id, protocol.SERVER_ERROR, lease.message)
             return _json(body, 429, {**ctx.headers, "Retry-After": "1"})
         handed_over = False  # to the stream, which gives the lease back when it ends
+        release_connection()  # the upstream may take minutes: no database connection waits with it
         try:
             if session.log_level is not None:  # only for clients that sent logging/setLevel
                 relay.ensure_level(call.upstream, session.log_level)
