@@ -348,14 +348,17 @@ class Front:
 async def _serve_loop_stream(
     scope: Scope, receive: Receive, send: Send, started: _Started, complete: bool
 ) -> None:
-    """Send a loop stream's chunks until it ends or its client goes away (then it is closed: ``aclose``)."""
+    """Send a loop stream's chunks until it ends or its client goes away (then it is closed: ``aclose``).
+
+    The status line goes out with the first chunk: a stream that subscribes to something before its first
+    chunk (gateway/live.py) is subscribed by the time its client sees the response."""
     assert started.loop_stream is not None
     headers = started.headers if complete else _closing(started.headers)
     chunks = started.loop_stream()
     disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
     ended = False
+    begun = False
     try:
-        await send({"type": "http.response.start", "status": started.status, "headers": headers})
         while True:
             chunk = asyncio.ensure_future(chunks.__anext__())
             await asyncio.wait((chunk, disconnected), return_when=asyncio.FIRST_COMPLETED)
@@ -372,9 +375,14 @@ async def _serve_loop_stream(
                 logger.exception("a loop stream of %s failed", scope.get("path"))
                 ended = True
                 break
+            if not begun:
+                begun = True
+                await send({"type": "http.response.start", "status": started.status, "headers": headers})
             if data:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
         if ended:
+            if not begun:
+                await send({"type": "http.response.start", "status": started.status, "headers": headers})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         disconnected.cancel()

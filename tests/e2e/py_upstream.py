@@ -19,6 +19,7 @@ Tools:
                                    progressToken) and log messages while sleeping
     math.mul(a: int, b: int) -> int  a dotted tool name (the SDK accepts it: SEP-986 allows dots)
     headers() -> str                 the request headers the call arrived with, as JSON
+    grow(name: str) -> str           adds a tool `name` and sends tools/list_changed in the call's reply
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.types import ToolListChangedNotification
 
 HOST = "127.0.0.1"
 PATH = "/mcp"
@@ -67,6 +69,16 @@ def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
     @server.tool(description="The HTTP request headers this call arrived with (lowercased names), as JSON.")
     def headers(ctx: Context) -> str:
         return json.dumps({k.lower(): v for k, v in (ctx.headers or {}).items()}, sort_keys=True)
+
+    @server.tool(description="Add a tool `name` (echoes its text) and announce tools/list_changed in the reply.")
+    async def grow(name: str, ctx: Context) -> str:
+        def grown(text: str) -> str:
+            return text
+
+        server.add_tool(grown, name=name, description="Added at run time by grow().")
+        # In this call's own stream (request-scoped), where a gateway reading POST replies sees it.
+        await ctx.session.send_notification(ToolListChangedNotification(), related_request_id=ctx.request_id)
+        return f"added {name}"
 
     @server.tool(name="math.mul", description="Multiply two integers (dotted tool name).")
     def math_mul(a: int, b: int) -> int:
