@@ -70,7 +70,9 @@ def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
     def headers(ctx: Context) -> str:
         return json.dumps({k.lower(): v for k, v in (ctx.headers or {}).items()}, sort_keys=True)
 
-    @server.tool(description="Add a tool `name` (echoes its text) and announce tools/list_changed in the reply.")
+    @server.tool(
+        description="Add a tool `name` (echoes its text) and announce tools/list_changed in the reply."
+    )
     async def grow(name: str, ctx: Context) -> str:
         def grown(text: str) -> str:
             return text
