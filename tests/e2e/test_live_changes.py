@@ -8,8 +8,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import secrets
+import select
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -270,3 +274,131 @@ def test_a_revoked_token_ends_its_stream_on_the_other_node(cluster: Any) -> None
         assert data.endswith(b"0\r\n\r\n"), data[-200:]
     finally:
         sock.close()
+
+
+# -- mcp-remote (how Claude Desktop connects) ------------------------------------------------------------------
+MCP_REMOTE = Path(__file__).resolve().parent / "node_modules" / "mcp-remote" / "dist" / "proxy.js"
+
+
+def _mcp_remote(url: str, token: str, config_dir: Path) -> subprocess.Popen[bytes]:
+    need(
+        shutil.which("node") is not None and MCP_REMOTE.is_file(),
+        "node and mcp-remote (tests/e2e) are needed",
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(config_dir),
+        "MCP_REMOTE_CONFIG_DIR": str(config_dir),
+        "BROWSER": "/bin/false",  # if it ever tried OAuth, it must not open anything
+    }
+    return subprocess.Popen(
+        [
+            "node",
+            str(MCP_REMOTE),
+            url,
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--transport",
+            "http-only",
+            "--allow-http",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def _read_until(
+    process: subprocess.Popen[bytes], wanted: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any]:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            break
+        line = process.stdout.readline()
+        if not line:
+            break
+        message = json.loads(line)
+        if wanted(message):
+            return message
+    raise AssertionError("mcp-remote did not pass the expected message on in time")
+
+
+def _send(process: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(message).encode() + b"\n")
+    process.stdin.flush()
+
+
+def test_mcp_remote_relays_list_changed_from_the_get_stream(stack: Any, tmp_path: Path) -> None:
+    process = _mcp_remote(f"{stack.gateway.url}{stack.path}", stack.token, tmp_path)
+    try:
+        _send(
+            process,
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"},
+                },
+            },
+        )
+        init = _read_until(process, lambda m: m.get("id") == 1, 60)
+        assert init["result"]["capabilities"]["tools"]["listChanged"] is True
+        _send(process, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        _send(process, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+        assert _read_until(process, lambda m: m.get("id") == 2, 30)["result"]["tools"]
+        name = f"grown_{secrets.token_hex(3)}"
+        # mcp-remote opens the GET stream after initialized; a change keeps coming until it is passed on.
+        deadline = time.monotonic() + NOTICE_SECONDS
+        note = None
+        while note is None and time.monotonic() < deadline:
+            _grow(stack.gateway.port, stack.slug, stack.token, f"{name}_{int(time.monotonic() * 1000)}")
+            try:
+                note = _read_until(
+                    process, lambda m: m.get("method") == "notifications/tools/list_changed", 2
+                )
+            except AssertionError:
+                continue
+        assert note is not None
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_mcp_remote_with_a_bad_token_gets_401_not_405(stack: Any, tmp_path: Path) -> None:
+    process = _mcp_remote(f"{stack.gateway.url}{stack.path}", "mwt_not_a_real_token", tmp_path)
+    try:
+        _send(
+            process,
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"},
+                },
+            },
+        )
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        assert process.stderr is not None
+        output = process.stderr.read().decode(errors="replace")
+        # The gateway answered its request with 401 (never 405). mcp-remote 0.15.1 then tries OAuth on any
+        # 401 (its design: there is no metadata to find, so it stops); before, it died on "405".
+        assert "405" not in output, output[-2000:]
+        assert re.search(rf'"(POST|GET) {re.escape(stack.path)} HTTP/1.1" 401', stack.gateway.log_text())
+    finally:
+        if process.poll() is None:
+            process.kill()
