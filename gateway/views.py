@@ -29,7 +29,7 @@ from rest_framework.views import APIView
 
 from aerostack.db import release_connection
 from aerostack.net import client_ip
-from gateway import catalog, inflight, limits, protocol, relay, sessions, standalone, usage
+from gateway import catalog, inflight, limits, live, protocol, relay, sessions, standalone, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import format as token_format
@@ -62,6 +62,7 @@ RELAYED_NOTIFICATIONS = {
     "notifications/message",
     "notifications/elicitation/complete",
 }
+_LIST_CHANGED = {f"notifications/{name}/list_changed": name for name in live.LISTS}
 
 
 def _json(
@@ -240,8 +241,8 @@ class _ToolCall:
                     self.upstream, self.session, streaming=self.streaming, started=self.started_monotonic
                 )
             return self.s2c.request(incoming)
-        if method == "notifications/tools/list_changed":
-            catalog.invalidate(self.session.workspace_id)
+        if method in _LIST_CHANGED:
+            catalog.invalidate(self.session.workspace_id, lists=[_LIST_CHANGED[method]])
             return None
         if method == "notifications/cancelled":  # the upstream gave up one of its relayed requests
             return self.s2c.cancelled(incoming.get("params")) if self.s2c is not None else None
@@ -336,25 +337,30 @@ class _NoNegotiation(BaseContentNegotiation):
 
 
 class GatewayView(APIView):
-    """POST carries one JSON-RPC message; DELETE ends a session; GET (a server stream) is not offered: 405."""
+    """POST carries one JSON-RPC message; DELETE ends a session; GET opens the session's server stream
+    (gateway/live.py). Every method is authenticated first: a bad token gets 401 whatever the method."""
 
     authentication_classes: list[Any] = []  # tokens are checked in post(): the 401 must be a JSON-RPC body
     permission_classes: list[Any] = []
     throttle_classes: list[Any] = []
     parser_classes: list[Any] = []
     content_negotiation_class = _NoNegotiation
-    # No GET: the gateway offers no server-initiated stream, which the spec allows (405).
-    http_method_names = ["post", "delete"]
+    http_method_names = ["get", "post", "delete"]
 
     def perform_authentication(self, request: Request) -> None:
         """Nothing here (DRF's hook for lazy authentication): the token is checked in ``post()`` and
         ``delete()``, whose refusals are JSON-RPC bodies. DRF would build an anonymous user per request."""
 
     def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
+        # The token first: a client told 405 for a bad token (mcp-remote) tries OAuth instead of saying so.
+        ctx = _Context(request._request, str(kwargs.get("slug", "")))
+        refused = self._authenticate(ctx)
+        if refused is not None:
+            return refused
         body = protocol.error_body(
             None, protocol.INVALID_REQUEST, f"Method {request.method} not allowed: use POST"
         )
-        return _json(body, 405, {"Allow": "POST, DELETE"})
+        return _json(body, 405, {**ctx.headers, "Allow": "GET, POST, DELETE"})
 
     # -- the checks every request passes ---------------------------------------------------------------------
     def _authenticate(self, ctx: _Context) -> HttpResponse | None:
@@ -616,7 +622,8 @@ class GatewayView(APIView):
         )
         result: dict[str, object] = {
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": False}, "logging": {}},
+            # Changes are pushed on the session's GET stream (gateway/live.py).
+            "capabilities": {"tools": {"listChanged": True}, "logging": {}},
             "serverInfo": SERVER_INFO,
             "instructions": f"Tools of the Aerostack workspace “{token.workspace.name}”: <server>__<tool>.",
         }
@@ -804,6 +811,69 @@ class GatewayView(APIView):
         except UpstreamError as exc:
             logger.info("could not forward a cancellation to %s: %s", entry.slug, exc.message)
 
+    # -- GET: the session's server stream -------------------------------------------------------------------
+    def get(self, request: Request, slug: str) -> HttpResponseBase:
+        ctx = _Context(request._request, slug)
+        try:
+            return self._get(ctx)
+        except Exception:  # as for POST: a JSON-RPC error, never a traceback
+            logger.exception("gateway GET failed for workspace %s", slug)
+            return _json(protocol.error_body(None, protocol.INTERNAL_ERROR, "Internal error"), 500)
+
+    def _get(self, ctx: _Context) -> HttpResponseBase:
+        """Checked here, in the lane; the stream itself runs on the event loop (gateway/live.py)."""
+        request = ctx.request
+        if not _host_allowed(request):
+            return _error(protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Host not allowed"))
+        if not _origin_allowed(request):
+            return _error(protocol.ProtocolError(403, protocol.INVALID_REQUEST, "Origin not allowed"))
+        refused = self._authenticate(ctx)
+        if refused is not None:
+            return refused
+        token = ctx.token
+        assert token is not None
+        limited = self._rate_limit(ctx, None)  # a reconnect loop is limited like any other request
+        if limited is not None:
+            return limited
+        try:
+            if not protocol.accepts_sse(request.META.get("HTTP_ACCEPT")):
+                raise protocol.ProtocolError(406, protocol.INVALID_REQUEST, "Accept text/event-stream")
+            protocol.check_protocol_version_header(request.META.get("HTTP_MCP_PROTOCOL_VERSION"))
+            session_id = request.META.get("HTTP_MCP_SESSION_ID") or ""
+            if not session_id:
+                raise protocol.ProtocolError(
+                    400, protocol.INVALID_REQUEST, "Missing Mcp-Session-Id header: initialize first"
+                )
+            session = sessions.from_cache(session_id, ctx.session_data, token_id=token.pk)
+            if session is None:
+                raise protocol.ProtocolError(
+                    404, protocol.INVALID_REQUEST, "Unknown or expired session: initialize again"
+                )
+        except protocol.ProtocolError as exc:
+            return _error(exc, ctx.headers)
+        lease = live.admit(token.pk)
+        if isinstance(lease, str):
+            status = 503 if "server" in lease else 429
+            body = protocol.error_body(None, protocol.SERVER_ERROR, lease)
+            return _json(body, status, {**ctx.headers, "Retry-After": "1" if status == 503 else "60"})
+        version = ctx.catalog_version
+        stream = live.Stream(
+            raw_token=_bearer(request) or "",
+            slug=ctx.slug,
+            token_id=token.pk,
+            workspace_id=token.workspace_id,
+            session_id=session.id,
+            position=live.Position(
+                int(version) if version is not None else catalog.version(token.workspace_id),
+                token_scopes.digest(token.scopes),
+            ),
+            resumed_from=live.Position.parse(request.META.get("HTTP_LAST_EVENT_ID")),
+            lease=lease,
+            expires_at=token.expires_at.timestamp() if token.expires_at is not None else None,
+        )
+        stream.announce()
+        return stream.response(ctx.headers)
+
     # -- DELETE ----------------------------------------------------------------------------------------------
     def delete(self, request: Request, slug: str) -> HttpResponse:
         ctx = _Context(request._request, slug)
@@ -840,6 +910,7 @@ class GatewayView(APIView):
                 ctx.headers,
             )
         sessions.end(session)
+        live.session_ended(session.id)
         response = HttpResponse(status=204)
         for name, value in ctx.headers.items():
             response[name] = value

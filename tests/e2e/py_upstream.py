@@ -25,6 +25,7 @@ Tools:
                                      on the session's standalone GET stream (no relatedRequestId)
     log_levels() -> str              one log message at each of debug, info, warning, error
     last_level() -> str              the last level logging/setLevel set on this process ("" if none)
+    grow(name: str) -> str           adds a tool `name` and sends tools/list_changed in the call's reply
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.types import ToolListChangedNotification
 from pydantic import BaseModel
 
 HOST = "127.0.0.1"
@@ -75,6 +77,18 @@ def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
     @server.tool(description="The HTTP request headers this call arrived with (lowercased names), as JSON.")
     def headers(ctx: Context) -> str:
         return json.dumps({k.lower(): v for k, v in (ctx.headers or {}).items()}, sort_keys=True)
+
+    @server.tool(
+        description="Add a tool `name` (echoes its text) and announce tools/list_changed in the reply."
+    )
+    async def grow(name: str, ctx: Context) -> str:
+        def grown(text: str) -> str:
+            return text
+
+        server.add_tool(grown, name=name, description="Added at run time by grow().")
+        # In this call's own stream (request-scoped), where a gateway reading POST replies sees it.
+        await ctx.session.send_notification(ToolListChangedNotification(), related_request_id=ctx.request_id)
+        return f"added {name}"
 
     @server.tool(name="math.mul", description="Multiply two integers (dotted tool name).")
     def math_mul(a: int, b: int) -> int:

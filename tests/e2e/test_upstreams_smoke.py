@@ -63,6 +63,7 @@ PY_TOOLS = [
     "fail",
     "slow",
     "headers",
+    "grow",
     "math.mul",
     "ask_name",
     "ask_llm",

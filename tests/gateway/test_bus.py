@@ -22,6 +22,8 @@ REDIS_URL = os.environ.get("REDIS_URL") or os.environ.get(
     "AEROSTACK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 )
 
+pytestmark = pytest.mark.usefixtures("one_cache_prefix")
+
 
 def _redis_reachable() -> bool:
     try:

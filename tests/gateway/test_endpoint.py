@@ -48,7 +48,7 @@ def test_it_initializes_a_session(team: Team, py_server: Server) -> None:
     body = response.json()
     assert response.status_code == 200
     assert body["result"]["protocolVersion"] == "2025-06-18"
-    assert body["result"]["capabilities"] == {"tools": {"listChanged": False}, "logging": {}}
+    assert body["result"]["capabilities"] == {"tools": {"listChanged": True}, "logging": {}}
     assert body["result"]["serverInfo"]["name"] == "aerostack"
     assert re.fullmatch(r"[\x21-\x7e]{20,}", response["Mcp-Session-Id"])
 
@@ -99,11 +99,11 @@ def test_it_ends_a_session_on_delete(mcp: McpTestClient) -> None:
     assert mcp.request("ping").status_code == 404
 
 
-def test_it_refuses_get_and_other_methods_with_405(mcp: McpTestClient) -> None:
-    for method in (mcp.client.get, mcp.client.put, mcp.client.patch):
+def test_it_refuses_other_methods_with_405(mcp: McpTestClient) -> None:
+    for method in (mcp.client.put, mcp.client.patch):
         response = method("/ws/acme-tools", **mcp.headers())
         assert response.status_code == 405 and response.json()["error"]["code"] == -32600
-        assert response["Allow"] == "POST, DELETE"
+        assert response["Allow"] == "GET, POST, DELETE"
 
 
 # -- malformed input ---------------------------------------------------------------------------------------------
@@ -287,6 +287,7 @@ def test_it_lists_every_tool_with_server_prefixes(mcp: McpTestClient) -> None:
         "py__ask_name",
         "py__echo",
         "py__fail",
+        "py__grow",
         "py__headers",
         "py__last_level",
         "py__log_levels",
