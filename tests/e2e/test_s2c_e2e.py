@@ -320,3 +320,18 @@ def test_url_mode_elicitation_is_refused_to_a_form_only_client(stack: Stack) -> 
     )
     assert status == 200 and time.monotonic() - started < 5
     assert "did not declare url-mode elicitation" in _failure(json.loads(body))
+
+
+def test_a_request_on_the_upstreams_get_stream_reaches_the_clients_get_stream(stack: Stack) -> None:
+    """With one client in flight, a request the upstream sends on its standalone GET stream goes to that
+    client's own GET stream (gateway/live.py) and its answer back to the upstream."""
+
+    async def main() -> tuple[str, float]:
+        async with _client(stack, stack.tokens[0], sampling_callback=_sample) as client:
+            started = time.monotonic()
+            result = await client.call_tool("py__ask_llm", {"prompt": "from the side", "standalone": True})
+            return _text(result), time.monotonic() - started
+
+    text, elapsed = anyio.run(main)
+    assert text == f"model said: {ANSWER} (13 chars asked)"
+    assert elapsed < 10
