@@ -220,19 +220,20 @@ class Standalone:
 
     def _list_changed(self, calls: list[CallRelay]) -> None:
         """The upstream announced a new tool list on its GET stream: every node rebuilds the workspace's."""
+        from django.db import connection
+
+        from gateway.models import Server
+
         workspaces = {call.session.workspace_id for call in calls}
-        if not workspaces:  # no call in flight: the server's workspace, from the database (rare)
-            from django.db import connection
-
-            from gateway.models import Server
-
-            try:
+        try:
+            if not workspaces:  # no call in flight: the server's workspace, from the database (rare)
                 found = Server.objects.filter(pk=self.upstream.config.server_id)
                 workspaces = set(found.values_list("workspace_id", flat=True))
-            finally:
-                connection.close()  # this thread keeps no database connection
-        for workspace_id in workspaces:
-            catalog.invalidate(workspace_id)
+            for workspace_id in workspaces:
+                catalog.invalidate(workspace_id, lists=["tools"])
+        finally:
+            if not connection.in_atomic_block:
+                connection.close()  # this thread keeps no database connection (nor a pooled one)
 
 
 _lock = threading.Lock()

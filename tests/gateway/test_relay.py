@@ -190,6 +190,7 @@ def test_the_get_stream_is_read_while_calls_run_and_closed_after_them(
     assert not reader.is_alive() and stream._reader is None  # closed once the linger was over
 
 
+@pytest.mark.django_db
 def test_a_list_change_announced_on_the_get_stream_rebuilds_the_workspaces_list(
     upstream: UpstreamSession,
 ) -> None:
