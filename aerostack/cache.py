@@ -83,6 +83,17 @@ class RedisCache(django_redis.RedisCache):
             pipeline.zrem(key, lease)
         pipeline.execute()
 
+    def lease_renew(self, keys: list[str], lease: str, ttl_seconds: float) -> None:
+        """Extend the slot ``lease`` (if it is still held) in every one of ``keys`` to ``ttl_seconds`` from
+        now. One round trip, atomic."""
+        redis_keys = [self.make_and_validate_key(key) for key in keys]
+        client = self._cache.get_client(redis_keys[0], write=True)
+        self._lease_renew(keys=redis_keys, args=[int(ttl_seconds * 1000), lease], client=client)
+
+    @cached_property
+    def _lease_renew(self) -> Any:
+        return self._cache.get_client(None, write=True).register_script(_LEASE_RENEW)
+
     def lease_count(self, key: str) -> int:
         """How many unexpired slots ``key`` holds."""
         redis_key = self.make_and_validate_key(key)
@@ -131,6 +142,19 @@ for _, key in ipairs(KEYS) do
   redis.call('ZADD', key, expiry, ARGV[2])
   local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', key, math.max(tonumber(last[2]), expiry))
+end
+return 0
+"""
+
+# KEYS: sorted sets of slots; ARGV: the new TTL in ms, the lease's name. Only a slot still held is extended.
+_LEASE_RENEW = """
+local time = redis.call('TIME')
+local expiry = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+  if redis.call('ZADD', key, 'XX', 'CH', expiry, ARGV[2]) == 1 then
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', key, math.max(tonumber(last[2]), expiry))
+  end
 end
 return 0
 """

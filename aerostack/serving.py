@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +42,9 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Headers = list[tuple[bytes, bytes]]
 # What a lane answers when it is full: status, headers and body for the request body it was given.
 BusyAnswer = Callable[[bytes], tuple[int, Headers, bytes]]
+# A response whose body is produced on the event loop, not in a lane (a long-lived stream that waits for
+# messages): a WSGI response object with a ``loop_stream`` attribute, a callable returning the body's chunks.
+LoopStream = Callable[[], AsyncIterator[bytes]]
 BUSY_LOG_INTERVAL = 5.0
 _WorkItem = tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]
 
@@ -185,6 +188,7 @@ class _Started:
     body: bytes
     stream: Iterator[bytes] | None
     result: Iterable[bytes]
+    loop_stream: LoopStream | None = None
 
 
 class Front:
@@ -238,10 +242,17 @@ class Front:
                     await _drain(receive)
                 await _send_whole(send, status, headers, content, close=not complete)
                 return
+            held = [True]
+
+            def release() -> None:  # once: at the end, or when the response moves to the loop
+                if held[0]:
+                    held[0] = False
+                    lane.release()
+
             try:
-                await self._serve(scope, receive, send, lane, body, complete)
+                await self._serve(scope, receive, send, lane, body, complete, release)
             finally:
-                lane.release()
+                release()
         finally:
             self.buffered -= reserved[0]
 
@@ -270,7 +281,14 @@ class Front:
                 return b"".join(chunks)[:limit], False, True
 
     async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, lane: Lane, body: bytes, complete: bool
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        lane: Lane,
+        body: bytes,
+        complete: bool,
+        release: Callable[[], None],
     ) -> None:
         loop = asyncio.get_running_loop()
         environ = wsgi_environ(scope, body)
@@ -279,6 +297,11 @@ class Front:
         except Exception:
             logger.exception("unhandled error serving %s", scope.get("path"))
             await _send_whole(send, 500, [(b"content-type", b"text/plain")], b"Internal Server Error")
+            return
+        if started.loop_stream is not None:
+            # The lane's work is done (authentication, admission): the stream holds no thread and no slot.
+            release()
+            await _serve_loop_stream(scope, receive, send, started, complete)
             return
         if started.stream is None:
             if not complete:
@@ -322,6 +345,55 @@ class Front:
 
 
 # -- on the event loop --------------------------------------------------------------------------------------
+async def _serve_loop_stream(
+    scope: Scope, receive: Receive, send: Send, started: _Started, complete: bool
+) -> None:
+    """Send a loop stream's chunks until it ends or its client goes away (then it is closed: ``aclose``).
+
+    The status line goes out with the first chunk: a stream that subscribes to something before its first
+    chunk (gateway/live.py) is subscribed by the time its client sees the response."""
+    assert started.loop_stream is not None
+    headers = started.headers if complete else _closing(started.headers)
+    chunks = started.loop_stream()
+    disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
+    ended = False
+    begun = False
+    try:
+        while True:
+            chunk = asyncio.ensure_future(chunks.__anext__())
+            await asyncio.wait((chunk, disconnected), return_when=asyncio.FIRST_COMPLETED)
+            if not chunk.done():
+                chunk.cancel()
+                await asyncio.wait({chunk})
+                break
+            try:
+                data = chunk.result()
+            except StopAsyncIteration:
+                ended = True
+                break
+            except Exception:
+                logger.exception("a loop stream of %s failed", scope.get("path"))
+                ended = True
+                break
+            if not begun:
+                begun = True
+                await send({"type": "http.response.start", "status": started.status, "headers": headers})
+            if data:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        if ended:
+            if not begun:
+                await send({"type": "http.response.start", "status": started.status, "headers": headers})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        disconnected.cancel()
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:
+                logger.exception("closing a loop stream of %s failed", scope.get("path"))
+
+
 async def _wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -425,6 +497,16 @@ def _run_app(app: WSGIApp, environ: dict[str, Any]) -> _Started:
         return _no_write
 
     result = app(environ, start_response)
+    loop_stream: LoopStream | None = getattr(result, "loop_stream", None)
+    if loop_stream is not None:
+        # Its body comes from the loop: close the response here, in the thread that made it (Django's
+        # request_finished: this thread's database connections), before the stream starts.
+        _close(result)
+        if not captured:
+            raise RuntimeError("the WSGI application did not call start_response")
+        status, headers = captured[0]
+        encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        return _Started(int(status.split(" ", 1)[0]), encoded, b"", None, result, loop_stream)
     try:
         # Django's streaming responses (SSE relays) go out chunk by chunk; a file response (static files) is
         # read here at once, because each chunk handed over costs a thread hop.

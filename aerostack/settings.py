@@ -343,6 +343,13 @@ GATEWAY_MAX_TOOLS_LIST_BYTES = env_int("GATEWAY_MAX_TOOLS_LIST_BYTES", 8 * 2**20
 GATEWAY_MAX_TOOLS_PER_SERVER = env_int("GATEWAY_MAX_TOOLS_PER_SERVER", 2000, minimum=1)
 GATEWAY_MAX_INFLIGHT_PER_WORKSPACE = env_int("GATEWAY_MAX_INFLIGHT_PER_WORKSPACE", 256, minimum=1)
 GATEWAY_MAX_INFLIGHT_PER_TOKEN = env_int("GATEWAY_MAX_INFLIGHT_PER_TOKEN", 64, minimum=1)
+# Client GET streams (gateway/live.py): served on the event loop, no thread each. A keep-alive comment every
+# N seconds; the token and session checked again every M seconds (and at once on a revocation message); at
+# most this many open streams per token (all nodes) and per process (under gunicorn's worker_connections).
+GATEWAY_STREAM_KEEPALIVE_SECONDS = env_int("GATEWAY_STREAM_KEEPALIVE_SECONDS", 15, minimum=1, maximum=300)
+GATEWAY_STREAM_RECHECK_SECONDS = env_int("GATEWAY_STREAM_RECHECK_SECONDS", 30, minimum=1, maximum=3600)
+GATEWAY_MAX_STREAMS_PER_TOKEN = env_int("GATEWAY_MAX_STREAMS_PER_TOKEN", 16, minimum=1)
+GATEWAY_MAX_STREAMS = env_int("GATEWAY_MAX_STREAMS", 3000, minimum=1)
 # Upstream URLs on private, loopback or link-local addresses are refused (SSRF) unless this is on: a gateway
 # on a laptop or in tests talks to servers on 127.0.0.1, so `make run` turns it on explicitly.
 ALLOW_PRIVATE_UPSTREAMS = env_bool("ALLOW_PRIVATE_UPSTREAMS", False)

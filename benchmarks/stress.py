@@ -15,6 +15,8 @@ the in-process cache (DATABASE_URL and REDIS_URL are ignored here). A small upst
 4. slow calls: ``--slow-calls`` concurrent ``tools/call`` of ``wait(--slow-seconds)``, all in flight at once.
 5. SSE streams: ``--streams`` concurrent streamed calls (a progress notification every second, relayed to
    SSE clients), all open at once.
+5b. GET streams: ``--get-streams`` client GET streams (the session's standalone stream, gateway/live.py),
+   each of its own session, all open at once: served on the event loop, they hold no lane thread.
 6. all of 2-4 at once.
 7. beyond the bound: more concurrent slow calls than the gateway lane admits; the rest must be refused at
    once with a JSON-RPC error (HTTP 503), never left waiting.
@@ -80,6 +82,7 @@ STRESS_ENV = {
     "GATEWAY_RATE_LIMIT": "1000000",
     "GATEWAY_MAX_INFLIGHT_PER_WORKSPACE": "100000",
     "GATEWAY_MAX_INFLIGHT_PER_TOKEN": "100000",
+    "GATEWAY_MAX_STREAMS_PER_TOKEN": "100000",
     "LOG_LEVEL": "WARNING",
 }
 # --through-nginx: the load's client addresses (each gets a few of the requests in flight, far below the
@@ -384,6 +387,35 @@ class Connections:
                 except OSError:
                     self._trickled.remove(sock)
 
+    def open_get_streams(self, count: int, setup: Setup) -> None:
+        """``count`` client GET streams of the slow workspace, each of a session of its own; returns once each
+        has its status line and priming event (the stream is subscribed by then)."""
+        path = setup.slow_url.removeprefix(setup.url)
+        for _ in range(count):
+            client = session_client(setup.slow_url, setup.slow_token)
+            session_id = client.session_id
+            client.close()
+            sock = self._connect()
+            sock.sendall(
+                (
+                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                    f"Authorization: Bearer {setup.slow_token}\r\nMcp-Session-Id: {session_id}\r\n"
+                    "MCP-Protocol-Version: 2025-11-25\r\n\r\n"
+                ).encode()
+            )
+            data = b""
+            try:
+                while b"data:" not in data:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        raise StressError("the server closed a GET stream before its first event")
+                    data += chunk
+                if not data.startswith(b"HTTP/1.1 200 "):
+                    status_line = data.split(b"\r\n", 1)[0]
+                    raise StressError(f"a GET stream was refused: {status_line!r}")
+            except (OSError, StressError):
+                self.failed_requests += 1
+
     def still_open(self) -> int:
         """How many of the sockets the server has not closed (nothing to read, no EOF)."""
         count = 0
@@ -634,6 +666,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calls.join(args.slow_seconds + 90)
         phases["sse_streams"]["calls"] = calls.summary()
 
+        if args.baseline_root is None:  # an older checkout has no GET stream (405)
+            print(f"phase GET streams: {args.get_streams} client GET streams", flush=True)
+            before = process_status(pid)
+            streams = Connections(port, setup)
+            streams.open_get_streams(args.get_streams, setup)
+            measure("get_streams", {"streams": args.get_streams})
+            phases["get_streams"]["still_open"] = streams.still_open()
+            phases["get_streams"]["failed_requests"] = streams.failed_requests
+            phases["get_streams"]["threads_added"] = phases["get_streams"]["process"].get(
+                "threads", 0
+            ) - before.get("threads", 0)
+            streams.close()
+
         print("phase all at once", flush=True)
         calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
         crowd = Connections(port, setup)
@@ -731,7 +776,15 @@ def report(results: dict[str, Any]) -> None:
             key: value
             for key, value in phase.items()
             if key
-            in ("calls", "still_open", "failed_requests", "in_flight_upstream", "nginx", "connections_held")
+            in (
+                "calls",
+                "still_open",
+                "failed_requests",
+                "in_flight_upstream",
+                "nginx",
+                "connections_held",
+                "threads_added",
+            )
         }
         if extra:
             print(f"{name}: {json.dumps(extra)}")
@@ -764,6 +817,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=positive, default=1000)
     parser.add_argument("--slowloris", type=positive, default=500)
     parser.add_argument("--streams", type=positive, default=200, help="open SSE streams (200)")
+    parser.add_argument("--get-streams", type=positive, default=1000, help="open client GET streams (1000)")
     parser.add_argument("--probe-seconds", type=float, default=8.0)
     parser.add_argument("--bound", type=positive, default=None, help="the gateway lane's bound (256)")
     parser.add_argument("--beyond", type=positive, default=50, help="calls beyond the bound (50)")

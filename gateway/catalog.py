@@ -19,7 +19,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, wait
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
@@ -29,7 +29,7 @@ from django.conf import settings
 from django.core.cache import BaseCache, cache, caches
 from django.utils import timezone
 
-from gateway import breaker, protocol, single_flight
+from gateway import breaker, live, protocol, single_flight
 from gateway.crypto import CredentialUnreadable, decrypt
 from gateway.models import Server
 from gateway.upstream import UpstreamConfig, UpstreamError, session_for
@@ -98,12 +98,15 @@ def version(workspace_id: int) -> int:
     return int(value)
 
 
-def invalidate(workspace_id: int) -> None:
-    """Call after any change to a workspace's servers or tool settings: every node sees it at once."""
+def invalidate(workspace_id: int, lists: Iterable[str] = live.LISTS) -> None:
+    """Call after any change to a workspace's servers or tool settings: every node sees it at once, and
+    every open client stream of the workspace is told that ``lists`` changed (once the transaction, if any,
+    has committed: gateway/live.py)."""
     try:
-        cache.incr(version_key(workspace_id))
+        current: int | None = cache.incr(version_key(workspace_id))
     except ValueError:
-        version(workspace_id)
+        current = version(workspace_id)
+    live.lists_changed(workspace_id, lists, current)
 
 
 def server_config(server: Server) -> UpstreamConfig:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +29,10 @@ class GatewaySession:
     # The clientInfo the client sent at initialize, copied onto its usage rows (no extra round trip).
     client_name: str = ""
     client_version: str = ""
+    # What the client declared at initialize that the gateway relays to (gateway.relay.client_capabilities):
+    # {"sampling": {...}, "elicitation": {"form": {}, "url": {}}, "roots": {...}}, only the keys declared.
+    client_capabilities: dict[str, Any] = field(default_factory=dict)
+    log_level: str | None = None  # what the client asked for with logging/setLevel (None: every level)
 
 
 def cache_key(session_id: str) -> str | None:
@@ -51,6 +55,7 @@ def create(
     protocol_version: str,
     client_name: str = "",
     client_version: str = "",
+    client_capabilities: dict[str, Any] | None = None,
 ) -> GatewaySession:
     ttl = settings.GATEWAY_SESSION_TTL_SECONDS
     session = GatewaySession(
@@ -61,6 +66,7 @@ def create(
         expires_at=time.time() + ttl,
         client_name=client_name,
         client_version=client_version,
+        client_capabilities=client_capabilities or {},
     )
     cache.set(_key(session.id), session.__dict__, ttl)
     return session
@@ -91,6 +97,15 @@ def from_cache(session_id: str, data: dict[str, Any] | None, *, token_id: int) -
         session = GatewaySession(**{**data, "expires_at": time.time() + ttl})
         cache.set(_key(session.id), session.__dict__, ttl)
     return session
+
+
+def update(session: GatewaySession, **changes: Any) -> GatewaySession:
+    """The session with ``changes``, written back for the rest of its lifetime (rare: logging/setLevel)."""
+    changed = replace(session, **changes)
+    remaining = int(changed.expires_at - time.time())
+    if remaining > 0:
+        cache.set(_key(changed.id), changed.__dict__, remaining)
+    return changed
 
 
 def end(session: GatewaySession) -> None:

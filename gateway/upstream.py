@@ -32,6 +32,13 @@ from gateway.netguard import UpstreamAddressRefused, resolve_upstream
 logger = logging.getLogger(__name__)
 
 CLIENT_INFO = {"name": "aerostack-gateway", "version": "0.1.0"}
+# What the gateway declares to upstreams: it can relay sampling and elicitation (both modes) to clients that
+# declared them (gateway/relay.py) and refuses them at once for the others. Roots are not declared: a pooled
+# upstream session is shared by every client of the workspace, and an upstream that caches the roots of its
+# session (server-everything does) would show one client's roots to the next.
+UPSTREAM_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}}
+# logging/setLevel levels, most verbose first (RFC 5424 severities, as MCP names them).
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 MAX_LIST_PAGES = 100
 MIB = 1024 * 1024
 # Defaults of the caps; the gateway takes them from settings (catalog.server_config).
@@ -259,6 +266,11 @@ class UpstreamSession:
     _init_lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _closed: bool = False
+    # The logging level this upstream session was last set to (None: the upstream's default): the most
+    # verbose level any client asked for since it was initialized (gateway/relay.py filters per client).
+    log_level: str | None = None
+    # Its standalone GET stream, made by gateway.standalone.of() on first use.
+    standalone: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.config.url)
@@ -489,8 +501,12 @@ class UpstreamSession:
         on_slow: Callable[[], None] | None = None,
         budget: ByteBudget | None = None,
         headers: Iterable[tuple[str, str]] = (),
+        server_requests: bool = False,
     ) -> Iterator[dict[str, Any]]:
-        """POST one message; yield every message of the reply up to and including our response."""
+        """POST one message; yield every message of the reply up to and including our response.
+
+        Requests the upstream sends on the way (sampling, elicitation, roots) are yielded too when
+        ``server_requests``, else refused at once."""
         if self.era == "modern":
             yield from self._exchange_modern(message, deadline, on_slow, budget, headers)
             return
@@ -515,7 +531,10 @@ class UpstreamSession:
                 return
             for incoming in self._messages(reply, deadline, budget):
                 if "method" in incoming and "id" in incoming:
-                    self._refuse_server_request(incoming)
+                    if server_requests:
+                        yield incoming  # the caller relays or refuses it (gateway/relay.py)
+                    else:
+                        self.refuse(incoming, session_id, "Not supported through the Aerostack gateway")
                     continue
                 if "method" in incoming:
                     yield incoming  # a notification (progress, log) that belongs to this request
@@ -645,16 +664,37 @@ class UpstreamSession:
         self._initialized = True
         return True
 
-    def _refuse_server_request(self, request: dict[str, Any]) -> None:
-        """Sampling, elicitation and roots requests cannot be relayed to the client yet: answer them."""
-        answer = protocol.error_body(
-            request["id"], protocol.METHOD_NOT_FOUND, "Not supported through the Aerostack gateway"
-        )
+    def refuse(
+        self, request: dict[str, Any], session_id: str | None, message: str, code: int | None = None
+    ) -> None:
+        """Answer a request of the upstream (sampling, elicitation, roots) with an error, at once."""
+        answer = protocol.error_body(request["id"], code or protocol.METHOD_NOT_FOUND, message)
+        self.reply(answer, session_id)
+
+    def reply(self, message: dict[str, Any], session_id: str | None) -> bool:
+        """POST a response (or notification) to the upstream on ``session_id``; False if that failed."""
         try:
-            reply = self._send(json.dumps(answer).encode("utf-8"), self.session_id)
-            self._finish(reply, drain=True)
-        except UpstreamError:
-            logger.info("could not refuse a server request of %s", self.config.slug)
+            sent = self._send(json.dumps(message, separators=(",", ":")).encode("utf-8"), session_id)
+            if sent.status >= 400:
+                logger.info("upstream %s refused our answer with HTTP %s", self.config.slug, sent.status)
+            self._finish(sent, drain=True)
+            return sent.status < 400
+        except UpstreamError as exc:
+            logger.info("could not answer a request of %s: %s", self.config.slug, exc.message)
+            return False
+
+    def set_log_level(self, level: str) -> bool:
+        """``logging/setLevel`` on this upstream session unless it is already at ``level`` or more verbose
+        (the session is shared by every client: the most verbose wins). True if a request was sent; an
+        upstream that did not declare the logging capability is not asked."""
+        if "logging" not in self.capabilities:
+            return False
+        current = self.log_level
+        if current is not None and LOG_LEVELS.index(current) <= LOG_LEVELS.index(level):
+            return False
+        self.request("logging/setLevel", {"level": level})
+        self.log_level = level
+        return True
 
     # -- the MCP session -----------------------------------------------------------------------------------
     def _initialize(self, deadline: float) -> None:
@@ -675,7 +715,7 @@ class UpstreamSession:
             "method": "initialize",
             "params": {
                 "protocolVersion": protocol.LATEST_PROTOCOL_VERSION,
-                "capabilities": {},
+                "capabilities": UPSTREAM_CAPABILITIES,
                 "clientInfo": CLIENT_INFO,
             },
         }
@@ -713,6 +753,7 @@ class UpstreamSession:
             )
         self.session_id = reply.session_id
         self.protocol_version = version
+        self.log_level = None  # a new upstream session starts at the upstream's default level
         info = result.get("serverInfo")
         self.server_info = dict(info) if isinstance(info, dict) else {}
         capabilities = result.get("capabilities")
@@ -745,11 +786,13 @@ class UpstreamSession:
         on_slow: Callable[[], None] | None = None,
         budget: ByteBudget | None = None,
         headers: Iterable[tuple[str, str]] = (),
+        server_requests: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Send one request; yield the upstream's notifications for it, then its response message.
 
         ``on_slow`` is called once if the upstream has not started answering within ``SLOW_SECONDS``.
         ``headers`` go with the request (a modern client's ``Mcp-Param-*``, forwarded as 2026-07-28 asks).
+        ``server_requests``: also yield the requests the upstream sends meanwhile (else they are refused).
         """
         deadline = time.monotonic() + self.config.timeout
         self.ensure_initialized(deadline)
@@ -763,7 +806,9 @@ class UpstreamSession:
         for attempt in range(2):
             session_id = self.session_id
             try:
-                yield from self._exchange(message, session_id, deadline, on_slow, budget, headers)
+                yield from self._exchange(
+                    message, session_id, deadline, on_slow, budget, headers, server_requests
+                )
                 return
             except _SessionExpired:
                 if attempt:

@@ -7,6 +7,7 @@ Python); tokens in ``tokens.services``; upstream calls in ``gateway.upstream``; 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -28,7 +29,20 @@ from rest_framework.views import APIView
 
 from aerostack.db import release_connection
 from aerostack.net import client_ip
-from gateway import catalog, clientinfo, features, inflight, limits, modern, protocol, sessions, usage
+from gateway import (
+    catalog,
+    clientinfo,
+    features,
+    inflight,
+    limits,
+    live,
+    modern,
+    protocol,
+    relay,
+    sessions,
+    standalone,
+    usage,
+)
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import format as token_format
@@ -56,7 +70,12 @@ REFUSAL_MESSAGES = {
     Refusal.REVOKED: "Token revoked",
     Refusal.EXPIRED: "Token expired",
 }
-RELAYED_NOTIFICATIONS = {"notifications/progress", "notifications/message"}
+RELAYED_NOTIFICATIONS = {
+    "notifications/progress",
+    "notifications/message",
+    "notifications/elicitation/complete",
+}
+_LIST_CHANGED = {f"notifications/{name}/list_changed": name for name in live.LISTS}
 
 
 def _json(
@@ -235,6 +254,9 @@ class _ToolCall:
     # perf_counter() when the upstream exchange began; its length is recorded as the call's upstream_ms.
     upstream_started: float | None = None
     upstream_ms: float | None = None
+    streaming: bool = False  # the client takes an SSE reply: upstream requests can be relayed on it
+    s2c: relay.CallRelay | None = None  # for clients that declared sampling, elicitation or roots
+    standalone: standalone.Standalone | None = None  # the upstream session's GET stream, entered by the call
     # Guards the in-flight key: registered by the upstream client's watchdog thread, removed by the call's
     # own thread when it ends; whichever comes second sees what the first did.
     _inflight_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -263,14 +285,24 @@ class _ToolCall:
     def relay(self, incoming: dict[str, Any]) -> dict[str, Any] | None:
         """A notification for the client, with our progress token mapped back; None to drop it."""
         method = incoming.get("method")
-        if method == "notifications/tools/list_changed":
-            catalog.invalidate(self.session.workspace_id)
+        if "id" in incoming:  # a request of the upstream: sampling, elicitation, roots (gateway/relay.py)
+            if self.s2c is None:
+                self.s2c = relay.CallRelay(
+                    self.upstream, self.session, streaming=self.streaming, started=self.started_monotonic
+                )
+            return self.s2c.request(incoming)
+        if method in _LIST_CHANGED:
+            catalog.invalidate(self.session.workspace_id, lists=[_LIST_CHANGED[method]])
             return None
+        if method == "notifications/cancelled":  # the upstream gave up one of its relayed requests
+            return self.s2c.cancelled(incoming.get("params")) if self.s2c is not None else None
         if method not in RELAYED_NOTIFICATIONS:
             return None
         modern_request = self.ctx.modern.request if self.ctx.modern is not None else None
         if method == "notifications/message" and modern_request and modern_request.log_level is None:
             return None  # 2026-07-28: log messages only for a request that asked for them in _meta
+        if method == "notifications/message":
+            return relay.log_message(incoming, self.target.server.slug, self.session.log_level)
         if method == "notifications/progress":
             params = incoming.get("params")
             if not isinstance(params, dict) or self.upstream_progress is None:
@@ -329,12 +361,22 @@ class _ToolCall:
             self._registered = True
 
     def end_inflight(self) -> None:
-        """The call is over: remove its in-flight key if it was registered (a fast call writes nothing)."""
+        """The call is over: remove its in-flight key if it was registered (a fast call writes nothing);
+        stop waiting for answers to the requests it relayed."""
         with self._inflight_lock:
-            self._ended = True
+            first, self._ended = not self._ended, True
             registered, self._registered = self._registered, False
         if registered:
             cache.delete(self._inflight_key)
+        if first and self.standalone is not None:
+            self.standalone.leave(self.s2c)
+        if self.s2c is not None:
+            self.s2c.close()
+
+    @property
+    def started_monotonic(self) -> float:
+        # perf_counter and monotonic are both CLOCK_MONOTONIC on Linux, but are not promised to agree.
+        return time.monotonic() - (time.perf_counter() - self.started)
 
     def abandoned(self) -> None:
         """The client closed the response stream before the outcome: in 2026-07-28 that is the cancellation
@@ -366,25 +408,30 @@ class _NoNegotiation(BaseContentNegotiation):
 
 
 class GatewayView(APIView):
-    """POST carries one JSON-RPC message; DELETE ends a session; GET (a server stream) is not offered: 405."""
+    """POST carries one JSON-RPC message; DELETE ends a session; GET opens the session's server stream
+    (gateway/live.py). Every method is authenticated first: a bad token gets 401 whatever the method."""
 
     authentication_classes: list[Any] = []  # tokens are checked in post(): the 401 must be a JSON-RPC body
     permission_classes: list[Any] = []
     throttle_classes: list[Any] = []
     parser_classes: list[Any] = []
     content_negotiation_class = _NoNegotiation
-    # No GET: the gateway offers no server-initiated stream, which the spec allows (405).
-    http_method_names = ["post", "delete"]
+    http_method_names = ["get", "post", "delete"]
 
     def perform_authentication(self, request: Request) -> None:
         """Nothing here (DRF's hook for lazy authentication): the token is checked in ``post()`` and
         ``delete()``, whose refusals are JSON-RPC bodies. DRF would build an anonymous user per request."""
 
     def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
+        # The token first: a client told 405 for a bad token (mcp-remote) tries OAuth instead of saying so.
+        ctx = _Context(request._request, str(kwargs.get("slug", "")))
+        refused = self._authenticate(ctx)
+        if refused is not None:
+            return refused
         body = protocol.error_body(
             None, protocol.INVALID_REQUEST, f"Method {request.method} not allowed: use POST"
         )
-        return _json(body, 405, {"Allow": "POST, DELETE"})
+        return _json(body, 405, {**ctx.headers, "Allow": "GET, POST, DELETE"})
 
     # -- the checks every request passes ---------------------------------------------------------------------
     def _authenticate(self, ctx: _Context) -> HttpResponse | None:
@@ -624,6 +671,11 @@ class GatewayView(APIView):
         assert token is not None
         ctx.client = (session.client_name, session.client_version)
         if message.kind != "request":
+            # A client's answer to a relayed request (or its progress on it): to the node holding the
+            # upstream exchange.
+            delivered = message.kind == "response" or message.method in relay.CLIENT_NOTIFICATIONS
+            if delivered and relay.deliver(session.id, message):
+                return _json(None, 202, ctx.headers)
             if message.method == "notifications/cancelled":
                 self._forward_cancel(session, message.params or {})
             return _json(None, 202, ctx.headers)
@@ -631,9 +683,7 @@ class GatewayView(APIView):
         if message.method == "ping":
             return ctx.reply(protocol.result_body(message.id, {}))
         if message.method == "logging/setLevel":
-            # Upstream log messages are relayed during tool calls at the upstream's own level; accepting the
-            # request keeps clients that always send it (the Python SDK with log_level=...) working.
-            return ctx.reply(protocol.result_body(message.id, {}))
+            return ctx.reply(self._set_level(session, message))
         if message.method == "tools/list":
             protocol.check_list_cursor(message.params, message.id)
             listed = catalog.scoped_tool_list(token.workspace_id, token.scopes, current=ctx.catalog_version)
@@ -658,13 +708,25 @@ class GatewayView(APIView):
         assert token is not None
         return {
             "capabilities": {
-                "tools": {"listChanged": False},
+                # Changes are pushed on a legacy session's GET stream (gateway/live.py); the 2026-07-28
+                # era has no stream here yet (subscriptions/listen is not served).
+                "tools": {"listChanged": ctx.modern is None},
                 "logging": {},
                 **features.capabilities(token.workspace_id, token.scopes),
             },
             "serverInfo": SERVER_INFO,
             "instructions": (f"Tools of the Aerostack workspace “{token.workspace.name}”: <server>__<tool>."),
         }
+
+    def _set_level(self, session: sessions.GatewaySession, message: protocol.Message) -> dict[str, Any]:
+        """logging/setLevel: remembered in the session (each client gets its own level and above) and
+        forwarded to every upstream of the workspace (gateway/relay.py)."""
+        assert message.id is not None
+        level = relay.check_level(message.params, message.id)
+        sessions.update(session, log_level=level)
+        entries = [e for e in catalog.servers(session.workspace_id).values() if e.config is not None]
+        relay.set_level(level, [functools.partial(session_for, e.config) for e in entries])  # type: ignore[arg-type]
+        return protocol.result_body(message.id, {})
 
     def _initialize(self, ctx: _Context, message: protocol.Message) -> HttpResponse:
         token = ctx.token
@@ -678,6 +740,7 @@ class GatewayView(APIView):
             protocol_version=version,
             client_name=client_name,
             client_version=client_version,
+            client_capabilities=relay.client_capabilities(params.get("capabilities")),
         )
         result: dict[str, object] = {"protocolVersion": version, **self.describe(ctx)}
         ctx.headers["Mcp-Session-Id"] = session.id
@@ -744,6 +807,7 @@ class GatewayView(APIView):
                 upstream_progress = f"aerostack-{secrets.token_hex(8)}"
                 upstream_meta["progressToken"] = upstream_progress
             upstream_params["_meta"] = upstream_meta
+        streaming = protocol.accepts_sse(ctx.request.META.get("HTTP_ACCEPT"))
         call = _ToolCall(
             ctx=ctx,
             session=session,
@@ -755,6 +819,7 @@ class GatewayView(APIView):
             upstream_progress=upstream_progress,
             started=started,
             exposed_name=name,
+            streaming=streaming,
         )
         messages = call.upstream.stream(
             "tools/call",
@@ -762,8 +827,8 @@ class GatewayView(APIView):
             request_id=call.upstream_id,
             on_slow=call.register_inflight,
             headers=ctx.modern.param_headers if ctx.modern is not None else (),
+            server_requests=True,
         )
-        streaming = protocol.accepts_sse(ctx.request.META.get("HTTP_ACCEPT"))
         lease = inflight.acquire(
             workspace_id=token.workspace_id, token_id=token.pk, timeout_seconds=target.server.config.timeout
         )
@@ -785,6 +850,17 @@ class GatewayView(APIView):
         release_connection()  # the upstream may take minutes: no database connection waits with it
         call.upstream_started = time.perf_counter()  # the first next() sends the request
         try:
+            if session.log_level is not None:  # only for clients that sent logging/setLevel
+                relay.ensure_level(call.upstream, session.log_level)
+            if session.client_capabilities:  # only for clients that can answer sampling, elicitation, roots
+                call.s2c = relay.CallRelay(
+                    call.upstream, session, streaming=streaming, started=time.monotonic()
+                )
+            # The upstream's GET stream is read while calls run on it, so that a request it sends there is
+            # relayed or refused at once, never left to time out (gateway/standalone.py).
+            if call.upstream.era != "modern":  # 2026-07-28 has no standalone stream
+                call.standalone = call.upstream.standalone or standalone.of(call.upstream)
+                call.standalone.enter(call.s2c)
             for incoming in messages:
                 if "method" not in incoming:
                     return ctx.reply(call.finish(incoming))
@@ -866,6 +942,69 @@ class GatewayView(APIView):
         except UpstreamError as exc:
             logger.info("could not forward a cancellation to %s: %s", entry.slug, exc.message)
 
+    # -- GET: the session's server stream -------------------------------------------------------------------
+    def get(self, request: Request, slug: str) -> HttpResponseBase:
+        ctx = _Context(request._request, slug)
+        try:
+            return self._get(ctx)
+        except Exception:  # as for POST: a JSON-RPC error, never a traceback
+            logger.exception("gateway GET failed for workspace %s", slug)
+            return _json(protocol.error_body(None, protocol.INTERNAL_ERROR, "Internal error"), 500)
+
+    def _get(self, ctx: _Context) -> HttpResponseBase:
+        """Checked here, in the lane; the stream itself runs on the event loop (gateway/live.py)."""
+        request = ctx.request
+        if not _host_allowed(request):
+            return _error(protocol.ProtocolError(400, protocol.INVALID_REQUEST, "Host not allowed"))
+        if not _origin_allowed(request):
+            return _error(protocol.ProtocolError(403, protocol.INVALID_REQUEST, "Origin not allowed"))
+        refused = self._authenticate(ctx)
+        if refused is not None:
+            return refused
+        token = ctx.token
+        assert token is not None
+        limited = self._rate_limit(ctx, None)  # a reconnect loop is limited like any other request
+        if limited is not None:
+            return limited
+        try:
+            if not protocol.accepts_sse(request.META.get("HTTP_ACCEPT")):
+                raise protocol.ProtocolError(406, protocol.INVALID_REQUEST, "Accept text/event-stream")
+            protocol.check_protocol_version_header(request.META.get("HTTP_MCP_PROTOCOL_VERSION"))
+            session_id = request.META.get("HTTP_MCP_SESSION_ID") or ""
+            if not session_id:
+                raise protocol.ProtocolError(
+                    400, protocol.INVALID_REQUEST, "Missing Mcp-Session-Id header: initialize first"
+                )
+            session = sessions.from_cache(session_id, ctx.session_data, token_id=token.pk)
+            if session is None:
+                raise protocol.ProtocolError(
+                    404, protocol.INVALID_REQUEST, "Unknown or expired session: initialize again"
+                )
+        except protocol.ProtocolError as exc:
+            return _error(exc, ctx.headers)
+        lease = live.admit(token.pk)
+        if isinstance(lease, str):
+            status = 503 if "server" in lease else 429
+            body = protocol.error_body(None, protocol.SERVER_ERROR, lease)
+            return _json(body, status, {**ctx.headers, "Retry-After": "1" if status == 503 else "60"})
+        version = ctx.catalog_version
+        stream = live.Stream(
+            raw_token=_bearer(request) or "",
+            slug=ctx.slug,
+            token_id=token.pk,
+            workspace_id=token.workspace_id,
+            session_id=session.id,
+            position=live.Position(
+                int(version) if version is not None else catalog.version(token.workspace_id),
+                token_scopes.digest(token.scopes),
+            ),
+            resumed_from=live.Position.parse(request.META.get("HTTP_LAST_EVENT_ID")),
+            lease=lease,
+            expires_at=token.expires_at.timestamp() if token.expires_at is not None else None,
+        )
+        stream.announce()
+        return stream.response(ctx.headers)
+
     # -- DELETE ----------------------------------------------------------------------------------------------
     def delete(self, request: Request, slug: str) -> HttpResponse:
         ctx = _Context(request._request, slug)
@@ -902,6 +1041,7 @@ class GatewayView(APIView):
                 ctx.headers,
             )
         sessions.end(session)
+        live.session_ended(session.id)
         response = HttpResponse(status=204)
         for name, value in ctx.headers.items():
             response[name] = value

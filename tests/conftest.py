@@ -117,6 +117,23 @@ def _fresh_cache() -> Iterator[None]:
 
 
 @pytest.fixture
+def one_cache_prefix(_fresh_cache: None) -> Iterator[None]:
+    """The test's cache key prefix (``_fresh_cache``) in every thread: Django gives each thread its own cache
+    object, made with the configured prefix, so a test whose work crosses threads (the bus, event loops, check
+    threads) would otherwise read and write other keys there. Undone before ``_fresh_cache`` restores."""
+    if isinstance(caches["default"], LocMemCache):
+        yield
+        return
+    prefix = cache.key_prefix
+    backend = type(caches["default"])
+    backend.key_prefix = property(lambda self: prefix, lambda self, value: None)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        del backend.key_prefix  # type: ignore[attr-defined]
+
+
+@pytest.fixture
 def team(db: None) -> Team:
     workspace = WorkspaceFactory(name="Acme Tools", slug="acme-tools")
     other = WorkspaceFactory(name="Charlie's", slug="charlies")

@@ -406,5 +406,5 @@ def test_a_websocket_upgrade_is_refused(served: Served) -> None:
             chunk = sock.recv(65536)
             assert chunk, data
             data += chunk
-    # No WebSocket endpoint: served as a plain GET of the gateway, which answers 405 (never 101).
-    assert data.startswith(b"HTTP/1.1 405 "), data[:300]
+    # No WebSocket endpoint: served as a plain GET of the gateway, which wants a token first (never 101).
+    assert data.startswith(b"HTTP/1.1 401 "), data[:300]

@@ -358,18 +358,26 @@ def token_authenticate(
 
 
 def invalidate_cached(token: Token) -> None:
+    """After any change to a token (revoked, rotated, deleted): no node serves its cached state, and its open
+    GET streams check it again at once (gateway/live.py)."""
+    from gateway import live  # the gateway app imports this module
+
     if settings.TOKEN_CACHE_SECONDS > 0:
         cache.set(f"tok:{token.token_hash}", _CHECK_DATABASE, TOMBSTONE_SECONDS)
+    live.token_changed(token.pk)
 
 
 def tokens_invalidate_cached(*, workspace_id: int) -> None:
     """Send every node back to the database for all tokens of a workspace, e.g. after its settings (the
     rate limit travels with the cached token) changed. Rare writes; a query and one cache write."""
+    from gateway import live
+
     if settings.TOKEN_CACHE_SECONDS > 0:
         hashes = Token.objects.filter(workspace_id=workspace_id, revoked_at__isnull=True).values_list(
             "token_hash", flat=True
         )
         cache.set_many({f"tok:{token_hash}": _CHECK_DATABASE for token_hash in hashes}, TOMBSTONE_SECONDS)
+    live.tokens_changed(workspace_id)
 
 
 class _TokenLookup:

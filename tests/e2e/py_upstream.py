@@ -20,6 +20,13 @@ Tools:
                                    "slow: cancelled" on stderr when it is cancelled
     math.mul(a: int, b: int) -> int  a dotted tool name (the SDK accepts it: SEP-986 allows dots)
     headers() -> str                 the request headers the call arrived with, as JSON
+    ask_name() -> str                elicitation/create (form) on the call's own stream
+    ask_llm(prompt, standalone=False) -> str
+                                     sampling/createMessage, on the call's stream, or with standalone=true
+                                     on the session's standalone GET stream (no relatedRequestId)
+    log_levels() -> str              one log message at each of debug, info, warning, error
+    last_level() -> str              the last level logging/setLevel set on this process ("" if none)
+    grow(name: str) -> str           adds a tool `name` and sends tools/list_changed in the call's reply
 
 Resources, templates, prompts, completion:
     notes://readme                   a fixed text resource ("Read me first.")
@@ -37,10 +44,12 @@ import sys
 import warnings
 
 import anyio
+from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
-from mcp.types import Completion, PromptReference, ResourceTemplateReference
+from mcp.types import Completion, PromptReference, ResourceTemplateReference, ToolListChangedNotification
+from pydantic import BaseModel
 
 HOST = "127.0.0.1"
 PATH = "/mcp"
@@ -82,6 +91,18 @@ def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
     def headers(ctx: Context) -> str:
         return json.dumps({k.lower(): v for k, v in (ctx.headers or {}).items()}, sort_keys=True)
 
+    @server.tool(
+        description="Add a tool `name` (echoes its text) and announce tools/list_changed in the reply."
+    )
+    async def grow(name: str, ctx: Context) -> str:
+        def grown(text: str) -> str:
+            return text
+
+        server.add_tool(grown, name=name, description="Added at run time by grow().")
+        # In this call's own stream (request-scoped), where a gateway reading POST replies sees it.
+        await ctx.session.send_notification(ToolListChangedNotification(), related_request_id=ctx.request_id)
+        return f"added {name}"
+
     @server.tool(name="math.mul", description="Multiply two integers (dotted tool name).")
     def math_mul(a: int, b: int) -> int:
         return a * b
@@ -109,6 +130,48 @@ def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
         if isinstance(ref, ResourceTemplateReference) and argument.name == "topic":
             return Completion(values=[t for t in ("rust", "ruby", "go") if t.startswith(argument.value)])
         return None
+
+    class Name(BaseModel):
+        name: str
+
+    @server.tool(description="Ask the user for a name (elicitation on the call's stream).")
+    async def ask_name(ctx: Context) -> str:
+        answer = await ctx.elicit("What is your name?", Name)
+        if answer.action == "accept" and answer.data is not None:
+            return f"hello {answer.data.name}"
+        return f"no name: {answer.action}"
+
+    @server.tool(description="Ask the client's model (sampling); standalone: on the GET stream.")
+    async def ask_llm(prompt: str, ctx: Context, standalone: bool = False) -> str:
+        result = await ctx.session.create_message(
+            messages=[
+                types.SamplingMessage(role="user", content=types.TextContent(type="text", text=prompt))
+            ],
+            max_tokens=50,
+            related_request_id=None if standalone else ctx.request_id,
+        )
+        content = result.content
+        return (
+            f"model said: {content.text}" if isinstance(content, types.TextContent) else "model said nothing"
+        )
+
+    @server.tool(description="One log message at each of debug, info, warning and error.")
+    async def log_levels(ctx: Context) -> str:
+        for level in ("debug", "info", "warning", "error"):
+            await ctx.log(level, f"a {level} message", logger_name="levels")
+        return "logged"
+
+    levels: list[str] = []
+
+    async def set_level(ctx: object, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        levels.append(params.level)
+        return types.EmptyResult()
+
+    server._lowlevel_server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+
+    @server.tool(description="The last level logging/setLevel set in this process.")
+    def last_level() -> str:
+        return levels[-1] if levels else ""
 
     return server
 

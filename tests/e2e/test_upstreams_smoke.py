@@ -56,6 +56,22 @@ INIT_PARAMS = {
 # --------------------------------------------------------------------------- fixtures
 
 
+# The tools of tests/e2e/py_upstream.py, in the order it lists them.
+PY_TOOLS = [
+    "add",
+    "echo",
+    "fail",
+    "slow",
+    "headers",
+    "grow",
+    "math.mul",
+    "ask_name",
+    "ask_llm",
+    "log_levels",
+    "last_level",
+]
+
+
 @pytest.fixture(scope="module")
 def everything() -> Iterator[RunningUpstream]:
     if not node_available():
@@ -122,7 +138,7 @@ def test_python_upstream_with_sdk_client(py_any: tuple[tuple[str, ...], RunningU
     # auto mode: the Python SDK server is dual-era and answers server/discover, so the client goes modern.
     assert out["protocol_version"] == (MODERN_PROTOCOL_VERSION if mode == "auto" else LEGACY_PROTOCOL_VERSION)
     assert out["server_name"] == "aerostack-py-upstream"
-    assert out["tools"] == ["add", "echo", "fail", "slow", "headers", "math.mul"]
+    assert out["tools"] == PY_TOOLS
     assert out["next_cursor"] is None
     add, echo, fail, mul = out["calls"]
     assert add == ("add", False, ["5"], {"result": 5})
@@ -297,14 +313,7 @@ def test_python_upstream_raw_wire(py_any: tuple[tuple[str, ...], RunningUpstream
     assert (status, messages) == (202, [])
     status, headers, messages = raw_call(url, "tools/list", {}, session_id, request_id=2)
     assert status == 200 and headers["content-type"].startswith(expected_type)
-    assert [t["name"] for t in messages[-1]["result"]["tools"]] == [
-        "add",
-        "echo",
-        "fail",
-        "slow",
-        "headers",
-        "math.mul",
-    ]
+    assert [t["name"] for t in messages[-1]["result"]["tools"]] == PY_TOOLS
     status, _, messages = raw_call(
         url, "tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}}, session_id
     )

@@ -51,7 +51,7 @@ def test_it_initializes_a_session(team: Team, py_server: Server) -> None:
     # A server never contacted yet counts as offering resources, prompts, completions (tests/gateway/
     # test_features.py checks what a known server's capabilities give).
     assert body["result"]["capabilities"] == {
-        "tools": {"listChanged": False},
+        "tools": {"listChanged": True},
         "logging": {},
         "resources": {"subscribe": True, "listChanged": False},
         "prompts": {"listChanged": False},
@@ -107,11 +107,11 @@ def test_it_ends_a_session_on_delete(mcp: McpTestClient) -> None:
     assert mcp.request("ping").status_code == 404
 
 
-def test_it_refuses_get_and_other_methods_with_405(mcp: McpTestClient) -> None:
-    for method in (mcp.client.get, mcp.client.put, mcp.client.patch):
+def test_it_refuses_other_methods_with_405(mcp: McpTestClient) -> None:
+    for method in (mcp.client.put, mcp.client.patch):
         response = method("/ws/acme-tools", **mcp.headers())
         assert response.status_code == 405 and response.json()["error"]["code"] == -32600
-        assert response["Allow"] == "POST, DELETE"
+        assert response["Allow"] == "GET, POST, DELETE"
 
 
 # -- malformed input ---------------------------------------------------------------------------------------------
@@ -292,7 +292,19 @@ def test_it_counts_429_for_notifications_with_a_null_id(team: Team, mcp: McpTest
 def test_it_lists_every_tool_with_server_prefixes(mcp: McpTestClient) -> None:
     tools = result_of(mcp.request("tools/list"))["tools"]
     names = [tool["name"] for tool in tools]
-    assert names == ["py__add", "py__echo", "py__fail", "py__headers", "py__math_mul", "py__slow"]
+    assert names == [
+        "py__add",
+        "py__ask_llm",
+        "py__ask_name",
+        "py__echo",
+        "py__fail",
+        "py__grow",
+        "py__headers",
+        "py__last_level",
+        "py__log_levels",
+        "py__math_mul",
+        "py__slow",
+    ]
     add = tools[0]
     assert add["description"] == "Add two integers." and add["inputSchema"]["properties"].keys() == {"a", "b"}
 
