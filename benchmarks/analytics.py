@@ -457,7 +457,7 @@ def measure(world: dict[str, Any], renders: int, presets: tuple[str, ...]) -> li
         url = reverse("analytics", args=[world["slug"]])
     except NoReverseMatch:
         url = None
-    client = Client()
+    client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(world["owner"])
     results = []
     for preset in presets:
