@@ -580,6 +580,8 @@ SERVER_COLUMNS = [
     ("enabled", "ENABLED"),
     ("status", "STATUS"),
     ("tool_count", "TOOLS"),
+    ("prompt_count", "PROMPTS"),
+    ("resource_count", "RESOURCES"),
 ]
 
 
@@ -606,9 +608,21 @@ def server_list(ws: str, as_json: bool) -> None:
 @click.option("--slug", default="", help="The tool prefix (<slug>__<tool>); default: from the name.")
 @click.option("--bearer-env", metavar="VARIABLE", help="Send the bearer token in this environment variable.")
 @click.option("--timeout", "timeout_seconds", type=int, default=60, show_default=True, help="Seconds.")
+@click.option(
+    "--expose-names",
+    is_flag=True,
+    help="Its tools, prompts and resources keep their upstream names (no <slug>__ prefix).",
+)
 @json_option
 def server_add(
-    ws: str, name: str, url: str, slug: str, bearer_env: str | None, timeout_seconds: int, as_json: bool
+    ws: str,
+    name: str,
+    url: str,
+    slug: str,
+    bearer_env: str | None,
+    timeout_seconds: int,
+    expose_names: bool,
+    as_json: bool,
 ) -> None:
     """Add an upstream server (owners and admins). A credential is read from an environment variable, never
     from the command line (where other users and shell history would see it).
@@ -618,6 +632,8 @@ def server_add(
                --url https://mcp.example.com/mcp --bearer-env GITHUB_TOKEN
     """
     body: dict[str, Any] = {"name": name, "url": url, "slug": slug, "timeout_seconds": timeout_seconds}
+    if expose_names:
+        body["expose_names"] = True
     if bearer_env:
         credential = os.environ.get(bearer_env, "")
         if not credential:

@@ -112,10 +112,12 @@ class _ParsedDatabaseUrl:
     options: dict[str, str]
 
 
-def database_from_url(url: str) -> dict[str, Any]:
+def database_from_url(url: str, *, pool_max: int = 16, pool_timeout: float = 10.0) -> dict[str, Any]:
     """Django ``DATABASES['default']`` for a ``postgres://user:pass@host:port/name?opt=v`` URL.
 
-    Only PostgreSQL is accepted: the embedded SQLite database needs no URL at all.
+    Only PostgreSQL is accepted: the embedded SQLite database needs no URL at all. Connections come from
+    psycopg's pool, at most ``pool_max`` per process; a request that finds them all busy waits up to
+    ``pool_timeout`` seconds for one.
     """
     parts = urlsplit(url)
     if parts.scheme not in {"postgres", "postgresql"}:
@@ -142,11 +144,17 @@ def database_from_url(url: str) -> dict[str, Any]:
         "PASSWORD": parsed.password,
         "HOST": parsed.host,
         "PORT": parsed.port,
-        "OPTIONS": parsed.options,
-        # Persistent connections: a gateway request must not pay for a new connection each time. No health
-        # check: it is one more round trip (SELECT 1) on every request; after a database restart one request
-        # fails and Django then replaces the broken connection.
-        "CONN_MAX_AGE": 600,
+        # A pool per process instead of Django's persistent connections: with those, every one of a lane's
+        # threads (up to 256 in the gateway's) kept a connection of its own for as long as it lived, so one
+        # process under 200 slow calls held 200 and a few nodes exhausted PostgreSQL's max_connections (100).
+        # Pooled, a request takes a connection when it first queries and gives it back when it ends (or,
+        # in the gateway, before it waits on an upstream: aerostack.db.release_connection), and opening
+        # one is still paid only once. The pool hands out only healthy connections.
+        "OPTIONS": {
+            **parsed.options,
+            "pool": {"min_size": 1, "max_size": pool_max, "timeout": pool_timeout},
+        },
+        "CONN_MAX_AGE": 0,  # the pool keeps connections; Django refuses persistent ones beside it
         "CONN_HEALTH_CHECKS": False,
     }
 

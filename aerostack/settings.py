@@ -123,7 +123,14 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": database_from_url(DATABASE_URL)}
+    DATABASES = {
+        "default": database_from_url(
+            DATABASE_URL,
+            # Per process. Every node's processes together must stay below PostgreSQL's max_connections.
+            pool_max=env_int("DATABASE_POOL_MAX", 16, minimum=1, maximum=1000),
+            pool_timeout=env_int("DATABASE_POOL_TIMEOUT_SECONDS", 10, minimum=1, maximum=300),
+        )
+    }
 else:
     private_sqlite_database(DATA_DIR / "aerostack.sqlite3")
     DATABASES = {

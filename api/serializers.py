@@ -210,6 +210,14 @@ class SentInviteSerializer(serializers.Serializer[Any]):
 class ServerSerializer(serializers.ModelSerializer[Server]):
     status = serializers.CharField(read_only=True)
     tool_count = serializers.IntegerField(read_only=True)
+    prompt_count = serializers.IntegerField(read_only=True)
+    resource_count = serializers.IntegerField(read_only=True, help_text="Resources and resource templates")
+    name_conflicts = serializers.ListField(
+        source="all_conflicts",
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Items of an expose_names server that could not keep their own name, and why",
+    )
     has_credential = serializers.BooleanField(read_only=True)
 
     class Meta:
@@ -223,9 +231,13 @@ class ServerSerializer(serializers.ModelSerializer[Server]):
             "credential_header",
             "has_credential",
             "timeout_seconds",
+            "expose_names",
             "enabled",
             "status",
             "tool_count",
+            "prompt_count",
+            "resource_count",
+            "name_conflicts",
             "last_checked_at",
             "last_error",
             "created_at",
@@ -246,6 +258,10 @@ class ServerWriteSerializer(serializers.Serializer[Any]):
         required=False, allow_blank=True, write_only=True, help_text="Stored encrypted, never returned."
     )
     timeout_seconds = serializers.IntegerField(required=False, allow_null=True)
+    expose_names = serializers.BooleanField(
+        required=False,
+        help_text="Its tools, prompts and resources keep their upstream names (refused on a collision)",
+    )
     enabled = serializers.BooleanField(required=False, help_text="PATCH only: switch the server on or off")
 
 

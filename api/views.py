@@ -20,8 +20,8 @@ from api.base import ApiListView, ApiView
 from api.models import ApiKey
 from tokens.clients import mcp_json
 from tokens.models import Token
+from tokens.selectors import visible_tokens
 from tokens.services import CreatedToken, token_create, token_revoke, token_rotate
-from tokens.views import visible_tokens
 from workspaces.models import Member
 from workspaces.permissions import Action
 from workspaces.selectors import membership_or_404, memberships_for

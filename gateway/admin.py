@@ -22,6 +22,9 @@ class ServerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_change_permission(self, request: object, obj: object = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: object, obj: object = None) -> bool:
+        return False  # server_delete drops the cached catalog and pooled sessions on every node and audits
+
 
 @admin.register(UsageEvent)
 class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]

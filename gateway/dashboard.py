@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from gateway import services
 from gateway.forms import ServerForm
 from gateway.models import Server
-from gateway.protocol import build_tool_names
+from gateway.protocol import build_exposed_names, build_tool_names
 from workspaces.models import Member
 from workspaces.permissions import Action
 from workspaces.selectors import membership_or_404
@@ -51,7 +51,15 @@ def _tool_rows(server: Server) -> list[dict[str, Any]]:
     """Each tool of the last snapshot under the name gateway clients see, with its switch state."""
     descriptions = {tool["name"]: tool.get("description", "") for tool in server.tools_snapshot}
     disabled = set(server.disabled_tools or [])
-    exposed = build_tool_names([(server.slug, name) for name in descriptions])
+    verbatim = {server.slug: server.pk} if server.expose_names else {}
+    exposed, _ = build_exposed_names([(server.slug, name) for name in descriptions], verbatim)
+    # An item that fell back from its own name at the last list (a collision) shows the name clients get.
+    fell_back = {c.get("name") for c in server.name_conflicts or [] if isinstance(c, dict)}
+    if fell_back:
+        exposed = [
+            t if t.original_name not in fell_back else build_tool_names([(server.slug, t.original_name)])[0]
+            for t in exposed
+        ]
     return [
         {"tool": t, "description": descriptions[t.original_name], "on": t.original_name not in disabled}
         for t in exposed
@@ -62,7 +70,12 @@ def _report_test(request: HttpRequest, server: Server) -> None:
     result = services.server_test(server=server)
     if result.ok:
         count = result.tool_count
-        messages.success(request, f"Connected to {server.name}: {count} tool{pluralize(count)}")
+        extra = "".join(
+            f", {n} {what}{pluralize(n)}"
+            for n, what in ((result.prompt_count, "prompt"), (result.resource_count, "resource"))
+            if n
+        )
+        messages.success(request, f"Connected to {server.name}: {count} tool{pluralize(count)}{extra}")
     else:
         messages.error(request, f"Could not connect to {server.name}: {result.error}")
 

@@ -68,6 +68,17 @@ class ServerForm(forms.Form):
         widget=forms.NumberInput(attrs={"min": 1, "max": services.TIMEOUT_MAX_SECONDS}),
     )
 
+    expose_names = forms.BooleanField(
+        label="Expose names as they are",
+        required=False,
+        help_text=(
+            "Off (the default): clients see <code>slug__tool</code>, <code>slug__prompt</code> and "
+            "<code>aerostack://slug/…</code> resource URIs. On: this server's tools, prompts and resources "
+            "keep their upstream names, so the gateway can replace this one server without clients "
+            "noticing. Refused when another server of the workspace already exposes one of those names."
+        ),
+    )
+
     def __init__(self, *args: Any, workspace: Workspace, server: Server | None = None, **kwargs: Any) -> None:
         if server is not None:
             kwargs.setdefault("initial", {field: getattr(server, field) for field in services.SERVER_FIELDS})

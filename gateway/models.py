@@ -38,6 +38,19 @@ class Server(models.Model):
     disabled_tools: models.JSONField[Any, Any] = models.JSONField(default=list, blank=True)
     # The tools seen at the last successful contact: what the Servers tab lists.
     tools_snapshot: models.JSONField[Any, Any] = models.JSONField(default=list, blank=True)
+    # Its resources, resource templates and prompts seen at the last successful contact, and what its
+    # initialize declared: {"offers", "prompts", "resources", "resource_templates", "problems", "conflicts"}
+    # (catalog.features_snapshot).
+    features_snapshot: models.JSONField[Any, Any] = models.JSONField(default=dict, blank=True)
+    # Off: its items are exposed as <slug>__<name> and aerostack://<slug>/<uri>. On: under their own names,
+    # a drop-in replacement of one upstream (saving refuses names another server already exposes).
+    expose_names = models.BooleanField(
+        "Expose names as they are",
+        default=False,
+        help_text="Its tools, prompts and resources keep their upstream names (no server prefix).",
+    )
+    # Items of an expose_names server that could not keep their own name at the last tools/list, and why.
+    name_conflicts: models.JSONField[Any, Any] = models.JSONField(default=list, blank=True)
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -63,6 +76,26 @@ class Server(models.Model):
     @property
     def tool_count(self) -> int:
         return len(self.tools_snapshot)
+
+    @property
+    def prompt_count(self) -> int:
+        return len((self.features_snapshot or {}).get("prompts") or [])
+
+    @property
+    def resource_count(self) -> int:
+        """Resources and resource templates together, as the Servers tab shows them."""
+        snapshot = self.features_snapshot or {}
+        return len(snapshot.get("resources") or []) + len(snapshot.get("resource_templates") or [])
+
+    @property
+    def all_conflicts(self) -> list[str]:
+        """Its items that could not keep their own names at the last lists, worded for people."""
+        found = [*(self.name_conflicts or []), *((self.features_snapshot or {}).get("conflicts") or [])]
+        return [
+            f"{c.get('what')} {c.get('name')}: {c.get('reason')}; exposed under the gateway's name instead"
+            for c in found
+            if isinstance(c, dict)
+        ]
 
     @property
     def has_credential(self) -> bool:

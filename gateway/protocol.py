@@ -14,12 +14,14 @@ exposed to clients.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -35,12 +37,38 @@ LATEST_PROTOCOL_VERSION = "2025-11-25"
 DEFAULT_HEADER_VERSION = "2025-03-26"
 """The spec says a missing ``MCP-Protocol-Version`` header must be read as 2025-03-26."""
 
+MODERN_PROTOCOL_VERSIONS: tuple[str, ...] = ("2026-07-28",)
+"""Modern-era revisions (no ``initialize``, every request carries its version in ``_meta``), newest first."""
+
+MODERN_PROTOCOL_VERSION = MODERN_PROTOCOL_VERSIONS[0]
+
+ALL_PROTOCOL_VERSIONS: tuple[str, ...] = (*MODERN_PROTOCOL_VERSIONS, *SUPPORTED_PROTOCOL_VERSIONS)
+"""Every revision served on ``/ws/<slug>``, newest first: ``server/discover`` and -32022 name these."""
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000
+# 2026-07-28 reserves -32020..-32099 for codes the MCP specification defines; these three are all it defines.
+HEADER_MISMATCH = -32020
+MISSING_REQUIRED_CLIENT_CAPABILITY = -32021
+UNSUPPORTED_PROTOCOL_VERSION = -32022
+DEFINED_RESERVED_CODES = frozenset(
+    {HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY, UNSUPPORTED_PROTOCOL_VERSION}
+)
+
+# The per-request ``_meta`` keys of the modern era.
+META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
+META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
+META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
+META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+ENVELOPE_KEYS = (META_PROTOCOL_VERSION, META_CLIENT_INFO, META_CLIENT_CAPABILITIES)
+
+NAME_PARAMS: dict[str, str] = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+"""Methods whose ``params.name`` / ``params.uri`` the modern ``Mcp-Name`` header mirrors."""
 
 _JSONRPC_VERSION = "2.0"
 
@@ -254,21 +282,234 @@ def is_discover_probe(message: Message) -> bool:
     return message.method == "server/discover"
 
 
-def discover_probe_error(id: RequestId | None) -> ProtocolError:
-    """The refusal that makes a dual-era client fall back to ``initialize``.
+# --------------------------------------------------------------------------------------------
+# Eras: legacy (initialize + Mcp-Session-Id) and modern (2026-07-28, stateless, ``_meta`` per request)
+# --------------------------------------------------------------------------------------------
 
-    400 plus METHOD_NOT_FOUND is what a legacy-only server is expected to answer. Deliberately
-    no ``data``: a body shaped like the modern UnsupportedProtocolVersionError (-32022 with
-    ``requested``/``supported``) would tell the client this is a modern server and stop the
-    fallback.
+
+def is_modern(message: Message, version_header: str | None) -> bool:
+    """Era detection: True when ``message`` is to be served statelessly in the modern era.
+
+    ``initialize`` always starts a legacy session and ``server/discover`` is always modern. Otherwise a
+    request is modern when its ``MCP-Protocol-Version`` header names anything but a legacy revision (an
+    unknown version is then answered with -32022 and the supported list), or when its ``_meta`` carries the
+    modern protocol-version key (a legacy header beside it is a header mismatch, -32020). A request with a
+    legacy header (or none) and no such key is legacy: two dict look-ups, nothing else.
     """
+    method = message.method
+    if method == "initialize":
+        return False
+    if method == "server/discover":
+        return True
+    if version_header and version_header not in _LEGACY_VERSIONS:
+        stripped = version_header.strip()  # proxies may add whitespace; an empty value counts as absent
+        if stripped and stripped not in _LEGACY_VERSIONS:
+            return True
+    params = message.params
+    if params is not None:
+        meta = params.get("_meta")
+        if isinstance(meta, dict) and META_PROTOCOL_VERSION in meta:
+            return True
+    return False
+
+
+_LEGACY_VERSIONS = frozenset(SUPPORTED_PROTOCOL_VERSIONS)
+
+
+@dataclass(frozen=True)
+class ModernRequest:
+    """What a modern request declared about itself in ``_meta`` (validated by ``check_modern_request``)."""
+
+    protocol_version: str
+    client_capabilities: dict[str, object]
+    client_info: dict[str, object] | None
+    log_level: str | None
+
+
+def decode_header_value(value: str) -> str | None:
+    """A header value with the ``=?base64?...?=`` sentinel of 2026-07-28 decoded; None when the sentinel is
+    malformed (bad or non-canonical base64, not UTF-8), so a corrupt header never matches a body value."""
+    if not (value.startswith("=?base64?") and value.endswith("?=") and len(value) >= 11):
+        return value
+    payload = value[9:-2]
+    try:
+        decoded = base64.b64decode(payload, validate=True)
+        text = decoded.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    if base64.b64encode(decoded).decode("ascii") != payload:
+        return None
+    return text
+
+
+def encode_header_value(value: str) -> str:
+    """``value`` as a header value: verbatim when it is plain visible ASCII without edge whitespace, else (and
+    when it looks like the sentinel itself) base64 in the ``=?base64?...?=`` sentinel of 2026-07-28."""
+    plain = value.isascii() and value.isprintable() and value == value.strip()
+    if plain and not (value.startswith("=?base64?") and value.endswith("?=")):
+        return value
+    return "=?base64?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
+
+
+def unsupported_version_error(requested: object, id: RequestId | None) -> ProtocolError:
+    """400 + UnsupportedProtocolVersionError (-32022) listing every version served, legacy ones too: a
+    dual-era client then either retries with a modern one or falls back to ``initialize``."""
     return ProtocolError(
         400,
-        METHOD_NOT_FOUND,
-        "Method not found: server/discover. This gateway speaks MCP 2025-11-25 "
-        "(also 2025-06-18 and 2025-03-26): use initialize",
+        UNSUPPORTED_PROTOCOL_VERSION,
+        "Unsupported protocol version",
         id,
+        {
+            "supported": list(ALL_PROTOCOL_VERSIONS),
+            "requested": requested if isinstance(requested, str) else "",
+        },
     )
+
+
+def _mismatch(message: str, id: RequestId | None) -> ProtocolError:
+    return ProtocolError(400, HEADER_MISMATCH, f"Header mismatch: {message}", id)
+
+
+def check_modern_request(
+    message: Message,
+    *,
+    version_header: str | None,
+    method_header: str | None,
+    name_header: str | None,
+) -> ModernRequest:
+    """Validate a modern-era request against its headers, in the order clients can tell apart:
+
+    1. ``params._meta`` must carry the protocol version and client capabilities (400, -32602; -32022
+       when the header names a version the gateway does not serve); ``server/discover`` alone may come
+       without them (it only asks what the server speaks).
+    2. ``MCP-Protocol-Version`` must equal the ``_meta`` version, ``Mcp-Method`` the method and, for
+       ``tools/call``, ``prompts/get`` and ``resources/read``, ``Mcp-Name`` (base64 sentinel decoded) the
+       name or URI; a missing header is a mismatch too (400, -32020).
+    3. The version must be one the gateway serves in this era (400, -32022 with ``data.supported``).
+    """
+    id = message.id
+    params = message.params or {}
+    meta = params.get("_meta")
+    version_header = version_header.strip() if version_header is not None else None
+    if not isinstance(meta, dict) or META_PROTOCOL_VERSION not in meta:
+        if version_header and version_header not in ALL_PROTOCOL_VERSIONS:
+            raise unsupported_version_error(version_header, id)  # the only version it named
+        if message.method == "server/discover":
+            return ModernRequest(MODERN_PROTOCOL_VERSION, {}, None, None)
+        raise ProtocolError(
+            400,
+            INVALID_PARAMS,
+            f"params._meta must carry {META_PROTOCOL_VERSION!r} and {META_CLIENT_CAPABILITIES!r}",
+            id,
+        )
+    capabilities = meta.get(META_CLIENT_CAPABILITIES)
+    if not isinstance(capabilities, dict):
+        raise ProtocolError(
+            400, INVALID_PARAMS, f"params._meta needs an object {META_CLIENT_CAPABILITIES!r}", id
+        )
+    version = meta[META_PROTOCOL_VERSION]
+    if version_header is None:
+        raise _mismatch("the MCP-Protocol-Version header is missing", id)
+    if version_header != version:
+        raise _mismatch(f"MCP-Protocol-Version {version_header!r} does not match _meta {version!r}", id)
+    if method_header is None:
+        raise _mismatch("the Mcp-Method header is missing", id)
+    if method_header.strip() != message.method:
+        raise _mismatch(f"Mcp-Method {method_header.strip()!r} does not match the body's method", id)
+    name_key = NAME_PARAMS.get(message.method or "")
+    if name_key is not None and params.get(name_key) is not None:
+        if name_header is None:
+            raise _mismatch(f"the Mcp-Name header is missing ({message.method} needs it)", id)
+        if decode_header_value(name_header.strip()) != params.get(name_key):
+            raise _mismatch(f"Mcp-Name does not match params.{name_key}", id)
+    if not isinstance(version, str):
+        raise ProtocolError(400, INVALID_PARAMS, "The _meta protocol version must be a string", id)
+    if version not in MODERN_PROTOCOL_VERSIONS:
+        raise unsupported_version_error(version, id)
+    info = meta.get(META_CLIENT_INFO)
+    level = meta.get(META_LOG_LEVEL)
+    return ModernRequest(
+        protocol_version=version,
+        client_capabilities=capabilities,
+        client_info=info if isinstance(info, dict) else None,
+        log_level=level if isinstance(level, str) else None,
+    )
+
+
+def x_mcp_headers(schema: object, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str, str]]:
+    """(property path, header token, JSON type) of every ``x-mcp-header`` annotation of a tool's
+    ``inputSchema`` that is reachable through ``properties`` alone (the only places 2026-07-28 allows)."""
+    if not isinstance(schema, dict):
+        return
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return
+    for name, sub in properties.items():
+        if not isinstance(sub, dict):
+            continue
+        token = sub.get("x-mcp-header")
+        if isinstance(token, str) and token:
+            yield (*path, name), token, str(sub.get("type"))
+        yield from x_mcp_headers(sub, (*path, name))
+
+
+def argument_at(arguments: object, path: tuple[str, ...]) -> object:
+    """The argument at a ``properties`` path, or None where a step is missing."""
+    node = arguments
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def header_rendering(value: object) -> str | None:
+    """An argument as its ``Mcp-Param-*`` header carries it (before base64), None when it has none."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return None
+
+
+def param_headers_for(
+    annotations: Iterable[tuple[tuple[str, ...], str, str]], arguments: object
+) -> list[tuple[str, str]]:
+    """The ``Mcp-Param-*`` headers a client sends for a ``tools/call`` with ``arguments`` (encoded)."""
+    headers = []
+    for path, token, _ in annotations:
+        value = argument_at(arguments, path)
+        rendered = header_rendering(value) if value is not None else None
+        if rendered is not None:
+            headers.append((f"Mcp-Param-{token}", encode_header_value(rendered)))
+    return headers
+
+
+MODERN_STATUS: dict[int, int] = {
+    PARSE_ERROR: 400,
+    INVALID_REQUEST: 400,
+    INVALID_PARAMS: 400,
+    HEADER_MISMATCH: 400,
+    MISSING_REQUIRED_CLIENT_CAPABILITY: 400,
+    UNSUPPORTED_PROTOCOL_VERSION: 400,
+    METHOD_NOT_FOUND: 404,
+}
+"""The HTTP status of a JSON-RPC error on the modern path (2026-07-28: 404 for an unknown method, 400 for
+version and header errors; invalid params and requests are 400 as in the SDKs); other codes keep 200."""
+
+
+def modern_error_status(code: int, status: int) -> int:
+    """The HTTP status a modern-era error gets: a refusal that already has a transport status (401, 406,
+    413, 429, ...) keeps it; a JSON-RPC error that legacy answers with 200 gets the status of its code."""
+    return MODERN_STATUS.get(code, status) if status == 200 else status
+
+
+def client_error_code(code: int) -> int:
+    """An error code fit to send to a client: codes in -32020..-32099 the specification does not define
+    (e.g. -32042 of 2025-11-25, or any an upstream made up) become INTERNAL_ERROR, never passed on."""
+    if -32099 <= code <= -32020 and code not in DEFINED_RESERVED_CODES:
+        return INTERNAL_ERROR
+    return code
 
 
 def check_list_cursor(params: dict[str, object] | None, id: RequestId | None) -> None:
@@ -670,3 +911,169 @@ def tool_reverse_map(exposed: list[ExposedTool]) -> dict[str, tuple[str, str]]:
             raise ValueError(f"duplicate exposed tool name: {tool.name}")
         mapping[tool.name] = (tool.server_slug, tool.original_name)
     return mapping
+
+
+# --------------------------------------------------------------------------------------------
+# Servers whose names are exposed as they are
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NameConflict:
+    """An item of a server that exposes its names as they are, but could not keep its own name: it is
+    exposed under the gateway's usual name instead, and the Servers tab says why."""
+
+    server_slug: str
+    original: str
+    reason: str
+
+
+def build_exposed_names(
+    items: Iterable[tuple[str, str]], verbatim: Mapping[str, int] | None = None
+) -> tuple[list[ExposedTool], list[NameConflict]]:
+    """``build_tool_names``, except that the servers in ``verbatim`` (slug -> rank, lower first) keep their
+    items' own names, where they can.
+
+    Rules, deterministic whatever the input order: every other server's item gets its usual
+    ``<server>__<name>`` name first (those names never move because a server was switched to its own names);
+    then the verbatim servers in rank order (their id: the server added first wins), each item in name order,
+    keep the original name when it is valid (``TOOL_NAME_PATTERN``) and not taken yet. An item that cannot
+    keep its name falls back to the usual prefixed name (which may in turn take a name a later verbatim item
+    wanted, which then falls back too) and is reported as a ``NameConflict``.
+    """
+    verbatim = verbatim or {}
+    pairs = sorted(set(items))
+    plain = [pair for pair in pairs if pair[0] not in verbatim]
+    own = sorted((pair for pair in pairs if pair[0] in verbatim), key=lambda p: (verbatim[p[0]], p[0], p[1]))
+    fallback: dict[tuple[str, str], str] = {}
+    while True:
+        prefixed = build_tool_names([*plain, *fallback])
+        taken = {tool.name for tool in prefixed}
+        kept: dict[str, tuple[str, str]] = {}
+        grew = False
+        for pair in own:
+            if pair in fallback:
+                continue
+            original = pair[1]
+            if not _is_valid_tool_name(original):
+                fallback[pair] = (
+                    f"“{original}” is not a valid name for clients (letters, digits, _ and -, at most 64)"
+                )
+            elif original in taken:
+                fallback[pair] = f"“{original}” is already the name of another server's item"
+            elif original in kept:
+                fallback[pair] = f"“{original}” is already used by server {kept[original][0]}"
+            else:
+                kept[original] = pair
+                continue
+            grew = True
+        if not grew:  # each round only adds fallbacks, so this ends within len(own) + 1 rounds
+            break
+    exposed = prefixed + [
+        ExposedTool(name=name, server_slug=slug, original_name=original, rewritten=False)
+        for name, (slug, original) in kept.items()
+    ]
+    exposed.sort(key=lambda tool: (tool.server_slug, tool.original_name))
+    conflicts = [NameConflict(slug, original, why) for (slug, original), why in sorted(fallback.items())]
+    return exposed, conflicts
+
+
+# --------------------------------------------------------------------------------------------
+# Resource URIs the gateway exposes
+# --------------------------------------------------------------------------------------------
+
+URI_SCHEME = "aerostack"
+_URI_PREFIX = f"{URI_SCHEME}://"
+
+
+def wrap_uri(slug: str, uri: str) -> str:
+    """The gateway's URI of an upstream resource (or resource template): ``aerostack://<server>/<uri>``.
+
+    The upstream URI follows the prefix verbatim, not percent-encoded: filling a wrapped template
+    (RFC 6570) then gives exactly the prefix plus what filling the upstream's template gives, whatever
+    operators the template uses, so a URI a client makes from a template routes back unchanged. The
+    result is a valid URI (``/``, ``:`` and the upstream's query or fragment are allowed in a path).
+    """
+    return f"{_URI_PREFIX}{slug}/{uri}"
+
+
+def unwrap_uri(uri: str) -> tuple[str, str] | None:
+    """``(server slug, upstream URI)`` of a URI made by ``wrap_uri`` (or from a wrapped template), else None.
+
+    The scheme and host are case-insensitive (RFC 3986), so clients that normalise them still route.
+    """
+    if uri[: len(_URI_PREFIX)].lower() != _URI_PREFIX:
+        return None
+    slug, slash, rest = uri[len(_URI_PREFIX) :].partition("/")
+    if not slash or not slug or not rest:
+        return None
+    return slug.lower(), rest
+
+
+@dataclass(frozen=True)
+class ExposedUri:
+    uri: str
+    server_slug: str
+    original: str
+
+
+def build_exposed_uris(
+    items: Iterable[tuple[str, str]], verbatim: Mapping[str, int] | None = None
+) -> tuple[list[ExposedUri], list[NameConflict]]:
+    """The URI under which each upstream resource (or template) is exposed, sorted by (server, URI).
+
+    Every server's URIs are wrapped (``wrap_uri``), which makes them unique by construction; a server in
+    ``verbatim`` (slug -> rank) keeps its own URIs, unless one is in the gateway's own ``aerostack://``
+    scheme or was already kept for a server of lower rank: that one is wrapped and reported.
+    """
+    verbatim = verbatim or {}
+    pairs = sorted(set(items), key=lambda p: (verbatim.get(p[0], -1), p[0], p[1]))
+    kept: dict[str, str] = {}
+    conflicts: list[NameConflict] = []
+    exposed: list[ExposedUri] = []
+    for slug, original in pairs:
+        uri = wrap_uri(slug, original)
+        if slug in verbatim:
+            if unwrap_uri(original) is not None:
+                conflicts.append(NameConflict(slug, original, f"{URI_SCHEME}:// URIs are the gateway's own"))
+            elif original in kept:
+                conflicts.append(
+                    NameConflict(slug, original, f"“{original}” is already used by server {kept[original]}")
+                )
+            else:
+                kept[original] = slug
+                uri = original
+        exposed.append(ExposedUri(uri, slug, original))
+    exposed.sort(key=lambda item: (item.server_slug, item.original))
+    return exposed, conflicts
+
+
+_EXPRESSION = re.compile(r"\{([+#./;?&]?)([^{}]*)\}")
+_OPERATOR_PATTERNS = {
+    "": r"[^/?#]*",  # simple expansion percent-encodes reserved characters
+    "+": r".*",
+    "#": r"(?:#.*)?",
+    ".": r"(?:\.[^/?#]*)?",
+    "/": r"(?:/[^?#]*)?",
+    ";": r"(?:;[^/?#]*)?",
+    "?": r"(?:\?[^#]*)?",
+    "&": r"(?:&[^#]*)?",
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def template_pattern(template: str) -> re.Pattern[str]:
+    """A regular expression that matches the URIs filling the RFC 6570 ``template`` can give (loosely: it
+    is used to route a client's URI to the one server whose template it fits, never to parse values)."""
+    parts: list[str] = []
+    position = 0
+    for match in _EXPRESSION.finditer(template):
+        parts.append(re.escape(template[position : match.start()]))
+        parts.append(_OPERATOR_PATTERNS[match.group(1)])
+        position = match.end()
+    parts.append(re.escape(template[position:]))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def matches_template(template: str, uri: str) -> bool:
+    return template_pattern(template).fullmatch(uri) is not None

@@ -18,14 +18,23 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from gateway import catalog, upstream
+from gateway import catalog, protocol, upstream
 from gateway.crypto import CredentialUnreadable, encrypt
 from gateway.models import SERVER_SLUG_VALIDATOR, Server
 from gateway.netguard import UpstreamAddressRefused, check_upstream_url
 from workspaces.models import Workspace
 from workspaces.services import audit_record
 
-SERVER_FIELDS = ("name", "slug", "url", "credential_kind", "credential_header", "timeout_seconds")
+SERVER_FIELDS = (
+    "name",
+    "slug",
+    "url",
+    "credential_kind",
+    "credential_header",
+    "timeout_seconds",
+    "expose_names",
+)
+COLLISIONS_SHOWN = 5
 NAME_MAX_LENGTH = 100
 SLUG_MAX_LENGTH = 32
 URL_MAX_LENGTH = 500
@@ -71,6 +80,7 @@ class ServerInput:
     credential_kind: str
     credential_header: str
     timeout_seconds: int
+    expose_names: bool = False
 
     def as_fields(self) -> dict[str, Any]:
         return {field: getattr(self, field) for field in SERVER_FIELDS}
@@ -90,6 +100,16 @@ def url_origin(url: str) -> tuple[str, str, int | None]:
         port = None
     scheme = parts.scheme.lower()
     return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def url_for_audit(url: str) -> str:
+    """What the activity log keeps of an upstream URL: its origin. Hosted MCP servers often carry a secret
+    in the path or the query (``https://host/mcp/<key>/sse``, ``?api_key=...``), and the log is read by
+    more people (and exported) than the server's settings."""
+    scheme, host, port = url_origin(url)
+    default = {"http": 80, "https": 443}.get(scheme)
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}" + ("" if port in (None, default) else f":{port}")
 
 
 def _name(name: str, errors: dict[str, str]) -> str:
@@ -186,6 +206,58 @@ def _timeout(timeout_seconds: int | None, errors: dict[str, str]) -> int:
     return timeout_seconds
 
 
+def exposed_names(server: Server) -> tuple[set[str], set[str]]:
+    """The names (tools, prompts) and URIs (resources, templates) clients see of ``server``, as its last known
+    lists and its settings give them; none for a disabled server."""
+    if not server.enabled:
+        return set(), set()
+    snapshot = server.features_snapshot or {}
+    disabled = set(server.disabled_tools or [])
+    tools = [(server.slug, t["name"]) for t in server.tools_snapshot or [] if t["name"] not in disabled]
+    prompts = [(server.slug, p["name"]) for p in snapshot.get("prompts") or []]
+    uris = [(server.slug, r["uri"]) for r in snapshot.get("resources") or []]
+    uris += [(server.slug, t["uriTemplate"]) for t in snapshot.get("resource_templates") or []]
+    verbatim = {server.slug: server.pk} if server.expose_names else {}
+    names = {t.name for group in (tools, prompts) for t in protocol.build_exposed_names(group, verbatim)[0]}
+    return names, {u.uri for u in protocol.build_exposed_uris(uris, verbatim)[0]}
+
+
+def _expose_names(
+    workspace: Workspace, server: Server | None, expose: object, errors: dict[str, str]
+) -> bool:
+    """Exposing a server's names as they are is refused when one of them (by its last known lists) is a name
+    or URI another enabled server of the workspace already exposes. A server not contacted yet has no known
+    lists: a collision found later is resolved at the next list (the name falls back to ``<server>__<name>``)
+    and shown in the Servers tab."""
+    if not isinstance(expose, bool):
+        errors["expose_names"] = "Choose on or off."
+        return False
+    if not expose or server is None:
+        return expose
+    mine = Server(
+        pk=server.pk,
+        slug=server.slug,
+        enabled=True,
+        expose_names=True,
+        tools_snapshot=server.tools_snapshot,
+        features_snapshot=server.features_snapshot,
+        disabled_tools=server.disabled_tools,
+    )
+    names, uris = exposed_names(mine)
+    clashes: list[str] = []
+    for other in Server.objects.filter(workspace=workspace).exclude(pk=server.pk).order_by("slug"):
+        other_names, other_uris = exposed_names(other)
+        clashes += [f"{name} ({other.name})" for name in sorted(names & other_names)]
+        clashes += [f"{uri} ({other.name})" for uri in sorted(uris & other_uris)]
+    if clashes:
+        more = f" and {len(clashes) - COLLISIONS_SHOWN} more" if len(clashes) > COLLISIONS_SHOWN else ""
+        errors["expose_names"] = (
+            "Other servers of this workspace already expose these names: "
+            f"{', '.join(clashes[:COLLISIONS_SHOWN])}{more}. Leave this off, or rename them at the source."
+        )
+    return expose
+
+
 def server_validate(
     *,
     workspace: Workspace,
@@ -197,9 +269,11 @@ def server_validate(
     credential_header: str,
     credential: str,
     timeout_seconds: int | None,
+    expose_names: bool = False,
 ) -> tuple[ServerInput, str]:
     """The normalised fields and credential for adding a server to ``workspace`` (or changing ``server``);
-    raises ``ServerInvalid`` naming every offending field. An empty slug is made from the name."""
+    raises ``ServerInvalid`` naming every offending field. An empty slug is made from the name. Exposing its
+    names as they are is refused where they collide with another server's (``_expose_names``)."""
     errors: dict[str, str] = {}
     name = _name(name, errors)
     slug = _slug(workspace, server, slug, name, errors)
@@ -209,6 +283,7 @@ def server_validate(
     header = _header(credential_kind, credential_header, errors)
     credential = _credential(credential, errors)
     timeout = _timeout(timeout_seconds, errors)
+    expose = _expose_names(workspace, server, expose_names, errors)
     # A credential is needed unless one is stored already (on a change, an empty value keeps it; a change of
     # the URL's origin then clears it, see server_update).
     stored = server is not None and server.has_credential
@@ -216,7 +291,7 @@ def server_validate(
         errors["credential"] = "Enter the credential, or choose “None”."
     if errors:
         raise ServerInvalid(errors)
-    return ServerInput(name, slug, url, credential_kind, header, timeout), credential
+    return ServerInput(name, slug, url, credential_kind, header, timeout, expose), credential
 
 
 def _changed(workspace: Workspace, server_id: int) -> None:
@@ -238,6 +313,7 @@ def server_create(
     credential_header: str = "",
     credential: str = "",
     timeout_seconds: int | None = 60,
+    expose_names: bool = False,
 ) -> Server:
     """Add an upstream. ``credential`` is encrypted before it is stored and never returned."""
     values, credential = server_validate(
@@ -249,6 +325,7 @@ def server_create(
         credential_header=credential_header,
         credential=credential,
         timeout_seconds=timeout_seconds,
+        expose_names=expose_names,
     )
     with transaction.atomic():
         server = Server(workspace=workspace, **values.as_fields())
@@ -260,7 +337,8 @@ def server_create(
             actor=actor,
             action="server.create",
             target=f"server:{server.slug}",
-            details={"url": server.url, "credential": server.credential_kind},
+            details={"url": url_for_audit(server.url), "credential": server.credential_kind}
+            | ({"expose_names": True} if server.expose_names else {}),
         )
         _changed(workspace, server.pk)
     return server
@@ -277,6 +355,7 @@ def server_update(
     credential_header: str | None = None,
     credential: str | None = None,
     timeout_seconds: int | None = None,
+    expose_names: bool | None = None,
 ) -> Server:
     """Change an upstream; a field left None keeps its value. ``credential=None`` (or empty) keeps the stored
     secret, a new value replaces it.
@@ -295,6 +374,7 @@ def server_update(
         credential_header=server.credential_header if credential_header is None else credential_header,
         credential=credential or "",
         timeout_seconds=server.timeout_seconds if timeout_seconds is None else timeout_seconds,
+        expose_names=server.expose_names if expose_names is None else expose_names,
     )
     with transaction.atomic():
         fields = values.as_fields()
@@ -375,19 +455,32 @@ class ConnectionTest:
     tool_count: int = 0
     server_name: str = ""
     error: str = ""
+    prompt_count: int = 0
+    resource_count: int = 0  # resources and resource templates
 
 
 def server_test(*, server: Server) -> ConnectionTest:
     """Test connection: initialize + tools/list on a fresh upstream session; records status and tools."""
     now = timezone.now()
     try:
-        info, tools = upstream.probe(catalog.server_config(server))
+        info, tools, found = upstream.probe(catalog.server_config(server))
     except (upstream.UpstreamError, CredentialUnreadable, ValueError) as exc:
         message = getattr(exc, "message", None) or str(exc)
         Server.objects.filter(pk=server.pk).update(last_error=message[:1000], last_checked_at=now)
         server.refresh_from_db()
         return ConnectionTest(ok=False, error=message)
     snapshot = catalog.tool_snapshot(tools)
-    Server.objects.filter(pk=server.pk).update(tools_snapshot=snapshot, last_error="", last_checked_at=now)
+    fields: dict[str, Any] = {"tools_snapshot": snapshot, "last_error": "", "last_checked_at": now}
+    if found is not None:
+        fields["features_snapshot"] = catalog.features_snapshot(
+            found, server.features_snapshot.get("conflicts", [])
+        )
+    Server.objects.filter(pk=server.pk).update(**fields)
     server.refresh_from_db()
-    return ConnectionTest(ok=True, tool_count=len(tools), server_name=str(info.get("name") or ""))
+    return ConnectionTest(
+        ok=True,
+        tool_count=len(tools),
+        server_name=str(info.get("name") or ""),
+        prompt_count=server.prompt_count,
+        resource_count=server.resource_count,
+    )

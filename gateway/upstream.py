@@ -21,7 +21,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -155,10 +155,11 @@ class UpstreamError(Exception):
     """An upstream failed to answer properly. ``kind``: unreachable, timeout, http, protocol, too_large,
     config."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.code = code  # the upstream's JSON-RPC error code, when it answered with an error
 
 
 class _SessionExpired(UpstreamError):
@@ -167,6 +168,25 @@ class _SessionExpired(UpstreamError):
 
 class _StaleConnection(Exception):
     """A pooled keep-alive connection was closed by the upstream before it answered: retry on a new one."""
+
+
+@dataclass(frozen=True)
+class ListKind:
+    """One of the paged lists of MCP: its method, the result's array field, the item field that identifies an
+    item, and what it is called in messages."""
+
+    method: str
+    field: str
+    key: str
+    noun: str
+
+
+TOOLS = ListKind("tools/list", "tools", "name", "tools")
+RESOURCES = ListKind("resources/list", "resources", "uri", "resources")
+RESOURCE_TEMPLATES = ListKind(
+    "resources/templates/list", "resourceTemplates", "uriTemplate", "resource templates"
+)
+PROMPTS = ListKind("prompts/list", "prompts", "name", "prompts")
 
 
 @dataclass(frozen=True)
@@ -226,6 +246,13 @@ class UpstreamSession:
     session_id: str | None = None
     protocol_version: str | None = None
     server_info: dict[str, Any] = field(default_factory=dict)
+    # The upstream's era, probed once with the session (``_initialize``): "legacy" (initialize and
+    # Mcp-Session-Id) or "modern" (2026-07-28: stateless, an envelope in every request's _meta).
+    era: str = "legacy"
+    # Modern era: the x-mcp-header annotations of its tools (name -> annotations), from its tools/list, so
+    # that calls mirror those arguments into Mcp-Param-* headers as 2026-07-28 requires of clients.
+    _param_maps: dict[str, tuple[tuple[tuple[str, ...], str, str], ...]] = field(default_factory=dict)
+    capabilities: dict[str, Any] = field(default_factory=dict)  # what its initialize result declared
     _initialized: bool = False
     _pool: list[tuple[http.client.HTTPConnection, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -300,7 +327,9 @@ class UpstreamSession:
             connection.close()
 
     # -- one HTTP exchange ---------------------------------------------------------------------------------
-    def _headers(self, session_id: str | None, *, initialize: bool = False) -> dict[str, str]:
+    def _headers(
+        self, session_id: str | None, *, initialize: bool = False, extra: Iterable[tuple[str, str]] = ()
+    ) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",
@@ -310,6 +339,10 @@ class UpstreamSession:
             headers["Mcp-Session-Id"] = session_id
         if self.protocol_version and not initialize:
             headers["MCP-Protocol-Version"] = self.protocol_version
+        if extra:
+            for name, value in extra:
+                # A client's Mcp-Param-* never overrides what the gateway itself must send (its credentials).
+                headers.setdefault(name, value)
         return headers
 
     def _send(
@@ -319,6 +352,7 @@ class UpstreamSession:
         on_slow: Callable[[], None] | None = None,
         *,
         initialize: bool = False,
+        headers: Iterable[tuple[str, str]] = (),
     ) -> _Reply:
         for attempt in range(2):
             try:
@@ -338,7 +372,10 @@ class UpstreamSession:
                 ) from exc
             try:
                 connection.request(
-                    "POST", self._path, body=body, headers=self._headers(session_id, initialize=initialize)
+                    "POST",
+                    self._path,
+                    body=body,
+                    headers=self._headers(session_id, initialize=initialize, extra=headers),
                 )
                 slow_reported = False
                 if on_slow is None:
@@ -451,9 +488,15 @@ class UpstreamSession:
         deadline: float,
         on_slow: Callable[[], None] | None = None,
         budget: ByteBudget | None = None,
+        headers: Iterable[tuple[str, str]] = (),
     ) -> Iterator[dict[str, Any]]:
         """POST one message; yield every message of the reply up to and including our response."""
-        reply = self._send(json.dumps(message, separators=(",", ":")).encode("utf-8"), session_id, on_slow)
+        if self.era == "modern":
+            yield from self._exchange_modern(message, deadline, on_slow, budget, headers)
+            return
+        reply = self._send(
+            json.dumps(message, separators=(",", ":")).encode("utf-8"), session_id, on_slow, headers=headers
+        )
         complete = False
         try:
             if reply.status >= 400:
@@ -485,6 +528,123 @@ class UpstreamSession:
         finally:
             self._finish(reply, drain=complete)
 
+    # -- the modern era (2026-07-28) ------------------------------------------------------------------------
+    def _exchange_modern(
+        self,
+        message: dict[str, Any],
+        deadline: float,
+        on_slow: Callable[[], None] | None,
+        budget: ByteBudget | None,
+        headers: Iterable[tuple[str, str]],
+    ) -> Iterator[dict[str, Any]]:
+        """``_exchange`` with a modern upstream: no session, the envelope in ``_meta``, ``Mcp-Method`` and
+        ``Mcp-Name`` (the upstream's own name) headers; what comes back is translated to the legacy shape the
+        gateway's handlers work with (``legacy_shaped``). A refusal that says the era changed (a version it no
+        longer serves, or a 4xx without a JSON-RPC error) re-probes the upstream (``_SessionExpired``)."""
+        if "id" not in message:
+            return  # 2026-07-28 has no client notifications over HTTP: closing a stream cancels
+        body, routing = modern_request(message)
+        for attempt in range(2):
+            params = body["params"]
+            mirrored: list[tuple[str, str]] = []
+            if message["method"] == "tools/call":
+                annotations = self._param_maps.get(str(params.get("name")), ())
+                mirrored = protocol.param_headers_for(annotations, params.get("arguments"))
+            reply = self._send(
+                json.dumps(body, separators=(",", ":")).encode("utf-8"),
+                None,
+                on_slow,
+                headers=(*routing, *mirrored, *headers),
+            )
+            if reply.status >= 400:
+                error = self._error_body(reply)
+                self._finish(reply, drain=error is not None)
+                code = error.get("error", {}).get("code") if error else None
+                if error is None or code == protocol.UNSUPPORTED_PROTOCOL_VERSION:
+                    raise _SessionExpired("http", f"{self.config.slug} refused a 2026-07-28 request")
+                if code == protocol.HEADER_MISMATCH and message["method"] == "tools/call" and not attempt:
+                    # Its tools' x-mcp-header annotations are not known here (another process listed them)
+                    # or changed: list again and retry once, as 2026-07-28 tells clients to.
+                    self.list_tools()
+                    continue
+                if code in protocol.DEFINED_RESERVED_CODES:
+                    # About the gateway's own request (headers, version, capabilities), not the client's.
+                    failure = dict(error["error"], code=protocol.INTERNAL_ERROR, data={"upstreamCode": code})
+                    error = {**error, "error": failure}
+                yield legacy_shaped({**error, "id": message["id"]})
+                return
+            break
+        complete = False
+        try:
+            for incoming in self._messages(reply, deadline, budget):
+                if "method" in incoming:
+                    if "id" not in incoming:
+                        yield incoming  # progress, log: request-scoped notifications
+                    continue  # 2026-07-28 servers send no requests on a response stream
+                if incoming.get("id") == message["id"]:
+                    complete = True
+                    yield legacy_shaped(incoming)
+                    return
+            raise UpstreamError("protocol", f"{self.config.slug} ended its reply without answering")
+        finally:
+            self._finish(reply, drain=complete)
+
+    def _error_body(self, reply: _Reply) -> dict[str, Any] | None:
+        """The JSON-RPC error of a 4xx reply, or None when the body is not one."""
+        if reply.content_type != "application/json":
+            return None
+        try:
+            value = json.loads(reply.response.read(64 * 1024))
+        except (ValueError, UnicodeDecodeError, OSError, http.client.HTTPException):
+            return None
+        error = value.get("error") if isinstance(value, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("code"), int):
+            return value  # type: ignore[no-any-return]
+        return None
+
+    def _discover(self, deadline: float) -> bool:
+        """Probe for a modern upstream with ``server/discover``; True (and the session set up) when it
+        offers 2026-07-28. Called only when the legacy handshake failed."""
+        request = {
+            "jsonrpc": "2.0",
+            "id": f"aerostack-discover-{next(self._ids)}",
+            "method": "server/discover",
+        }
+        body, routing = modern_request(request)
+        try:
+            reply = self._send(json.dumps(body).encode("utf-8"), None, initialize=True, headers=routing)
+        except UpstreamError:
+            return False
+        response: dict[str, Any] | None = None
+        complete = False
+        try:
+            if reply.status >= 400:
+                return False
+            for incoming in self._messages(reply, deadline):
+                if incoming.get("id") == request["id"]:
+                    response, complete = incoming, True
+                    break
+        except UpstreamError:
+            return False
+        finally:
+            self._finish(reply, drain=complete)
+        result = response.get("result") if response else None
+        if not isinstance(result, dict):
+            return False
+        versions = result.get("supportedVersions")
+        if not isinstance(versions, list) or protocol.MODERN_PROTOCOL_VERSION not in versions:
+            return False
+        meta = result.get("_meta")
+        info = meta.get(protocol.META_SERVER_INFO) if isinstance(meta, dict) else None
+        self.server_info = dict(info) if isinstance(info, dict) else {}
+        capabilities = result.get("capabilities")
+        self.capabilities = dict(capabilities) if isinstance(capabilities, dict) else {}
+        self.session_id = None
+        self.protocol_version = protocol.MODERN_PROTOCOL_VERSION
+        self.era = "modern"
+        self._initialized = True
+        return True
+
     def _refuse_server_request(self, request: dict[str, Any]) -> None:
         """Sampling, elicitation and roots requests cannot be relayed to the client yet: answer them."""
         answer = protocol.error_body(
@@ -498,6 +658,17 @@ class UpstreamSession:
 
     # -- the MCP session -----------------------------------------------------------------------------------
     def _initialize(self, deadline: float) -> None:
+        """Probe the upstream's era: the legacy handshake first (a dual-era upstream keeps its pooled legacy
+        session, the tools/call path of today), then ``server/discover`` when the handshake was refused."""
+        self.era = "legacy"
+        try:
+            self._initialize_legacy(deadline)
+        except UpstreamError as exc:
+            if exc.kind not in ("http", "protocol") or not self._discover(deadline):
+                raise
+            logger.info("upstream %s speaks only 2026-07-28: using the modern era", self.config.slug)
+
+    def _initialize_legacy(self, deadline: float) -> None:
         request = {
             "jsonrpc": "2.0",
             "id": f"aerostack-init-{next(self._ids)}",
@@ -544,6 +715,8 @@ class UpstreamSession:
         self.protocol_version = version
         info = result.get("serverInfo")
         self.server_info = dict(info) if isinstance(info, dict) else {}
+        capabilities = result.get("capabilities")
+        self.capabilities = dict(capabilities) if isinstance(capabilities, dict) else {}
         for _ in self._exchange(
             {"jsonrpc": "2.0", "method": "notifications/initialized"}, self.session_id, deadline
         ):
@@ -571,10 +744,12 @@ class UpstreamSession:
         request_id: str | None = None,
         on_slow: Callable[[], None] | None = None,
         budget: ByteBudget | None = None,
+        headers: Iterable[tuple[str, str]] = (),
     ) -> Iterator[dict[str, Any]]:
         """Send one request; yield the upstream's notifications for it, then its response message.
 
         ``on_slow`` is called once if the upstream has not started answering within ``SLOW_SECONDS``.
+        ``headers`` go with the request (a modern client's ``Mcp-Param-*``, forwarded as 2026-07-28 asks).
         """
         deadline = time.monotonic() + self.config.timeout
         self.ensure_initialized(deadline)
@@ -588,7 +763,7 @@ class UpstreamSession:
         for attempt in range(2):
             session_id = self.session_id
             try:
-                yield from self._exchange(message, session_id, deadline, on_slow, budget)
+                yield from self._exchange(message, session_id, deadline, on_slow, budget, headers)
                 return
             except _SessionExpired:
                 if attempt:
@@ -606,7 +781,13 @@ class UpstreamSession:
             if "method" not in message:
                 response = message
         if "error" in response:
-            raise UpstreamError("protocol", f"{self.config.slug}: {_error_text(response)}")
+            error = response["error"]
+            code = error.get("code") if isinstance(error, dict) else None
+            raise UpstreamError(
+                "protocol",
+                f"{self.config.slug}: {_error_text(response)}",
+                code if isinstance(code, int) and not isinstance(code, bool) else None,
+            )
         result = response.get("result")
         if not isinstance(result, dict):
             raise UpstreamError("protocol", f"{self.config.slug} answered {method} without a result object")
@@ -622,46 +803,105 @@ class UpstreamSession:
         if session_id is None:
             self.ensure_initialized()
             session_id = self.session_id
+        if self.era == "modern":
+            return  # no client notifications in 2026-07-28 (a closed response stream is the cancellation)
         for _ in self._exchange(message, session_id, time.monotonic() + self.config.timeout):
             pass
 
     def list_tools(self) -> list[dict[str, Any]]:
-        """Every tool of the upstream, draining every page, all within the server's timeout.
+        """Every tool of the upstream, draining every page, all within the server's timeout (``list_all``)."""
+        return self.list_all(TOOLS)
 
-        All pages together may hold at most ``max_list_bytes`` of bodies and ``max_list_tools`` tools: a
+    def offers(self, capability: str) -> bool:
+        """Whether the upstream's ``initialize`` result declared ``capability`` (e.g. "resources")."""
+        self.ensure_initialized()
+        return isinstance(self.capabilities.get(capability), dict)
+
+    def list_all(self, kind: ListKind) -> list[dict[str, Any]]:
+        """Every item of one of the upstream's lists (``tools/list``, ``resources/list``, ...), draining every
+        page (``nextCursor``), all within the server's timeout.
+
+        All pages together may hold at most ``max_list_bytes`` of bodies and ``max_list_tools`` items: a
         catalog is kept in memory (and in the shared cache) and sent to every client, so an upstream beyond
-        that fails rather than taking the gateway's memory.
+        that fails rather than taking the gateway's memory. Items without the string ``kind.key`` field (a
+        tool's ``name``, a resource's ``uri``, a template's ``uriTemplate``) are dropped: nothing could route
+        to them.
         """
-        tools: list[dict[str, Any]] = []
+        items: list[dict[str, Any]] = []
         cursor: object = None
         deadline = time.monotonic() + self.config.timeout
-        budget = ByteBudget(self.config.max_list_bytes, "its tools/list", "GATEWAY_MAX_TOOLS_LIST_BYTES")
+        budget = ByteBudget(self.config.max_list_bytes, f"its {kind.method}", "GATEWAY_MAX_TOOLS_LIST_BYTES")
         for _ in range(MAX_LIST_PAGES):
             if time.monotonic() > deadline:
                 raise UpstreamError(
-                    "timeout", f"{self.config.slug} did not list its tools within {self.config.timeout:g}s"
+                    "timeout",
+                    f"{self.config.slug} did not list its {kind.noun} within {self.config.timeout:g}s",
                 )
-            result = self.request("tools/list", {"cursor": cursor} if cursor else None, budget=budget)
-            page = result.get("tools")
+            result = self.request(kind.method, {"cursor": cursor} if cursor else None, budget=budget)
+            page = result.get(kind.field)
             if not isinstance(page, list):
                 raise UpstreamError(
-                    "protocol", f"{self.config.slug} answered tools/list without a tools array"
+                    "protocol", f"{self.config.slug} answered {kind.method} without a {kind.field} array"
                 )
-            tools.extend(
-                tool for tool in page if isinstance(tool, dict) and isinstance(tool.get("name"), str)
+            items.extend(
+                item for item in page if isinstance(item, dict) and isinstance(item.get(kind.key), str)
             )
-            if len(tools) > self.config.max_list_tools:
+            if len(items) > self.config.max_list_tools:
                 raise UpstreamError(
                     "too_large",
-                    f"{self.config.slug} lists more than {self.config.max_list_tools} tools"
+                    f"{self.config.slug} lists more than {self.config.max_list_tools} {kind.noun}"
                     " (limit GATEWAY_MAX_TOOLS_PER_SERVER)",
                 )
             cursor = result.get("nextCursor")
             if not cursor:
-                return tools
+                if self.era == "modern" and kind is TOOLS:
+                    self._param_maps = {
+                        str(tool["name"]): found
+                        for tool in items
+                        if (found := tuple(protocol.x_mcp_headers(tool.get("inputSchema"))))
+                    }
+                return items
         raise UpstreamError(
-            "protocol", f"{self.config.slug} returned more than {MAX_LIST_PAGES} pages of tools"
+            "protocol", f"{self.config.slug} returned more than {MAX_LIST_PAGES} pages of {kind.noun}"
         )
+
+    def list_features(self) -> dict[str, Any]:
+        """The upstream's resources, resource templates and prompts (each list drained as ``list_all``
+        does), asked for only where its ``initialize`` declared the capability, and what it offers.
+
+        Returns ``{"offers": {...}, "lists": {field: items}, "problems": {field: why}}``. A list the upstream
+        refuses (an error answer, a list too large) is left out with its reason and the others are kept; an
+        upstream that cannot be reached or is too slow raises, as for its tools. A ``-32601`` to
+        ``resources/templates/list`` is read as "no templates" (servers with only fixed resources answer so).
+        """
+        self.ensure_initialized()
+        capabilities = self.capabilities
+        resources = capabilities.get("resources")
+        offers = {
+            "resources": isinstance(resources, dict),
+            "subscribe": isinstance(resources, dict) and resources.get("subscribe") is True,
+            "prompts": isinstance(capabilities.get("prompts"), dict),
+            "completions": isinstance(capabilities.get("completions"), dict),
+        }
+        lists: dict[str, list[dict[str, Any]]] = {}
+        problems: dict[str, str] = {}
+        for capability, kind in (
+            ("resources", RESOURCES),
+            ("resources", RESOURCE_TEMPLATES),
+            ("prompts", PROMPTS),
+        ):
+            if not offers[capability]:
+                continue
+            try:
+                lists[kind.field] = self.list_all(kind)
+            except UpstreamError as exc:
+                if exc.kind in ("unreachable", "timeout", "http"):
+                    raise
+                if kind is RESOURCE_TEMPLATES and exc.code == protocol.METHOD_NOT_FOUND:
+                    lists[kind.field] = []
+                else:
+                    problems[kind.field] = exc.message
+        return {"offers": offers, "lists": lists, "problems": problems}
 
     def end(self) -> None:
         """End the upstream session (DELETE), best effort, and close the connections."""
@@ -680,6 +920,58 @@ class UpstreamSession:
             finally:
                 connection.close()
         self.close()
+
+
+def modern_request(message: dict[str, Any]) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]]:
+    """``message`` as a 2026-07-28 request of the gateway (its envelope in ``_meta``) and its routing headers
+    (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name`` with the upstream's own name or URI)."""
+    params = dict(message.get("params") or {})
+    meta = params.get("_meta")
+    params["_meta"] = {
+        **(meta if isinstance(meta, dict) else {}),
+        protocol.META_PROTOCOL_VERSION: protocol.MODERN_PROTOCOL_VERSION,
+        protocol.META_CLIENT_INFO: CLIENT_INFO,
+        protocol.META_CLIENT_CAPABILITIES: {},
+    }
+    method = str(message["method"])
+    headers = [("MCP-Protocol-Version", protocol.MODERN_PROTOCOL_VERSION), ("Mcp-Method", method)]
+    name_key = protocol.NAME_PARAMS.get(method)
+    if name_key is not None and isinstance(params.get(name_key), str):
+        headers.append(("Mcp-Name", protocol.encode_header_value(params[name_key])))
+    return {**message, "params": params}, tuple(headers)
+
+
+def legacy_shaped(response: dict[str, Any]) -> dict[str, Any]:
+    """A modern upstream's response as the gateway's handlers (and legacy clients) know it: without
+    ``resultType`` / ``ttlMs`` / ``cacheScope`` and the upstream's identity. An ``input_required`` result
+    (2026-07-28 multi round-trip) cannot be answered through the gateway yet: a tool error says so."""
+    result = response.get("result")
+    if not isinstance(result, dict):
+        error = response.get("error")
+        if isinstance(error, dict) and isinstance(error.get("code"), int):
+            code = protocol.client_error_code(error["code"])
+            if code != error["code"]:
+                return {**response, "error": {**error, "code": code, "data": {"upstreamCode": error["code"]}}}
+        return response
+    shaped = {key: value for key, value in result.items() if key not in ("resultType", "ttlMs", "cacheScope")}
+    meta = shaped.get("_meta")
+    if isinstance(meta, dict) and protocol.META_SERVER_INFO in meta:
+        meta = {key: value for key, value in meta.items() if key != protocol.META_SERVER_INFO}
+        if meta:
+            shaped["_meta"] = meta
+        else:
+            del shaped["_meta"]
+    kind = result.get("resultType", "complete")
+    if kind != "complete":
+        asked = result.get("inputRequests")
+        methods = sorted(
+            {str(item.get("method")) for item in asked.values() if isinstance(item, dict)}
+            if isinstance(asked, dict)
+            else set()
+        )
+        text = f"The upstream asked for input the gateway cannot relay yet ({', '.join(methods) or kind})"
+        shaped = {"content": [{"type": "text", "text": text}], "isError": True}
+    return {**response, "result": shaped}
 
 
 def _reject_constant(name: str) -> Any:
@@ -748,11 +1040,19 @@ def forget(server_id: int) -> None:
         session.close()
 
 
-def probe(config: UpstreamConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Test connection: a fresh session (never the pooled one), initialize + tools/list, then end it."""
+def probe(config: UpstreamConfig) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """Test connection: a fresh session (never the pooled one), initialize + tools/list, then its resources,
+    templates and prompts (``list_features``; None when those fail: the tools decide), then end it."""
     session = UpstreamSession(config)
     try:
         tools = session.list_tools()
-        return session.server_info, tools
+        try:
+            found: dict[str, Any] | None = session.list_features()
+        except UpstreamError as exc:
+            logger.info(
+                "upstream %s: its resources and prompts failed in a test: %s", config.slug, exc.message
+            )
+            found = None
+        return session.server_info, tools, found
     finally:
         session.end()

@@ -19,14 +19,16 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import DisallowedHost
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils import timezone
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from aerostack.db import release_connection
 from aerostack.net import client_ip
-from gateway import catalog, clientinfo, inflight, limits, protocol, sessions, usage
+from gateway import catalog, clientinfo, features, inflight, limits, modern, protocol, sessions, usage
 from gateway.models import UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import format as token_format
@@ -100,12 +102,22 @@ class _Context:
         self.rate_count: int | None = None
         self.client: clientinfo.ClientInfo | None = None  # known once the session is (or from initialize)
         self.method = ""  # of the JSON-RPC message, once parsed (a rate-limited request's row names it)
+        self.modern: modern.Exchange | None = None  # set when the request is served in the 2026-07-28 era
 
-    def reply(self, body: dict[str, Any]) -> HttpResponse:
+    def reply(self, body: dict[str, Any], *, ttl_until: float | None = None) -> HttpResponse:
+        if self.modern is not None:
+            shaped, status = self.modern.shape(body, ttl_until=ttl_until)
+            return _json(shaped, status, self.headers, sse=self.sse_only)
         return _json(body, 200, self.headers, sse=self.sse_only)
 
-    def reply_encoded(self, body: bytes) -> HttpResponse:
+    def shape(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A response body as this request's era wants it (for SSE events, whose status is already sent)."""
+        return body if self.modern is None else self.modern.shape(body)[0]
+
+    def reply_encoded(self, body: bytes, *, ttl_until: float | None = None) -> HttpResponse:
         """``reply()`` for a body that is already compact JSON (a pre-encoded tools/list)."""
+        if self.modern is not None:
+            body = self.modern.shape_encoded(body, ttl_until=ttl_until)
         if self.sse_only:
             response = HttpResponse(protocol.encode_sse_json(body), content_type="text/event-stream")
             response["Cache-Control"] = "no-cache"
@@ -228,6 +240,7 @@ class _ToolCall:
     _inflight_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _registered: bool = False
     _ended: bool = False
+    answered: bool = False  # the client got the call's outcome (a result or an error)
 
     def _upstream_done(self) -> None:
         if self.upstream_started is not None and self.upstream_ms is None:
@@ -255,6 +268,9 @@ class _ToolCall:
             return None
         if method not in RELAYED_NOTIFICATIONS:
             return None
+        modern_request = self.ctx.modern.request if self.ctx.modern is not None else None
+        if method == "notifications/message" and modern_request and modern_request.log_level is None:
+            return None  # 2026-07-28: log messages only for a request that asked for them in _meta
         if method == "notifications/progress":
             params = incoming.get("params")
             if not isinstance(params, dict) or self.upstream_progress is None:
@@ -266,6 +282,7 @@ class _ToolCall:
 
     def finish(self, incoming: dict[str, Any]) -> dict[str, Any]:
         """The client's answer for the upstream's response message."""
+        self.answered = True
         self._upstream_done()
         if "error" in incoming:
             error = incoming["error"] if isinstance(incoming["error"], dict) else {}
@@ -283,6 +300,7 @@ class _ToolCall:
         return protocol.result_body(self.request_id, result)
 
     def failed(self, exc: UpstreamError) -> dict[str, Any]:
+        self.answered = True
         self._upstream_done()
         self._record(Outcome.TIMEOUT if exc.kind == "timeout" else Outcome.UPSTREAM_ERROR, exc.message[:300])
         return _failure_result(self.request_id, f"Upstream {self.target.server.slug} failed: {exc.message}")
@@ -317,6 +335,20 @@ class _ToolCall:
             registered, self._registered = self._registered, False
         if registered:
             cache.delete(self._inflight_key)
+
+    def abandoned(self) -> None:
+        """The client closed the response stream before the outcome: in 2026-07-28 that is the cancellation
+        of the request. A modern upstream saw its own stream closed; a legacy one is told."""
+        if self.answered or self.ctx.modern is None:
+            return
+        try:
+            self.upstream.notify(
+                "notifications/cancelled",
+                {"requestId": self.upstream_id, "reason": "the client closed the stream"},
+                session_id=self.upstream.session_id,
+            )
+        except UpstreamError as exc:
+            logger.info("could not forward a cancellation to %s: %s", self.target.server.slug, exc.message)
 
     @property
     def _inflight_key(self) -> str:
@@ -495,6 +527,16 @@ class GatewayView(APIView):
         ctx = _Context(django_request, slug)
         try:
             return self._post(ctx)
+        except DatabaseError as exc:
+            # Database down, or every pooled connection busy past DATABASE_POOL_TIMEOUT_SECONDS: a client
+            # can retry, and one line in the log says why (a traceback per request would flood it).
+            logger.warning(
+                "gateway request for workspace %s: database unavailable (%s)", slug, type(exc).__name__
+            )
+            body = protocol.error_body(
+                None, protocol.SERVER_ERROR, "Gateway database unavailable; retry shortly"
+            )
+            return _json(body, 503, {**ctx.headers, "Retry-After": "1"})
         except Exception:  # the last line of defence: a JSON-RPC error, never a traceback
             logger.exception("gateway request failed for workspace %s", slug)
             body = protocol.error_body(None, protocol.INTERNAL_ERROR, "Internal error")
@@ -526,7 +568,18 @@ class GatewayView(APIView):
         try:
             return self._dispatch(ctx, message)
         except protocol.ProtocolError as exc:
+            if ctx.modern is not None or (message.kind == "request" and self._modern(ctx, message)):
+                # 2026-07-28 statuses (404 for an unknown method, 400 for bad params) and no undefined codes.
+                code = protocol.client_error_code(exc.code)
+                exc = protocol.ProtocolError(
+                    protocol.modern_error_status(code, exc.http_status), code, exc.message, exc.id, exc.data
+                )
             return _error(exc, ctx.headers, sse=ctx.sse_only)
+
+    @staticmethod
+    def _modern(ctx: _Context, message: protocol.Message) -> bool:
+        """Era detection (pure, in ``protocol``): is ``message`` served in the modern era?"""
+        return protocol.is_modern(message, ctx.request.META.get("HTTP_MCP_PROTOCOL_VERSION"))
 
     def _dispatch(self, ctx: _Context, message: protocol.Message) -> HttpResponseBase:
         request = ctx.request
@@ -539,10 +592,10 @@ class GatewayView(APIView):
                     406, protocol.INVALID_REQUEST, "Accept application/json or text/event-stream", message.id
                 )
             ctx.sse_only = mode == "sse"
-        # The probe of 2026-era clients carries MCP-Protocol-Version 2026-07-28: answer it before the version
-        # check, with its own id, so the client falls back to initialize at once.
-        if protocol.is_discover_probe(message):
-            raise protocol.discover_probe_error(message.id)
+        if self._modern(ctx, message):
+            # Dual-era: served statelessly by the same handlers below, after the same admission.
+            answered = modern.dispatch(self, ctx, message, server_info=SERVER_INFO)
+            return _json(None, 202, ctx.headers) if answered is None else answered
         if message.method != "initialize":
             try:
                 protocol.check_protocol_version_header(request.META.get("HTTP_MCP_PROTOCOL_VERSION"))
@@ -560,6 +613,15 @@ class GatewayView(APIView):
             raise protocol.ProtocolError(
                 404, protocol.INVALID_REQUEST, "Unknown or expired session: initialize again", message.id
             )
+        return self._handle(ctx, session, message)
+
+    def _handle(
+        self, ctx: _Context, session: sessions.GatewaySession, message: protocol.Message
+    ) -> HttpResponseBase:
+        """The handlers per method, for both eras: the modern path (``gateway.modern``) comes here too, with a
+        stateless session, after the same authentication, rate limit and scopes."""
+        token = ctx.token
+        assert token is not None
         ctx.client = (session.client_name, session.client_version)
         if message.kind != "request":
             if message.method == "notifications/cancelled":
@@ -575,12 +637,34 @@ class GatewayView(APIView):
         if message.method == "tools/list":
             protocol.check_list_cursor(message.params, message.id)
             listed = catalog.scoped_tool_list(token.workspace_id, token.scopes, current=ctx.catalog_version)
-            return ctx.reply_encoded(listed.result_json(message.id))
+            return ctx.reply_encoded(listed.result_json(message.id), ttl_until=listed.expires_at)
         if message.method == "tools/call":
             return self._call_tool(ctx, session, message)
+        if message.method in features.METHODS:
+            answer = features.answer(
+                message, token=token, session_id=session.id, current=ctx.catalog_version, record=ctx.record
+            )
+            expiry = modern.list_expiry(ctx, message.method)  # None on the legacy path
+            if isinstance(answer, bytes):
+                return ctx.reply_encoded(answer, ttl_until=expiry)
+            return ctx.reply(answer, ttl_until=expiry)
         raise protocol.ProtocolError(
             200, protocol.METHOD_NOT_FOUND, f"Method not found: {message.method}", message.id
         )
+
+    def describe(self, ctx: _Context) -> dict[str, Any]:
+        """What the gateway says about itself, in ``initialize`` (legacy) and ``server/discover`` (modern)."""
+        token = ctx.token
+        assert token is not None
+        return {
+            "capabilities": {
+                "tools": {"listChanged": False},
+                "logging": {},
+                **features.capabilities(token.workspace_id, token.scopes),
+            },
+            "serverInfo": SERVER_INFO,
+            "instructions": (f"Tools of the Aerostack workspace “{token.workspace.name}”: <server>__<tool>."),
+        }
 
     def _initialize(self, ctx: _Context, message: protocol.Message) -> HttpResponse:
         token = ctx.token
@@ -595,12 +679,7 @@ class GatewayView(APIView):
             client_name=client_name,
             client_version=client_version,
         )
-        result: dict[str, object] = {
-            "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": False}, "logging": {}},
-            "serverInfo": SERVER_INFO,
-            "instructions": f"Tools of the Aerostack workspace “{token.workspace.name}”: <server>__<tool>.",
-        }
+        result: dict[str, object] = {"protocolVersion": version, **self.describe(ctx)}
         ctx.headers["Mcp-Session-Id"] = session.id
         return ctx.reply(protocol.result_body(message.id, result))
 
@@ -659,7 +738,7 @@ class GatewayView(APIView):
         client_progress = meta.get("progressToken") if isinstance(meta, dict) else None
         upstream_progress = None
         if isinstance(meta, dict):
-            upstream_meta = dict(meta)
+            upstream_meta = dict(meta) if ctx.modern is None else modern.upstream_meta(meta)
             if client_progress is not None:
                 # Many clients share one upstream session: give the upstream a token only this call uses.
                 upstream_progress = f"aerostack-{secrets.token_hex(8)}"
@@ -678,7 +757,11 @@ class GatewayView(APIView):
             exposed_name=name,
         )
         messages = call.upstream.stream(
-            "tools/call", upstream_params, request_id=call.upstream_id, on_slow=call.register_inflight
+            "tools/call",
+            upstream_params,
+            request_id=call.upstream_id,
+            on_slow=call.register_inflight,
+            headers=ctx.modern.param_headers if ctx.modern is not None else (),
         )
         streaming = protocol.accepts_sse(ctx.request.META.get("HTTP_ACCEPT"))
         lease = inflight.acquire(
@@ -699,6 +782,7 @@ class GatewayView(APIView):
             body = protocol.error_body(request_id, protocol.SERVER_ERROR, lease.message)
             return _json(body, 429, {**ctx.headers, "Retry-After": "1"})
         handed_over = False  # to the stream, which gives the lease back when it ends
+        release_connection()  # the upstream may take minutes: no database connection waits with it
         call.upstream_started = time.perf_counter()  # the first next() sends the request
         try:
             for incoming in messages:
@@ -731,18 +815,20 @@ class GatewayView(APIView):
             try:
                 for incoming in messages:
                     if "method" not in incoming:
-                        yield protocol.encode_sse_event(call.finish(incoming))
+                        yield protocol.encode_sse_event(ctx.shape(call.finish(incoming)))
                         return
                     note = call.relay(incoming)
                     if note is not None:
                         yield protocol.encode_sse_event(note)
-                yield protocol.encode_sse_event(call.failed(UpstreamError("protocol", "no answer")))
+                yield protocol.encode_sse_event(
+                    ctx.shape(call.failed(UpstreamError("protocol", "no answer")))
+                )
             except UpstreamError as exc:
-                yield protocol.encode_sse_event(call.failed(exc))
+                yield protocol.encode_sse_event(ctx.shape(call.failed(exc)))
             except Exception:  # mid-stream the status line is gone: end with an error result, never cut off
                 logger.exception("gateway stream failed")
                 failure = UpstreamError("protocol", "the gateway could not relay the reply")
-                yield protocol.encode_sse_event(call.failed(failure))
+                yield protocol.encode_sse_event(ctx.shape(call.failed(failure)))
             finally:
                 messages.close()  # type: ignore[attr-defined]
                 lease.release()
@@ -751,6 +837,7 @@ class GatewayView(APIView):
         def ended() -> None:
             lease.release()
             call.end_inflight()
+            call.abandoned()  # a no-op unless a modern client closed the stream before the outcome
 
         response = StreamingHttpResponse(_Closing(events(), ended), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"

@@ -161,6 +161,18 @@ def py_upstream() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def modern_upstream() -> Iterator[Any]:
+    """A modern-only (2026-07-28) upstream: the SDK server behind a gate (tests/e2e/modern_upstream.py)."""
+    from tests.e2e.upstreams import start_modern_upstream
+
+    upstream = start_modern_upstream()
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+@pytest.fixture(scope="session")
 def everything_upstream() -> Iterator[Any]:
     """@modelcontextprotocol/server-everything (npm, pinned in tests/e2e/package.json) on 127.0.0.1."""
     from tests.e2e.upstreams import node_available, start_everything_server

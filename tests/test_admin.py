@@ -55,3 +55,32 @@ def test_it_shows_invites_read_only_without_the_hash(admin_client_logged: Client
     page = admin_client_logged.get(f"/admin/workspaces/invite/{invite.pk}/change/")
     assert page.status_code == 200 and invite.secret_hash not in page.content.decode()
     assert admin_client_logged.get("/admin/workspaces/invite/add/").status_code == 403
+
+
+def test_workspaces_members_and_servers_change_only_through_the_services(
+    admin_client_logged: Client, team: Team
+) -> None:
+    """An admin-site edit would skip the role checks, the last-owner rule, token revocation on every node,
+    the catalog invalidation and the audit row."""
+    server = server_create(
+        workspace=team.workspace, actor=team.alice.user, name="S", slug="s", url="https://example.com/mcp"
+    )
+    workspace = team.workspace
+    member = team.bob
+    for path in (
+        f"/admin/workspaces/workspace/{workspace.pk}/delete/",
+        f"/admin/workspaces/member/{member.pk}/delete/",
+        f"/admin/gateway/server/{server.pk}/delete/",
+        "/admin/workspaces/workspace/add/",
+        "/admin/workspaces/member/add/",
+    ):
+        assert admin_client_logged.get(path).status_code == 403, path
+    page = admin_client_logged.get(f"/admin/workspaces/workspace/{workspace.pk}/change/")
+    assert page.status_code == 200 and workspace.name in page.content.decode()
+    assert 'name="name"' not in page.content.decode()  # shown, not editable
+    changed = admin_client_logged.post(
+        f"/admin/workspaces/workspace/{workspace.pk}/change/", {"name": "Renamed", "rate_limit_per_minute": 1}
+    )
+    assert changed.status_code == 403
+    workspace.refresh_from_db()
+    assert workspace.name != "Renamed"

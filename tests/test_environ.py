@@ -82,7 +82,16 @@ def test_it_parses_database_urls() -> None:
         "5433",
         "aero",
     )
-    assert config["OPTIONS"] == {"sslmode": "require"}
+    assert config["OPTIONS"] == {
+        "sslmode": "require",
+        "pool": {"min_size": 1, "max_size": 16, "timeout": 10.0},
+    }
+    assert config["CONN_MAX_AGE"] == 0  # the pool keeps the connections
+
+
+def test_the_pool_bounds_come_from_the_caller() -> None:
+    config = database_from_url("postgres://h/db", pool_max=3, pool_timeout=2)
+    assert config["OPTIONS"]["pool"] == {"min_size": 1, "max_size": 3, "timeout": 2}
 
 
 @pytest.mark.parametrize(

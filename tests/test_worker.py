@@ -85,6 +85,10 @@ def _connect(server: LiveServer) -> socket.socket:
 
 
 def test_gunicorn_runs_this_worker(two_threads: LiveServer) -> None:
+    # The port listens before gunicorn's later start-up lines reach the log file (seen on a loaded machine).
+    deadline = time.monotonic() + 15
+    while "Using worker:" not in two_threads.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "Using worker: aerostack.worker.Worker" in two_threads.log_text()
 
 

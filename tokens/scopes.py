@@ -97,3 +97,16 @@ def describe(scopes: StoredScopes | None, server_names: Mapping[int, str]) -> li
 
 def server_ids(scopes: StoredScopes | None) -> list[int]:
     return [] if scopes is None else [int(key) for key in scopes]
+
+
+def allows_whole_server(scopes: StoredScopes | None, server_id: int) -> bool:
+    """May a token with ``scopes`` use everything of server ``server_id`` that is not a tool: its resources,
+    resource templates, prompts, completions and subscriptions?
+
+    Only when its scope grants the whole server (``None`` for it, or no scopes at all). A token restricted to
+    some tools of a server is deny-by-default for the rest: a tool list names what it may call, and a
+    resource (a file, a record) or a prompt of that server is not among what was named.
+    """
+    if scopes is None:
+        return True
+    return str(server_id) in scopes and scopes[str(server_id)] is None

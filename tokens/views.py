@@ -8,7 +8,6 @@ import secrets
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
-from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -21,6 +20,7 @@ from tokens import scopes as token_scopes
 from tokens.clients import client_snippets, gateway_url, mcp_json
 from tokens.forms import TokenCreateForm, TokenRotateForm
 from tokens.models import Token
+from tokens.selectors import visible_tokens
 from tokens.services import (
     EXPIRY_NOTICE,
     CreatedToken,
@@ -35,12 +35,6 @@ from workspaces.selectors import membership_or_404
 from workspaces.views import public_base_url
 
 FORM_ID_TTL = 24 * 3600
-
-
-def visible_tokens(member: Member) -> QuerySet[Token]:
-    """Owners and admins see every token of the workspace (of removed members too); members see their own."""
-    tokens = Token.objects.filter(workspace_id=member.workspace_id).select_related("member__user")
-    return tokens if allows(member, Action.TOKEN_ANY) else tokens.filter(member=member)
 
 
 def _holders(member: Member) -> list[Member]:

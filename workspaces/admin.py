@@ -5,13 +5,29 @@ from django.contrib import admin
 from workspaces.models import AuditEvent, Invite, Member, Workspace
 
 
-class MemberInline(admin.TabularInline):  # type: ignore[type-arg]
+class ReadOnly:
+    """The admin reads; it does not change. Workspaces, memberships and servers change only through the
+    services (dashboard, REST API, CLI), which check the actor's role, keep the last owner, revoke a removed
+    member's tokens on every node, drop cached catalogs and write the audit row in the same transaction: an
+    admin-site edit would do none of that."""
+
+    def has_add_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+
+class MemberInline(ReadOnly, admin.TabularInline):  # type: ignore[type-arg]
     model = Member
     extra = 0
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class WorkspaceAdmin(ReadOnly, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["name", "slug", "created_at", "rate_limit_per_minute"]
     search_fields = ["name", "slug"]
     readonly_fields = ["slug", "created_at", "created_by"]
@@ -19,7 +35,7 @@ class WorkspaceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Member)
-class MemberAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class MemberAdmin(ReadOnly, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["user", "workspace", "role", "created_at", "ended_at"]
     list_filter = ["role"]
 

@@ -10,7 +10,10 @@ hits the methods named in the query's ``on`` (comma separated, e.g. ``on=tools/c
 properly:
 
     ok          no fault: tools ``echo`` and ``tool1``..``toolN`` (``tools=N``, default 2), descriptions
-                padded to ``pad`` bytes (default 40), ``sse=1`` answers in SSE instead of JSON
+                padded to ``pad`` bytes (default 40), ``sse=1`` answers in SSE instead of JSON; with
+                ``resources=N`` it also offers resources ``res://<name>/1``..``N`` and prompts ``prompt1``..``N``,
+                ``page`` items per page (default 10) linked by ``nextCursor``, and answers
+                ``resources/templates/list`` with -32601
     hang        reads the request and never answers (until the client closes the connection)
     http500     answers HTTP 500
     badjson     answers 200 application/json with a body that is not JSON
@@ -166,6 +169,8 @@ class Handler(BaseHTTPRequestHandler):
                 ),
             ]
             return self._json({"jsonrpc": "2.0", "id": message["id"], "result": {"tools": tools}})
+        if method in ("resources/list", "prompts/list") and "resources" in self.query:
+            return self._feature_page(message, method)
         if method == "tools/call":
             params = message.get("params") or {}
             text = json.dumps(
@@ -183,10 +188,28 @@ class Handler(BaseHTTPRequestHandler):
             _sessions.setdefault(self.route, set()).add(session)
         result = {
             "protocolVersion": "1999-01-01" if oldversion else PROTOCOL_VERSION,
-            "capabilities": {"tools": {}},
+            "capabilities": {
+                "tools": {},
+                **({"resources": {}, "prompts": {}} if "resources" in self.query else {}),
+            },
             "serverInfo": {"name": f"fault{self.route}", "version": "1"},
         }
         self._json({"jsonrpc": "2.0", "id": message.get("id"), "result": result}, Mcp_Session_Id=session)
+
+    def _feature_page(self, message: dict[str, Any], method: str) -> None:
+        count, size = int(self.query["resources"]), int(self.query.get("page", 10))
+        cursor = int((message.get("params") or {}).get("cursor") or 0)
+        numbers = range(cursor + 1, min(cursor + size, count) + 1)
+        if method == "resources/list":
+            name = self.route.rsplit("/", 1)[-1]
+            result: dict[str, Any] = {
+                "resources": [{"uri": f"res://{name}/{n}", "name": f"r{n}"} for n in numbers]
+            }
+        else:
+            result = {"prompts": [{"name": f"prompt{n}"} for n in numbers]}
+        if cursor + size < count:
+            result["nextCursor"] = str(cursor + size)
+        self._json({"jsonrpc": "2.0", "id": message["id"], "result": result})
 
     def _cut_sse(self, message: dict[str, Any]) -> None:
         self.send_response(200)

@@ -16,21 +16,31 @@ Tools:
     echo(text: str) -> str
     fail(message: str)            raises ToolError -> result with isError true, text == message
     slow(seconds: float) -> "done" sends progress notifications (when the request carries a
-                                   progressToken) and log messages while sleeping
+                                   progressToken) and log messages while sleeping; prints
+                                   "slow: cancelled" on stderr when it is cancelled
     math.mul(a: int, b: int) -> int  a dotted tool name (the SDK accepts it: SEP-986 allows dots)
     headers() -> str                 the request headers the call arrived with, as JSON
+
+Resources, templates, prompts, completion:
+    notes://readme                   a fixed text resource ("Read me first.")
+    notes://{topic}/summary          a template: "Summary of <topic>."
+    greet(name)                      a prompt: "Say hello to <name>."
+    review.code(language)            a dotted prompt name
+    completion/complete              names for greet's `name` (alice, albert, bob) and topics for the template
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.types import Completion, PromptReference, ResourceTemplateReference
 
 HOST = "127.0.0.1"
 PATH = "/mcp"
@@ -58,10 +68,14 @@ def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
     async def slow(seconds: float, ctx: Context) -> str:
         steps = 4
         await ctx.info(f"slow: starting, {seconds}s")
-        for step in range(1, steps + 1):
-            await anyio.sleep(max(seconds, 0) / steps)
-            await ctx.report_progress(step, steps, f"step {step}/{steps}")
-            await ctx.info(f"slow: step {step}/{steps}")
+        try:
+            for step in range(1, steps + 1):
+                await anyio.sleep(max(seconds, 0) / steps)
+                await ctx.report_progress(step, steps, f"step {step}/{steps}")
+                await ctx.info(f"slow: step {step}/{steps}")
+        except anyio.get_cancelled_exc_class():
+            print("slow: cancelled", file=sys.stderr, flush=True)  # what tests of cancellation look for
+            raise
         return "done"
 
     @server.tool(description="The HTTP request headers this call arrived with (lowercased names), as JSON.")
@@ -71,6 +85,30 @@ def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
     @server.tool(name="math.mul", description="Multiply two integers (dotted tool name).")
     def math_mul(a: int, b: int) -> int:
         return a * b
+
+    @server.resource("notes://readme", name="readme", description="A fixed note.", mime_type="text/plain")
+    def readme() -> str:
+        return "Read me first."
+
+    @server.resource("notes://{topic}/summary", name="summary", description="A summary of a topic.")
+    def summary(topic: str) -> str:
+        return f"Summary of {topic}."
+
+    @server.prompt(description="Greet someone.")
+    def greet(name: str) -> str:
+        return f"Say hello to {name}."
+
+    @server.prompt(name="review.code", description="Review code (dotted prompt name).")
+    def review_code(language: str) -> str:
+        return f"Review this {language} code."
+
+    @server.completion()
+    async def complete(ref, argument, context):  # type: ignore[no-untyped-def]
+        if isinstance(ref, PromptReference) and ref.name == "greet" and argument.name == "name":
+            return Completion(values=[n for n in ("alice", "albert", "bob") if n.startswith(argument.value)])
+        if isinstance(ref, ResourceTemplateReference) and argument.name == "topic":
+            return Completion(values=[t for t in ("rust", "ruby", "go") if t.startswith(argument.value)])
+        return None
 
     return server
 

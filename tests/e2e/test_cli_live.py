@@ -281,7 +281,26 @@ def test_member_server_and_activity_commands(stack: Stack) -> None:
             "workspace", "server", "add", stack.slug, "--name", "Local", "--url", closed, "--json", key=owner
         ).stdout
     )
-    assert added["slug"] == "local"
+    assert added["slug"] == "local" and added["expose_names"] is False
+    verbatim = json.loads(
+        stack.run(
+            "workspace",
+            "server",
+            "add",
+            stack.slug,
+            "--name",
+            "Own",
+            "--url",
+            closed,
+            "--expose-names",
+            "--json",
+            key=owner,
+        ).stdout
+    )
+    assert verbatim["expose_names"] is True
+    assert (
+        stack.run("workspace", "server", "remove", stack.slug, str(verbatim["id"]), key=owner).returncode == 0
+    )
     listed = stack.run("workspace", "server", "list", stack.slug, key=owner).stdout
     assert "local" in listed and listed.splitlines()[0].split()[:3] == ["ID", "SLUG", "NAME"]
     assert_one_line_error(

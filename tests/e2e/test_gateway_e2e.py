@@ -102,10 +102,11 @@ async def _use_gateway(url: str, token: str, mode: str) -> dict[str, Any]:
         }
 
 
-@pytest.mark.parametrize("mode", ["auto", "legacy"])
+@pytest.mark.parametrize("mode", ["auto", "legacy", "2026-07-28"])
 def test_it_serves_every_tool_of_both_upstreams_to_the_sdk_client(stack: Stack, mode: str) -> None:
     out = anyio.run(_use_gateway, stack.url, stack.tokens[0], mode)
-    assert out["version"] == "2025-11-25"  # auto mode fell back from server/discover to initialize
+    # auto mode: the gateway answers server/discover, so the client stays in the 2026-07-28 era
+    assert out["version"] == ("2025-11-25" if mode == "legacy" else "2026-07-28")
     assert {"py__add", "py__echo", "py__fail", "py__slow", "py__math_mul"} <= set(out["tools"])
     assert "ev__echo" in out["tools"]
     prefixes = [name.split("__")[0] for name in out["tools"]]
@@ -290,7 +291,7 @@ print(token_create(workspace=ws, holder=ws.members.get(), name="scoped", expires
 """
 
 
-@pytest.mark.parametrize("mode", ["auto", "legacy"])
+@pytest.mark.parametrize("mode", ["auto", "legacy", "2026-07-28"])
 def test_a_scoped_token_sees_only_its_server_through_the_real_stack(stack: Stack, mode: str) -> None:
     """A token limited to the Python upstream, through gunicorn and the official SDK client: only py__*
     tools are listed, they work, and server-everything's tools answer as unknown tools."""

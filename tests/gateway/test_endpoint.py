@@ -48,7 +48,15 @@ def test_it_initializes_a_session(team: Team, py_server: Server) -> None:
     body = response.json()
     assert response.status_code == 200
     assert body["result"]["protocolVersion"] == "2025-06-18"
-    assert body["result"]["capabilities"] == {"tools": {"listChanged": False}, "logging": {}}
+    # A server never contacted yet counts as offering resources, prompts and completions (tests/gateway/
+    # test_features.py checks what a known server's capabilities give).
+    assert body["result"]["capabilities"] == {
+        "tools": {"listChanged": False},
+        "logging": {},
+        "resources": {"subscribe": False, "listChanged": False},
+        "prompts": {"listChanged": False},
+        "completions": {},
+    }
     assert body["result"]["serverInfo"]["name"] == "aerostack"
     assert re.fullmatch(r"[\x21-\x7e]{20,}", response["Mcp-Session-Id"])
 
@@ -70,7 +78,7 @@ def test_it_answers_ping_itself(mcp: McpTestClient) -> None:
 
 
 def test_it_refuses_unknown_methods(mcp: McpTestClient) -> None:
-    body = mcp.request("resources/list").json()
+    body = mcp.request("sampling/createMessage").json()
     assert body["error"]["code"] == -32601
 
 
@@ -127,11 +135,14 @@ def test_it_answers_malformed_messages_with_json_rpc_errors(
     assert response.json()["error"]["code"] == code and response.json()["jsonrpc"] == "2.0"
 
 
-def test_it_answers_the_discover_probe_fast_with_400(team: Team) -> None:
+def test_it_answers_a_bare_discover_probe_with_what_it_speaks(team: Team) -> None:
+    # A probe without the modern envelope still learns the versions: the legacy ones are among them.
     client = McpTestClient(make_token(team.bob).raw)
     response = client.request("server/discover", {}, HTTP_MCP_PROTOCOL_VERSION="2025-11-25")
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == -32601 and response.json()["id"] == 1
+    assert response.status_code == 200 and response.json()["id"] == 1
+    result = response.json()["result"]
+    assert result["supportedVersions"] == ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"]
+    assert result["resultType"] == "complete" and result["capabilities"]["tools"] == {"listChanged": False}
 
 
 def test_it_refuses_an_unsupported_protocol_version_header(mcp: McpTestClient) -> None:
@@ -535,7 +546,7 @@ def test_it_answers_an_sse_only_client_with_an_event_stream(mcp: McpTestClient) 
     response = mcp.request("ping", HTTP_ACCEPT="text/event-stream")
     assert response["Content-Type"] == "text/event-stream"
     assert messages_of_sse(response.content) == [{"jsonrpc": "2.0", "id": mcp._next_id, "result": {}}]
-    error = mcp.request("resources/list", HTTP_ACCEPT="text/event-stream")  # JSON-RPC errors too
+    error = mcp.request("sampling/createMessage", HTTP_ACCEPT="text/event-stream")  # JSON-RPC errors too
     assert (
         error["Content-Type"] == "text/event-stream"
         and messages_of_sse(error.content)[0]["error"]["code"] == -32601
@@ -545,11 +556,8 @@ def test_it_answers_an_sse_only_client_with_an_event_stream(mcp: McpTestClient) 
 def test_it_answers_the_probe_with_its_id_even_with_the_new_version_header(team: Team) -> None:
     client = McpTestClient(make_token(team.bob).raw)
     response = client.request("server/discover", {}, HTTP_MCP_PROTOCOL_VERSION="2026-07-28")
-    assert (
-        response.status_code == 400
-        and response.json()["id"] == 1
-        and response.json()["error"]["code"] == -32601
-    )
+    assert response.status_code == 200 and response.json()["id"] == 1
+    assert "2026-07-28" in response.json()["result"]["supportedVersions"]
 
 
 def test_it_keeps_the_request_id_in_version_errors(mcp: McpTestClient) -> None:

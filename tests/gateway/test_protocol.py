@@ -30,7 +30,6 @@ from gateway.protocol import (
     build_tool_names,
     check_list_cursor,
     check_protocol_version_header,
-    discover_probe_error,
     encode_sse_event,
     error_body,
     is_discover_probe,
@@ -472,17 +471,6 @@ def test_it_recognises_the_discover_probe() -> None:
     assert is_discover_probe(probe)
     assert not is_discover_probe(parse_message(_body({"jsonrpc": "2.0", "id": 1, "method": "initialize"})))
     assert not is_discover_probe(parse_message(_body({"jsonrpc": "2.0", "id": 1, "result": {}})))
-
-
-@pytest.mark.parametrize("request_id", [1, "d", None])
-def test_it_refuses_the_discover_probe_so_clients_fall_back(request_id: str | int | None) -> None:
-    error = discover_probe_error(request_id)
-    assert (error.http_status, error.code, error.id, error.data) == (400, METHOD_NOT_FOUND, request_id, None)
-    assert "initialize" in error.message
-    assert "2025-11-25" in error.message
-    body = error.to_body()
-    assert body["id"] == request_id
-    assert "data" not in body["error"]  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("params", [None, {}, {"cursor": None}, {"_meta": {"progressToken": 1}}])

@@ -2,7 +2,8 @@
 which HTTP status a request must get (README "The gateway" and the MCP Streamable HTTP rules).
 
 Checks come in the order a client can observe: method, Origin, body size, token, rate limit, JSON-RPC
-shape, Accept, the discover probe, MCP-Protocol-Version, session.
+shape, Accept, the era (2026-07-28 requests are served statelessly: README "Protocol eras"),
+MCP-Protocol-Version, session.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SUPPORTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
+MODERN_VERSIONS = ("2026-07-28",)
+MODERN_KEY = "io.modelcontextprotocol/protocolVersion"
 # Accept values with a known answer: True when the gateway can answer a request (JSON or SSE).
 ACCEPTS: dict[str | None, bool] = {
     None: True,
@@ -123,8 +126,9 @@ def expected_status(case: Case, *, max_body: int, workspace_slug: str, accept_ok
         accept_ok = ACCEPTS[case.accept]
     if kind == "request" and not accept_ok:
         return 406
-    if method == "server/discover":
-        return 400
+    modern = _modern_status(case, kind, method)
+    if modern is not None:
+        return modern
     if method != "initialize":
         version = (case.version or "").strip()
         if version and version not in SUPPORTED_VERSIONS:
@@ -136,6 +140,29 @@ def expected_status(case: Case, *, max_body: int, workspace_slug: str, accept_ok
     if case.session_kind != "valid" or case.token_kind != "valid":  # the shared session is the valid token's
         return 404
     return 200 if kind == "request" else 202
+
+
+def _modern_status(case: Case, kind: str, method: str | None) -> int | None:
+    """The status of a request served in the 2026-07-28 era, or None for a legacy one. Modern: not
+    ``initialize``, and ``server/discover``, or a version header that is not a legacy version, or the modern
+    protocol-version key in ``params._meta``. These cases never carry ``Mcp-Method``, so a request with the
+    envelope is a header mismatch (400); without it, only ``server/discover`` is answered."""
+    version = (case.version or "").strip()
+    obj: Any = json.loads(case.body.decode("utf-8"))
+    params = obj.get("params") if kind != "response" else None
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    enveloped = isinstance(meta, dict) and MODERN_KEY in meta
+    if method == "initialize":
+        return None
+    if not (method == "server/discover" or (version and version not in SUPPORTED_VERSIONS) or enveloped):
+        return None
+    if kind == "response" or enveloped:
+        return 400
+    if version and version not in SUPPORTED_VERSIONS + MODERN_VERSIONS:
+        return 400  # an unsupported version: -32022
+    if method == "server/discover":
+        return 200 if kind == "request" else 202
+    return 400  # no envelope
 
 
 def allowed_statuses(case: Case, *, max_body: int, workspace_slug: str) -> set[int]:

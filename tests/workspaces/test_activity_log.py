@@ -100,7 +100,7 @@ def every_action(team: Team) -> None:
 
 EXPECTED = {
     "workspace.create": "created the workspace",
-    "server.create": "added server github (https://mcp.example.com/mcp)",
+    "server.create": "added server github (https://mcp.example.com)",
     "server.update": "changed server github (url)",
     "server.disable": "disabled server github",
     "server.enable": "enabled server github",

@@ -1,0 +1,414 @@
+"""Resources, resource templates, prompts, completions and resource subscriptions through the gateway.
+
+The lists come from ``catalog.feature_list`` (merged, pre-encoded, cached per catalog version); this module
+answers the MCP methods on them and routes the others to the upstream that owns the item:
+
+- ``prompts/list``, ``resources/list``, ``resources/templates/list``: the merged lists as the token's scopes
+  allow (one page: a cursor is refused with -32602, as for ``tools/list``).
+- ``prompts/get``: ``<server>__<prompt>`` back to the upstream's name; an unknown prompt is -32602.
+- ``resources/read``, ``resources/subscribe``, ``resources/unsubscribe``: a URI back to its server and the
+  upstream's URI; an unknown resource is -32002 (the spec's "resource not found") with ``data.uri``.
+- ``completion/complete``: ``ref/prompt`` names and ``ref/resource`` template URIs mapped back.
+
+URI scheme: the gateway exposes an upstream's URI ``u`` of server ``s`` as ``aerostack://s/u`` (``u``
+verbatim, see ``protocol.wrap_uri``), resource templates likewise, so a URI a client makes by filling a
+template is the prefix plus what filling the upstream's template gives, and routes back by its prefix
+without any look-up. A server set to expose its names as they are keeps its own URIs. A URI outside the
+scheme (a resource link in a tool result carries the upstream's own) is routed to the one server that lists
+it or whose template it fits (``FeatureList.upstream_uri``).
+
+Scopes: a token sees and uses the resources, templates and prompts of a server only when its scope grants
+that whole server (``tokens.scopes.allows_whole_server``); out of scope is answered exactly as unknown.
+
+Subscriptions: the client sessions subscribed to an upstream URI are kept in the shared cache (any node
+serves any session); ``resource_updated`` publishes an upstream's ``notifications/resources/updated`` to each
+of them on the bus channel ``session:<id>``, with the URI they subscribed with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from gateway import catalog, protocol, sessions
+from gateway.models import Server, UsageEvent
+from gateway.upstream import UpstreamError, session_for
+from tokens import scopes as token_scopes
+from tokens.models import Token
+
+logger = logging.getLogger(__name__)
+Outcome = UsageEvent.Outcome
+
+RESOURCE_NOT_FOUND = -32002
+LIST_METHODS = frozenset({"prompts/list", "resources/list", "resources/templates/list"})
+METHODS = LIST_METHODS | {
+    "prompts/get",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+}
+# What initialize advertises as listChanged for resources and prompts (the GET stream pushes those changes).
+LIST_CHANGED = False
+EMPTY_COMPLETION = {"completion": {"values": [], "hasMore": False}}
+SUBSCRIBERS_LOCK_TRIES = 40
+
+Record = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a prompt, resource or template URI goes."""
+
+    server: catalog.ServerEntry
+    upstream: str  # the upstream's own prompt name or URI
+    exposed: str  # what the client sent
+
+
+# -- capabilities ------------------------------------------------------------------------------------------
+
+
+def capabilities(workspace_id: int, scopes: token_scopes.StoredScopes | None) -> dict[str, Any]:
+    """The ``resources``, ``prompts`` and ``completions`` capabilities for ``initialize``: each only when an
+    enabled upstream the token may use offers it, as its last contact recorded (one small query per session:
+    ``initialize`` is not on the hot path). A server never contacted yet counts as offering resources, prompts
+    and completions (its lists are then simply empty), not subscriptions."""
+    rows = Server.objects.filter(workspace_id=workspace_id, enabled=True).values_list(
+        "id", "features_snapshot__offers"
+    )
+    offered = {"resources": False, "subscribe": False, "prompts": False, "completions": False}
+    for server_id, offers in rows:
+        if not token_scopes.allows_whole_server(scopes, server_id):
+            continue
+        if not isinstance(offers, dict):
+            offers = {"resources": True, "prompts": True, "completions": True}
+        for name in offered:
+            offered[name] = offered[name] or offers.get(name) is True
+    result: dict[str, Any] = {}
+    if offered["resources"]:
+        result["resources"] = {"subscribe": offered["subscribe"], "listChanged": LIST_CHANGED}
+    if offered["prompts"]:
+        result["prompts"] = {"listChanged": LIST_CHANGED}
+    if offered["completions"]:
+        result["completions"] = {}
+    return result
+
+
+# -- dispatch ----------------------------------------------------------------------------------------------
+
+
+def answer(
+    message: protocol.Message,
+    *,
+    token: Token,
+    session_id: str | None,
+    current: int | None,
+    record: Record,
+) -> bytes | dict[str, Any]:
+    """The response to one request of ``METHODS``: pre-encoded bytes (the lists) or a body to encode.
+    Raises ``protocol.ProtocolError`` for what the client got wrong."""
+    assert message.id is not None and message.method is not None
+    params = message.params or {}
+    if message.method in LIST_METHODS:
+        protocol.check_list_cursor(params, message.id)
+        listed = catalog.scoped_feature_list(token.workspace_id, token.scopes, current=current)
+        return listed.result_json(message.method, message.id)
+    call = _Call(message, params, token, current, record)
+    if message.method == "prompts/get":
+        return call.prompt()
+    if message.method == "resources/read":
+        return call.read()
+    if message.method == "completion/complete":
+        return call.complete()
+    if session_id is None:
+        raise protocol.ProtocolError(
+            200, protocol.INVALID_REQUEST, f"{message.method} needs a session: initialize first", message.id
+        )
+    return call.subscribe(session_id, subscribe=message.method == "resources/subscribe")
+
+
+class _Call:
+    def __init__(
+        self,
+        message: protocol.Message,
+        params: dict[str, Any],
+        token: Token,
+        current: int | None,
+        record: Record,
+    ) -> None:
+        assert message.id is not None and message.method is not None
+        self.id: protocol.RequestId = message.id
+        self.method: str = message.method
+        self.params = params
+        self.token = token
+        self.current = current
+        self._record = record
+        self.started = time.perf_counter()
+        self._listed: catalog.FeatureList | None = None
+
+    # -- what the client named -----------------------------------------------------------------------------
+    @property
+    def listed(self) -> catalog.FeatureList:
+        if self._listed is None:
+            self._listed = catalog.scoped_feature_list(
+                self.token.workspace_id, self.token.scopes, current=self.current
+            )
+        return self._listed
+
+    def _server(self, slug: str) -> catalog.ServerEntry | None:
+        entry = catalog.servers(self.token.workspace_id, self.current).get(slug)
+        if entry is None or not token_scopes.allows_whole_server(self.token.scopes, entry.id):
+            return None
+        return entry
+
+    def _invalid(self, text: str) -> protocol.ProtocolError:
+        self.record(Outcome.BAD_REQUEST, detail=text[:300])
+        return protocol.ProtocolError(200, protocol.INVALID_PARAMS, text, self.id)
+
+    def _text(self, name: str) -> str:
+        value = self.params.get(name)
+        if not isinstance(value, str) or not value:
+            raise self._invalid(f"{self.method} needs a {name}")
+        return value
+
+    def prompt_target(self, name: str) -> Target | None:
+        routed = self.listed.prompts.get(name)
+        entry = self._server(routed[0]) if routed else None
+        return Target(entry, routed[1], name) if entry is not None and routed else None
+
+    def uri_target(self, uri: str) -> Target | None:
+        """The server and upstream URI of a resource URI (or a URI made from a template)."""
+        wrapped = protocol.unwrap_uri(uri)
+        if wrapped is not None:
+            # By its prefix alone, without the list: a URI filled from a template is in no list.
+            entry = self._server(wrapped[0])
+            return Target(entry, wrapped[1], uri) if entry is not None else None
+        routed = self.listed.upstream_uri(uri)
+        entry = self._server(routed[0]) if routed else None
+        return Target(entry, routed[1], uri) if entry is not None and routed else None
+
+    def template_target(self, uri: str) -> Target | None:
+        routed = self.listed.templates.get(uri)
+        if routed is None:
+            wrapped = protocol.unwrap_uri(uri)
+            if wrapped is not None:
+                routed = wrapped
+            else:  # an upstream's own template, when exactly one server lists it
+                owners = {slug for slug, original in self.listed.templates.values() if original == uri}
+                routed = (owners.pop(), uri) if len(owners) == 1 else None
+        entry = self._server(routed[0]) if routed else None
+        return Target(entry, routed[1], uri) if entry is not None and routed else None
+
+    def _not_found(self, uri: str) -> protocol.ProtocolError:
+        self.record(Outcome.BAD_REQUEST, detail="unknown resource")
+        return protocol.ProtocolError(
+            200, RESOURCE_NOT_FOUND, f"Resource not found: {uri}", self.id, {"uri": uri}
+        )
+
+    # -- the methods ---------------------------------------------------------------------------------------
+    def prompt(self) -> dict[str, Any]:
+        name = self._text("name")
+        arguments = self.params.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise self._invalid("Prompt arguments must be an object")
+        target = self.prompt_target(name)
+        if target is None:
+            raise self._invalid(f"Unknown prompt: {name}")
+        return self.forward(target, {**self.params, "name": target.upstream}, tool=target.upstream)
+
+    def read(self) -> dict[str, Any]:
+        uri = self._text("uri")
+        target = self.uri_target(uri)
+        if target is None:
+            raise self._not_found(uri)
+        body = self.forward(target, {**self.params, "uri": target.upstream})
+        result = body.get("result")
+        if isinstance(result, dict) and isinstance(result.get("contents"), list):
+            # The contents name their URIs: in the gateway's scheme, as the client knows them.
+            result["contents"] = [
+                {**item, "uri": self.exposed_uri(target, item["uri"])}
+                if isinstance(item, dict) and isinstance(item.get("uri"), str)
+                else item
+                for item in result["contents"]
+            ]
+        return body
+
+    def exposed_uri(self, target: Target, uri: str) -> str:
+        if uri == target.upstream:
+            return target.exposed
+        return uri if target.server.expose_names else protocol.wrap_uri(target.server.slug, uri)
+
+    def complete(self) -> dict[str, Any]:
+        ref = self.params.get("ref")
+        if not isinstance(ref, dict) or ref.get("type") not in ("ref/prompt", "ref/resource"):
+            raise self._invalid("completion/complete needs a ref of type ref/prompt or ref/resource")
+        if not isinstance(self.params.get("argument"), dict):
+            raise self._invalid("completion/complete needs an argument with a name and a value")
+        if ref["type"] == "ref/prompt":
+            name = ref.get("name")
+            target = self.prompt_target(name) if isinstance(name, str) else None
+            if target is None:
+                raise self._invalid(f"Unknown prompt: {name}")
+            upstream_ref = {**ref, "name": target.upstream}
+        else:
+            uri = ref.get("uri")
+            target = self.template_target(uri) if isinstance(uri, str) else None
+            if target is None:
+                raise self._invalid(f"Unknown resource template: {uri}")
+            upstream_ref = {**ref, "uri": target.upstream}
+        offers = self.listed.offers.get(target.server.slug)
+        if offers is not None and not offers.get("completions"):
+            return protocol.result_body(self.id, dict(EMPTY_COMPLETION))  # nothing to complete there
+        return self.forward(target, {**self.params, "ref": upstream_ref})
+
+    def subscribe(self, session_id: str, *, subscribe: bool) -> dict[str, Any]:
+        uri = self._text("uri")
+        target = self.uri_target(uri)
+        if target is None:
+            raise self._not_found(uri)
+        offers = self.listed.offers.get(target.server.slug)
+        if subscribe and offers is not None and not offers.get("subscribe"):
+            raise self._invalid(f"Server {target.server.slug} does not offer resource subscriptions")
+        params = {**self.params, "uri": target.upstream}
+        if subscribe:
+            body = self.forward(target, params)
+            if "result" in body:
+                subscribers_change(target.server.id, target.upstream, session_id, target.exposed)
+            return body
+        remaining = subscribers_change(target.server.id, target.upstream, session_id, None)
+        if remaining:  # other sessions still want its updates: the upstream keeps the subscription
+            return protocol.result_body(self.id, {})
+        return self.forward(target, params)
+
+    # -- the upstream --------------------------------------------------------------------------------------
+    def forward(self, target: Target, params: dict[str, Any], *, tool: str = "") -> dict[str, Any]:
+        """Send the request to the target's upstream and turn its answer into the client's."""
+        entry = target.server
+        if entry.config is None:
+            self.record(Outcome.UPSTREAM_ERROR, entry, tool, entry.problem)
+            return self._failure(entry, entry.problem)
+        meta = params.get("_meta")
+        if isinstance(meta, dict) and "progressToken" in meta:
+            # Progress of these requests is not relayed: the upstream gets no token of the client's.
+            params = {**params, "_meta": {k: v for k, v in meta.items() if k != "progressToken"}}
+        response: dict[str, Any] = {}
+        try:
+            for incoming in session_for(entry.config).stream(self.method, params):
+                if "method" not in incoming:
+                    response = incoming
+        except UpstreamError as exc:
+            self.record(
+                Outcome.TIMEOUT if exc.kind == "timeout" else Outcome.UPSTREAM_ERROR, entry, tool, exc.message
+            )
+            return self._failure(entry, exc.message)
+        if "error" in response:
+            error = response["error"] if isinstance(response["error"], dict) else {}
+            code = error.get("code")
+            code = code if isinstance(code, int) and not isinstance(code, bool) else protocol.INTERNAL_ERROR
+            self.record(Outcome.UPSTREAM_ERROR, entry, tool, f"upstream error {code}")
+            return protocol.error_body(
+                self.id, code, str(error.get("message") or "Upstream error"), error.get("data")
+            )
+        result = response.get("result")
+        if not isinstance(result, dict):
+            self.record(Outcome.UPSTREAM_ERROR, entry, tool, "no result")
+            return self._failure(entry, "answered without a result")
+        self.record(Outcome.OK, entry, tool)
+        return protocol.result_body(self.id, result)
+
+    def _failure(self, entry: catalog.ServerEntry, why: str) -> dict[str, Any]:
+        return protocol.error_body(
+            self.id, protocol.INTERNAL_ERROR, f"Upstream {entry.slug} failed: {why}", {"server": entry.slug}
+        )
+
+    def record(
+        self, outcome: str, entry: catalog.ServerEntry | None = None, tool: str = "", detail: str = ""
+    ) -> None:
+        self._record(
+            outcome=outcome,
+            status=200,
+            method=self.method,
+            server_id=entry.id if entry else None,
+            server_slug=entry.slug if entry else "",
+            tool=tool,
+            detail=detail[:300],
+            started=self.started,
+        )
+
+
+# -- subscriptions ---------------------------------------------------------------------------------------
+# One shared-cache entry per (server, upstream URI): {gateway session id: the URI the client subscribed
+# with}. Changed under a short lock (a cache.add lease), so two sessions subscribing at once are both kept.
+
+
+def _subscribers_key(server_id: int, uri: str) -> str:
+    digest = hashlib.sha256(uri.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"gw:subs:{server_id}:{digest}"
+
+
+def subscribers_change(server_id: int, uri: str, session_id: str, exposed: str | None) -> int:
+    """Add (``exposed`` given) or remove a session's subscription; how many sessions are subscribed then."""
+    key = _subscribers_key(server_id, uri)
+    lock = f"{key}:lock"
+    for _ in range(SUBSCRIBERS_LOCK_TRIES):
+        if cache.add(lock, 1, 5):
+            break
+        time.sleep(0.005)
+    try:
+        subscribers = dict(cache.get(key) or {})
+        if exposed is None:
+            subscribers.pop(session_id, None)
+        else:
+            subscribers[session_id] = exposed
+        if subscribers:
+            cache.set(key, subscribers, settings.GATEWAY_SESSION_TTL_SECONDS)
+        else:
+            cache.delete(key)
+        return len(subscribers)
+    finally:
+        cache.delete(lock)
+
+
+def subscribers(server_id: int, uri: str) -> dict[str, str]:
+    """The client sessions subscribed to ``uri`` of server ``server_id``: session id -> their URI."""
+    return dict(cache.get(_subscribers_key(server_id, uri)) or {})
+
+
+def resource_updated(server_id: int, params: dict[str, Any]) -> int:
+    """Relay an upstream's ``notifications/resources/updated`` to every client session subscribed to its URI
+    (on whatever node the session's GET stream is served), with the URI each of them subscribed with. Sessions
+    that have ended are dropped from the subscribers. Returns how many sessions it was published to.
+
+    For whoever reads upstream messages (the GET stream readers): call it from any thread."""
+    uri = params.get("uri") if isinstance(params, dict) else None
+    if not isinstance(uri, str):
+        return 0
+    found = subscribers(server_id, uri)
+    if not found:
+        return 0
+    keys = {session_id: sessions.cache_key(session_id) for session_id in found}
+    alive = cache.get_many([key for key in keys.values() if key])
+    from gateway import bus  # the GET stream's module; imported here, off the request path
+
+    sent = 0
+    for session_id, exposed in found.items():
+        if keys[session_id] not in alive:
+            subscribers_change(server_id, uri, session_id, None)
+            continue
+        bus.publish(
+            f"session:{session_id}",
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/resources/updated",
+                "params": {**params, "uri": exposed},
+            },
+        )
+        sent += 1
+    return sent

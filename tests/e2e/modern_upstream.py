@@ -1,0 +1,92 @@
+"""A MODERN-ONLY MCP upstream (2026-07-28) for the Aerostack tests, built on the official Python SDK (mcp 2.3.0).
+
+Usage:
+    python tests/e2e/modern_upstream.py PORT
+
+The SDK's server is always dual-era (it routes on ``MCP-Protocol-Version``), so this wraps its real
+streamable-HTTP app in a small ASGI gate that refuses everything of the legacy era the way 2026-07-28 tells a
+modern-only server to (streamable-http.mdx, "Backward Compatibility"; versioning.mdx): a POST without a modern
+``MCP-Protocol-Version`` (so every ``initialize``) gets 400 with an UnsupportedProtocolVersionError naming the
+versions it supports; GET and DELETE get 405. Everything else is the SDK's own 2026-07-28 handling:
+``server/discover``, the ``_meta`` envelope, ``Mcp-Method`` / ``Mcp-Name`` checks, ``resultType``, ``ttlMs``.
+
+Serves http://127.0.0.1:PORT/mcp only. Tools: those of py_upstream.py (add, echo, fail, slow, headers,
+math.mul) plus ``where(region)``, whose ``region`` parameter is mirrored into ``Mcp-Param-Region``
+(``x-mcp-header``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import uvicorn
+from pydantic import Field
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from py_upstream import HOST, PATH, build_server
+
+MODERN = ("2026-07-28",)
+
+
+def gate(app: Any) -> Any:
+    """The ASGI app that lets only 2026-07-28 traffic through to ``app``."""
+
+    async def gated(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "DELETE"):
+            await _answer(send, 405, None, [(b"allow", b"POST")])
+            return
+        headers = dict(scope["headers"])
+        version = headers.get(b"mcp-protocol-version", b"").decode("latin-1").strip()
+        if scope["method"] == "POST" and version not in MODERN:
+            body = {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {
+                    "code": -32022,
+                    "message": "Unsupported protocol version: this server speaks only 2026-07-28",
+                    "data": {"supported": list(MODERN), "requested": version},
+                },
+            }
+            await _answer(send, 400, body)
+            return
+        await app(scope, receive, send)
+
+    return gated
+
+
+async def _answer(send: Any, status: int, body: dict[str, Any] | None, extra: Any = ()) -> None:
+    content = b"" if body is None else json.dumps(body).encode("utf-8")
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("port", type=int)
+    args = parser.parse_args(argv)
+    server = build_server("aerostack-modern-upstream")
+
+    @server.tool(description="Where the call ran: its region (sent as the Mcp-Param-Region header too).")
+    def where(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+        return f"ran in {region}"
+
+    app = server.streamable_http_app(streamable_http_path=PATH, host=HOST)
+    uvicorn.run(gate(app), host=HOST, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
