@@ -244,15 +244,16 @@ def dispatch(
         )
     if method == "tools/call":
         _check_tool_headers(ctx, message)
-    client = clientinfo.parse(request.client_info)  # sent per request in this era
+    client_name, client_version = clientinfo.parse(request.client_info)
     session = sessions.GatewaySession(
         id=f"modern-{secrets.token_urlsafe(12)}",  # names this request's in-flight key only
         token_id=token.pk,
         workspace_id=token.workspace_id,
         protocol_version=request.protocol_version,
         expires_at=0.0,
-        client_name=client[0],
-        client_version=client[1],
+        # This request's clientInfo, for its usage row (gateway.clientinfo; the Analytics tab's Clients).
+        client_name=client_name,
+        client_version=client_version,
     )
     return view._handle(ctx, session, message)
 

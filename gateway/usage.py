@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
 
+from aerostack.db import release_connection
 from analytics import rollups
 from analytics.models import DroppedUsage
 from gateway.models import Server, UsageEvent
@@ -193,10 +194,12 @@ class _Writer:
                 if self._pending and time.monotonic() - last_retry > DROPPED_RETRY_SECONDS:
                     last_retry = time.monotonic()
                     self.write()
+                    release_connection()
                 continue
             # Let a batch gather: one INSERT per interval instead of one per call under load.
             time.sleep(FLUSH_INTERVAL_SECONDS)
             self.write([first])
+            release_connection()  # back to the pool between batches (PostgreSQL): the writer is mostly idle
 
 
 def _forget_deleted_references(rows: list[UsageEvent]) -> None:

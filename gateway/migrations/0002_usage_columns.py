@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("gateway", "0001_initial"),
+        ("gateway", "0002_server_features_and_expose_names"),  # main's 0002, merged first
         ("tokens", "0003_rotation_scopes_warnings"),
         ("workspaces", "0006_invite"),
     ]

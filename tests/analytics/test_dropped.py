@@ -75,7 +75,10 @@ def test_rows_beyond_a_full_queue_are_counted_with_the_next_batch(
 
 def _unreachable(settings_dict: dict[str, Any]) -> dict[str, Any]:
     if connection.vendor == "postgresql":
-        return {**settings_dict, "PORT": str(free_port())}  # nobody listens there: connection refused
+        # Nobody listens there: connection refused. Without the process's shared pool, which would hand out
+        # one of its connections to the real server.
+        options = {name: value for name, value in settings_dict["OPTIONS"].items() if name != "pool"}
+        return {**settings_dict, "PORT": str(free_port()), "OPTIONS": options}
     return {**settings_dict, "NAME": "/nonexistent-directory/aerostack.sqlite3", "TEST": {}}
 
 

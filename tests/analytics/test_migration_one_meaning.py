@@ -12,7 +12,7 @@ from django.utils import timezone
 from analytics import histogram
 
 pytestmark = pytest.mark.django_db(transaction=True)
-BEFORE = [("gateway", "0001_initial")]
+BEFORE = [("gateway", "0002_server_features_and_expose_names")]  # the last state before ours
 AFTER = [("gateway", "0004_usage_keyset_indexes")]
 LATEST = [("gateway", "0004_usage_keyset_indexes"), ("analytics", "0003_backfill_rollups")]
 

@@ -233,6 +233,9 @@ def test_tools_call_is_served_statelessly_and_logged_like_a_legacy_call(
     assert "ttlMs" not in result  # not a cacheable result
     event = UsageEvent.objects.get(method="tools/call")
     assert (event.member, event.server, event.tool, event.outcome) == (team.bob, py_server, "add", "ok")
+    # The client named in the request's own _meta (issue 10: the Analytics tab's Clients), and the upstream share.
+    assert (event.exposed_name, event.client_name, event.client_version) == ("py__add", "modern-test", "1")
+    assert event.upstream_ms is not None and 0 < event.upstream_ms <= event.duration_ms
 
 
 def test_a_legacy_session_id_is_ignored_on_the_modern_path(team: Team, py_server: Server) -> None:
