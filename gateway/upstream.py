@@ -151,6 +151,37 @@ class SlowWatch:
 SLOW_WATCH = SlowWatch(SLOW_SECONDS)
 
 
+ONE_WRITE_MAX_BODY = 64 * 1024
+
+
+class _OneWrite:
+    """Sends a request's headers and its body (up to ``ONE_WRITE_MAX_BODY``) in one write.
+
+    ``http.client`` writes them separately: a second system call per request and, with ``TCP_NODELAY``, a
+    second segment that wakes the upstream again (measured: 2 -> 1 ``sendto`` per ``tools/call``). A larger
+    body, or one that is not bytes, goes out as ``http.client`` sends it.
+    """
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if type(message_body) is bytes and not encode_chunked and len(message_body) <= ONE_WRITE_MAX_BODY:
+            # As http.client ends the header block (an empty line), with the body right after it.
+            buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]
+            buffer.extend((b"", message_body))
+            message = b"\r\n".join(buffer)
+            del buffer[:]
+            self.send(message)  # type: ignore[attr-defined]
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class _Connection(_OneWrite, http.client.HTTPConnection):
+    pass
+
+
+class _TLSConnection(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
 class UpstreamError(Exception):
     """An upstream failed to answer properly. ``kind``: unreachable, timeout, http, protocol, too_large,
     config."""
@@ -250,15 +281,16 @@ class UpstreamSession:
             raise UpstreamError("unreachable", str(exc)) from exc
         connection: http.client.HTTPConnection
         if self._https:
-            connection = http.client.HTTPSConnection(
+            connection = _TLSConnection(
                 self._host, self._port, timeout=self.config.timeout, context=ssl.create_default_context()
             )
         else:
-            connection = http.client.HTTPConnection(self._host, self._port, timeout=self.config.timeout)
-        connection._create_connection = _pinned(addresses)  # type: ignore[attr-defined]
+            connection = _Connection(self._host, self._port, timeout=self.config.timeout)
+        connection._create_connection = _pinned(addresses)  # type: ignore[union-attr]
         connection.connect()
         if connection.sock is not None:
-            # Headers and body leave in separate segments: without this Nagle + delayed ACK add 40 ms.
+            # A large body leaves after its headers, in another segment: without this Nagle + delayed ACK
+            # would add 40 ms.
             connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return connection
 
@@ -401,16 +433,33 @@ class UpstreamSession:
 
     def _chunks(self, reply: _Reply, deadline: float, budget: ByteBudget) -> Iterator[bytes]:
         """The body as it arrives, counted against ``budget`` and the deadline (a trickle cannot hold us)."""
-        while True:
-            if time.monotonic() > deadline:
-                raise UpstreamError(
-                    "timeout", f"{self.config.slug} did not finish within {self.config.timeout:g}s"
-                )
-            chunk = reply.response.read1(READ_CHUNK)
-            if not chunk:
-                return
-            budget.spend(len(chunk), self.config.slug)
+        while chunk := self._next_chunk(reply, deadline, budget):
             yield chunk
+
+    def _body(self, reply: _Reply, deadline: float, budget: ByteBudget) -> bytes:
+        """The whole body, read as ``_chunks`` reads it (a reply that came in one read is not copied)."""
+        parts: list[bytes] = []
+        while chunk := self._next_chunk(reply, deadline, budget):
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _next_chunk(self, reply: _Reply, deadline: float, budget: ByteBudget) -> bytes:
+        """What has arrived of the body (at most ``READ_CHUNK``, one read); empty at its end."""
+        response = reply.response
+        if response.isclosed():
+            return b""
+        if time.monotonic() > deadline:
+            raise UpstreamError(
+                "timeout", f"{self.config.slug} did not finish within {self.config.timeout:g}s"
+            )
+        chunk = response.read1(READ_CHUNK)
+        if chunk:
+            budget.spend(len(chunk), self.config.slug)
+            if response.length == 0:
+                # All of a Content-Length body is in: read() marks the response complete without a system
+                # call, so _finish gives the connection back at once instead of draining it (two ioctl).
+                response.read()
+        return chunk
 
     def _messages(
         self, reply: _Reply, deadline: float, budget: ByteBudget | None = None
@@ -428,7 +477,7 @@ class UpstreamSession:
                                 _decode(event.data.encode("utf-8"), self.config.slug), self.config.slug
                             )
                 return
-            data = b"".join(self._chunks(reply, deadline, budget))
+            data = self._body(reply, deadline, budget)
             if reply.content_type != "application/json" and not data.strip():
                 return
             message = _decode(data, self.config.slug)
