@@ -173,6 +173,34 @@ class _OneWrite:
             return
         super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
 
+    def post_prepared(self, path: str, lines: PreparedLines, body: bytes) -> None:
+        """``request("POST", path, body, headers)`` with the header lines ``_header_lines`` prepared: the same
+        bytes on the wire, without encoding and checking every header again on every request."""
+        self.putrequest("POST", path, skip_host=True, skip_accept_encoding=True)  # type: ignore[attr-defined]
+        buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]
+        buffer.extend(lines[0])
+        buffer.append(b"Content-Length: %d" % len(body))  # where request() puts it
+        buffer.extend(lines[1])
+        self.endheaders(body)  # type: ignore[attr-defined]
+
+
+# The Host and Accept-Encoding lines, then the request's own header lines.
+PreparedLines = tuple[list[bytes], list[bytes]]
+
+
+def _header_lines(host: str, port: int, https: bool, headers: dict[str, str]) -> PreparedLines:
+    """The Host, Accept-Encoding and ``headers`` lines exactly as ``http.client`` writes them for a request,
+    encoded and checked by ``http.client`` itself (illegal names or values raise here, as they would there)
+    on a connection that never connects."""
+    scratch = http.client.HTTPConnection(host, port)
+    if https:
+        scratch.default_port = http.client.HTTPS_PORT  # the Host line names no port for 443
+    scratch.putrequest("POST", "/")
+    for name, value in headers.items():
+        scratch.putheader(name, value)
+    lines: list[bytes] = scratch._buffer[1:]  # type: ignore[attr-defined]
+    return lines[:2], lines[2:]
+
 
 class _Connection(_OneWrite, http.client.HTTPConnection):
     pass
@@ -263,6 +291,7 @@ class UpstreamSession:
     _init_lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _closed: bool = False
+    _prepared: tuple[tuple[str | None, bool, str | None], PreparedLines] | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.config.url)
@@ -332,6 +361,18 @@ class UpstreamSession:
             connection.close()
 
     # -- one HTTP exchange ---------------------------------------------------------------------------------
+    def _prepared_lines(self, session_id: str | None, *, initialize: bool) -> PreparedLines:
+        """The header lines of a POST (``_headers``), prepared once per session id and protocol version."""
+        key = (session_id, initialize, self.protocol_version)
+        prepared = self._prepared
+        if prepared is not None and prepared[0] == key:
+            return prepared[1]
+        lines = _header_lines(
+            self._host, self._port, self._https, self._headers(session_id, initialize=initialize)
+        )
+        self._prepared = (key, lines)  # one entry: a tuple replaced at once, safe to read from any thread
+        return lines
+
     def _headers(self, session_id: str | None, *, initialize: bool = False) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
@@ -369,9 +410,16 @@ class UpstreamSession:
                     "unreachable", f"cannot connect to {self.config.slug}: {exc.strerror or exc}"
                 ) from exc
             try:
-                connection.request(
-                    "POST", self._path, body=body, headers=self._headers(session_id, initialize=initialize)
-                )
+                lines = self._prepared_lines(session_id, initialize=initialize)
+                if isinstance(connection, _OneWrite):
+                    connection.post_prepared(self._path, lines, body)
+                else:  # pragma: no cover (every connection of the pool is one of ours)
+                    connection.request(
+                        "POST",
+                        self._path,
+                        body=body,
+                        headers=self._headers(session_id, initialize=initialize),
+                    )
                 slow_reported = False
                 if on_slow is None:
                     response = connection.getresponse()
