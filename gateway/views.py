@@ -53,7 +53,6 @@ from tokens.services import (
     Refusal,
     expiry_header,
     token_authenticate,
-    token_cache_key,
     token_touch,
 )
 from workspaces.models import Workspace
@@ -441,16 +440,18 @@ class GatewayView(APIView):
         # One cache round trip for the failure counter, the session this request names and (with a shared
         # cache) the token's cached state.
         raw = _bearer(request)
-        token_key = token_cache_key(raw) if raw and settings.TOKEN_CACHE_SECONDS else None
+        # Checked offline and hashed once: the cache key, the rate window and the lookup all use the hash.
+        token_hash = token_format.hash_token(raw) if raw and token_format.is_well_formed(raw) else None
+        token_key = f"tok:{token_hash}" if token_hash and settings.TOKEN_CACHE_SECONDS else None
         session_key = sessions.cache_key(request.META.get("HTTP_MCP_SESSION_ID") or "")
         keys = [key for key in (failures.key, session_key, token_key) if key]
         read_and_count = getattr(cache, "read_and_count", None)
         workspace_hint = _workspace_ids.get(ctx.slug)
-        if raw and token_key and read_and_count is not None:
+        if token_hash and token_key and read_and_count is not None:
             # Redis: the rate-limit hit and the catalog version travel in the same round trip. The hit is
             # counted only when the token has a cache entry, so made-up tokens create no counters; without
             # one it is counted after authentication, as with other caches.
-            ctx.rate_window = _rate_window(token_format.hash_token(raw))
+            ctx.rate_window = _rate_window(token_hash)
             version_key = catalog.version_key(workspace_hint) if workspace_hint is not None else None
             values, ctx.rate_count = read_and_count(
                 [*keys, version_key] if version_key else keys,
@@ -470,12 +471,14 @@ class GatewayView(APIView):
         blocked = int(found.get(failures.key) or 0) >= limit
         if raw is None:
             refusal_message, challenge = "Missing bearer token", f'Bearer realm="{REALM}"'
-        elif token_key is None and not token_format.is_well_formed(raw):
+        elif token_hash is None:
             refusal_message = REFUSAL_MESSAGES[Refusal.MALFORMED]
             challenge = self._challenge(refusal_message)
         else:
             cached = found.get(token_key) if token_key else None
-            result = token_authenticate(raw=raw, workspace_slug=ctx.slug, cached=cached)
+            result = token_authenticate(
+                raw=raw, workspace_slug=ctx.slug, cached=cached, token_hash=token_hash
+            )
             if result.token is not None:
                 ctx.token = result.token
                 if workspace_hint != result.token.workspace_id:

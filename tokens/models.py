@@ -75,7 +75,9 @@ class Token(models.Model):
         return f"{self.name} ({self.hint})"
 
     def status_at(self, now: datetime) -> Token.Status:
-        return self.Status(lifetime_status(revoked_at=self.revoked_at, expires_at=self.expires_at, now=now))
+        # A dict lookup rather than ``self.Status(value)`` (Enum.__call__ and __new__ in Python): this runs on
+        # every gateway request.
+        return _STATUSES[lifetime_status(revoked_at=self.revoked_at, expires_at=self.expires_at, now=now)]
 
     @property
     def status(self) -> Token.Status:
@@ -84,3 +86,6 @@ class Token(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+
+_STATUSES: dict[str, Token.Status] = {status.value: status for status in Token.Status}

@@ -320,7 +320,12 @@ def token_cache_key(raw: str) -> str | None:
 
 
 def token_authenticate(
-    *, raw: str, workspace_slug: str, now: datetime | None = None, cached: Any = _NOT_FETCHED
+    *,
+    raw: str,
+    workspace_slug: str,
+    now: datetime | None = None,
+    cached: Any = _NOT_FETCHED,
+    token_hash: str | None = None,
 ) -> Authentication:
     """Who holds ``raw``, or the precise reason it is refused for ``workspace_slug``.
 
@@ -330,18 +335,22 @@ def token_authenticate(
     the database, and entries are only ever *added*, never overwritten, so a read that raced the revocation
     cannot put the old state back. Revocation is therefore seen by the very next request on every node,
     and expiry is checked against the clock on every request. ``cached`` is the entry when the caller
-    already fetched it (the gateway reads it together with its other per-request keys).
+    already fetched it (the gateway reads it together with its other per-request keys). ``token_hash``:
+    the caller has checked that ``raw`` is well formed and hashed it (the gateway needs both before), so
+    neither is done again here.
     """
-    key = token_cache_key(raw)
-    if key is None:
-        return Authentication(None, Refusal.MALFORMED)
+    if token_hash is None:
+        if not token_format.is_well_formed(raw):
+            return Authentication(None, Refusal.MALFORMED)
+        token_hash = token_format.hash_token(raw)
+    key = f"tok:{token_hash}"
     use_cache = settings.TOKEN_CACHE_SECONDS > 0
     if use_cache and cached is _NOT_FETCHED:
         cached = cache.get(key)
     if use_cache and isinstance(cached, Token):
         token: Token | None = cached
     else:
-        token = _token_by_hash(token_format.hash_token(raw))
+        token = _token_by_hash(token_hash)
         if token is None:
             return Authentication(None, Refusal.UNKNOWN)
         if use_cache and cached is None and token.revoked_at is None:
