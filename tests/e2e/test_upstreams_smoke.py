@@ -122,7 +122,7 @@ def test_python_upstream_with_sdk_client(py_any: tuple[tuple[str, ...], RunningU
     # auto mode: the Python SDK server is dual-era and answers server/discover, so the client goes modern.
     assert out["protocol_version"] == (MODERN_PROTOCOL_VERSION if mode == "auto" else LEGACY_PROTOCOL_VERSION)
     assert out["server_name"] == "aerostack-py-upstream"
-    assert out["tools"] == ["add", "echo", "fail", "slow", "headers", "math.mul"]
+    assert out["tools"] == ["add", "echo", "fail", "slow", "headers", "grow", "math.mul"]
     assert out["next_cursor"] is None
     add, echo, fail, mul = out["calls"]
     assert add == ("add", False, ["5"], {"result": 5})
@@ -303,6 +303,7 @@ def test_python_upstream_raw_wire(py_any: tuple[tuple[str, ...], RunningUpstream
         "fail",
         "slow",
         "headers",
+        "grow",
         "math.mul",
     ]
     status, _, messages = raw_call(

@@ -281,7 +281,7 @@ def test_it_counts_429_for_notifications_with_a_null_id(team: Team, mcp: McpTest
 def test_it_lists_every_tool_with_server_prefixes(mcp: McpTestClient) -> None:
     tools = result_of(mcp.request("tools/list"))["tools"]
     names = [tool["name"] for tool in tools]
-    assert names == ["py__add", "py__echo", "py__fail", "py__headers", "py__math_mul", "py__slow"]
+    assert names == ["py__add", "py__echo", "py__fail", "py__grow", "py__headers", "py__math_mul", "py__slow"]
     add = tools[0]
     assert add["description"] == "Add two integers." and add["inputSchema"]["properties"].keys() == {"a", "b"}
 
