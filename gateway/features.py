@@ -55,8 +55,9 @@ METHODS = LIST_METHODS | {
     "resources/unsubscribe",
     "completion/complete",
 }
-# What initialize advertises as listChanged for resources and prompts (the GET stream pushes those changes).
-LIST_CHANGED = False
+# Whether legacy sessions are told listChanged for resources and prompts: the GET stream (gateway/live.py)
+# pushes those changes too.
+LIST_CHANGED = True
 EMPTY_COMPLETION = {"completion": {"values": [], "hasMore": False}}
 SUBSCRIBERS_LOCK_TRIES = 40
 
@@ -75,7 +76,9 @@ class Target:
 # -- capabilities ------------------------------------------------------------------------------------------
 
 
-def capabilities(workspace_id: int, scopes: token_scopes.StoredScopes | None) -> dict[str, Any]:
+def capabilities(
+    workspace_id: int, scopes: token_scopes.StoredScopes | None, *, list_changed: bool = True
+) -> dict[str, Any]:
     """The ``resources``, ``prompts`` and ``completions`` capabilities for ``initialize``: each only when an
     enabled upstream the token may use offers it, as its last contact recorded (one small query per session:
     ``initialize`` is not on the hot path). A server never contacted yet (added through the API, not tested)
@@ -93,10 +96,11 @@ def capabilities(workspace_id: int, scopes: token_scopes.StoredScopes | None) ->
         for name in offered:
             offered[name] = offered[name] or offers.get(name) is True
     result: dict[str, Any] = {}
+    pushed = LIST_CHANGED and list_changed
     if offered["resources"]:
-        result["resources"] = {"subscribe": offered["subscribe"], "listChanged": LIST_CHANGED}
+        result["resources"] = {"subscribe": offered["subscribe"], "listChanged": pushed}
     if offered["prompts"]:
-        result["prompts"] = {"listChanged": LIST_CHANGED}
+        result["prompts"] = {"listChanged": pushed}
     if offered["completions"]:
         result["completions"] = {}
     return result

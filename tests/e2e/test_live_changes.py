@@ -30,6 +30,7 @@ from tests.conftest import need
 from tests.e2e.gateway_stack import gateway_stack
 from tests.e2e.test_gateway_e2e import Raw
 from tests.e2e.test_scale_out import DATABASE_URL, REDIS_URL, SETUP, _services_reachable
+from tests.e2e.upstreams import start_python_upstream
 from tests.live import LiveServer, live_cluster
 
 pytestmark = [pytest.mark.e2e]
@@ -89,8 +90,19 @@ async def _watch(
 
 # -- one node: SQLite, in-process bus --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def stack(py_upstream: Any) -> Iterator[Any]:
-    with gateway_stack(py_upstream) as running:
+def own_upstream() -> Iterator[Any]:
+    """A Python SDK upstream of this module's own: grow() adds tools to it, which the run-wide one must not get
+    (other tests assert its exact tool list)."""
+    upstream = start_python_upstream()
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(own_upstream: Any) -> Iterator[Any]:
+    with gateway_stack(own_upstream) as running:
         yield running
 
 
@@ -185,7 +197,7 @@ def test_open_get_streams_hold_no_thread(py_upstream: Any) -> None:
 
 # -- two nodes: PostgreSQL + Redis -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def cluster(py_upstream: Any) -> Iterator[Any]:
+def cluster(own_upstream: Any) -> Iterator[Any]:
     need(
         _services_reachable(),
         f"PostgreSQL ({DATABASE_URL}) and Redis ({REDIS_URL}) are needed for the scale-out tests",
@@ -193,7 +205,7 @@ def cluster(py_upstream: Any) -> Iterator[Any]:
     env = {"DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL, "ALLOW_PRIVATE_UPSTREAMS": "true"}
     with live_cluster(2, extra_env=env) as (a, b):
         data = json.loads(
-            a.manage("shell", "-c", SETUP.format(python=py_upstream.url)).strip().splitlines()[-1]
+            a.manage("shell", "-c", SETUP.format(python=own_upstream.url)).strip().splitlines()[-1]
         )
         yield a, b, data["slug"], data["tokens"]
 

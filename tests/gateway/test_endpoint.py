@@ -53,8 +53,8 @@ def test_it_initializes_a_session(team: Team, py_server: Server) -> None:
     assert body["result"]["capabilities"] == {
         "tools": {"listChanged": True},
         "logging": {},
-        "resources": {"subscribe": True, "listChanged": False},
-        "prompts": {"listChanged": False},
+        "resources": {"subscribe": True, "listChanged": True},
+        "prompts": {"listChanged": True},
         "completions": {},
     }
     assert body["result"]["serverInfo"]["name"] == "aerostack"

@@ -241,7 +241,7 @@ def test_it_advertises_only_what_the_upstreams_offer(team: Team, py_server: Serv
     )
     client = McpTestClient(make_token(team.bob).raw)
     capabilities = client.initialize().json()["result"]["capabilities"]
-    assert capabilities == {"tools": {"listChanged": True}, "logging": {}, "prompts": {"listChanged": False}}
+    assert capabilities == {"tools": {"listChanged": True}, "logging": {}, "prompts": {"listChanged": True}}
 
 
 def test_it_records_what_a_server_offers_when_its_lists_are_built(

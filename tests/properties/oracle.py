@@ -91,13 +91,54 @@ def method_of(body: bytes) -> str | None:
     return obj.get("method")  # type: ignore[no-any-return]
 
 
+# Accept values with a known answer for GET (the session's stream): True when text/event-stream is explicit.
+GET_ACCEPTS: dict[str | None, bool] = {
+    None: False,
+    "": False,
+    "application/json, text/event-stream": True,
+    "application/json": False,
+    "text/event-stream": True,
+    "*/*": False,
+    "application/*": False,
+    "text/*": True,
+    "text/event-stream;q=0.5, application/json;q=0.9": True,
+    "text/html": False,
+    "application/xml": False,
+    "application/json;q=0": False,
+    "image/png, text/plain": False,
+}
+
+
+def _expected_get(case: Case, home: str | None, accept_ok: bool | None) -> int:
+    if case.slug != home:
+        return 401
+    if case.token_kind == "tight":
+        return 429
+    if accept_ok is None:
+        accept_ok = GET_ACCEPTS[case.accept]
+    if not accept_ok:
+        return 406
+    version = (case.version or "").strip()
+    if version and version not in SUPPORTED_VERSIONS:
+        return 400
+    if case.session_kind in ("none", "empty"):
+        return 400
+    if case.session_kind not in ("valid", "fresh") or case.token_kind != "valid":
+        return 404
+    return 200
+
+
 def expected_status(case: Case, *, max_body: int, workspace_slug: str, accept_ok: bool | None = None) -> int:
     """The one status the gateway must answer ``case`` with. ``accept_ok`` says whether the Accept value
     allows a JSON or SSE answer (by default from ``ACCEPTS``; unknown values: see ``allowed_statuses``)."""
-    if case.method not in ("POST", "DELETE"):
-        return 405
+    # Where each token that can authenticate belongs; every other kind never does.
+    home = {"valid": workspace_slug, "tight": "tight", "other_workspace": "charlies"}.get(case.token_kind)
+    if case.method not in ("GET", "POST", "DELETE"):
+        return 401 if case.slug != home else 405  # the token first, on every method
     if not case.origin_allowed:
         return 403
+    if case.method == "GET":
+        return _expected_get(case, home, accept_ok)
     if case.method == "POST":
         if case.content_length is not None:
             try:
@@ -110,8 +151,6 @@ def expected_status(case: Case, *, max_body: int, workspace_slug: str, accept_ok
                 return 413
         if len(case.body) > max_body:
             return 413
-    # Where each token that can authenticate belongs; every other kind never does.
-    home = {"valid": workspace_slug, "tight": "tight", "other_workspace": "charlies"}.get(case.token_kind)
     if case.slug != home:
         return 401
     if case.method == "DELETE":
@@ -168,7 +207,8 @@ def _modern_status(case: Case, kind: str, method: str | None) -> int | None:
 def allowed_statuses(case: Case, *, max_body: int, workspace_slug: str) -> set[int]:
     """The statuses ``case`` may get: one, or for an Accept value without a known answer either outcome of
     the Accept check (406, or what follows it)."""
-    if case.accept in ACCEPTS:
+    known = GET_ACCEPTS if case.method == "GET" else ACCEPTS
+    if case.accept in known:
         return {expected_status(case, max_body=max_body, workspace_slug=workspace_slug)}
     return {
         expected_status(case, max_body=max_body, workspace_slug=workspace_slug, accept_ok=ok)
