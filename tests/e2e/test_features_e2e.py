@@ -137,7 +137,8 @@ async def _use(url: str, token: str, mode: str) -> dict[str, Any]:
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 def test_the_sdk_client_lists_reads_gets_and_completes_through_the_gateway(stack: Stack, mode: str) -> None:
     out = anyio.run(_use, stack.url, stack.token, mode)
-    assert out["version"] == "2025-11-25"
+    # auto: the gateway answers server/discover, so the SDK client speaks 2026-07-28 (gateway/modern.py).
+    assert out["version"] == ("2026-07-28" if mode == "auto" else "2025-11-25")
     assert "aerostack://py/notes://readme" in out["resources"]
     assert any(uri.startswith("aerostack://ev/demo://") for uri in out["resources"])
     assert [protocol.unwrap_uri(uri) for uri in out["resources"]] == sorted(
@@ -148,7 +149,8 @@ def test_the_sdk_client_lists_reads_gets_and_completes_through_the_gateway(stack
     assert "py__greet" in out["prompts"] and "py__review_code" in out["prompts"]
     assert all(protocol.TOOL_NAME_PATTERN.fullmatch(name) for name in out["prompts"])
     assert {"resources", "prompts", "completions"} <= set(out["capabilities"])
-    assert out["capabilities"]["resources"]["subscribe"] is True  # server-everything offers subscriptions
+    # server-everything offers subscriptions; resources/subscribe is not a 2026-07-28 method.
+    assert out["capabilities"]["resources"]["subscribe"] is (mode == "legacy")
     assert out["readme"] == "Read me first."
     assert out["filled"] == ("aerostack://py/notes://rust/summary", "Summary of rust.")
     assert out["ev_filled"][1] == out["ev_filled"][0]  # the gateway URI it was read with

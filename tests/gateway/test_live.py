@@ -211,12 +211,22 @@ def test_a_dashboard_change_reaches_the_stream(team: Team, mcp: McpTestClient, p
         reader = await in_thread(_open, mcp)
         assert await reader.event() == {}  # the priming event: an id, no data
         assert reader.last_id
+        # Each change tells the stream about every list legacy sessions are told to watch (tools, resources,
+        # prompts: gateway.live.advertised_lists), tools first.
+        watched = {f"notifications/{name}/list_changed" for name in live.advertised_lists()}
+        assert "notifications/resources/list_changed" in watched
+
+        async def changed() -> set[str]:
+            events = [await reader.event() for _ in watched]
+            assert events[0] == TOOLS_CHANGED
+            return {event["method"] for event in events}
+
         await in_thread(tool_set_enabled, server=py_server, actor=team.alice.user, tool="echo", enabled=False)
-        assert await reader.event() == TOOLS_CHANGED
+        assert await changed() == watched
         await in_thread(server_set_enabled, server=py_server, actor=team.alice.user, enabled=False)
-        assert await reader.event() == TOOLS_CHANGED
+        assert await changed() == watched
         await in_thread(catalog.invalidate, team.workspace.pk)
-        assert await reader.event() == TOOLS_CHANGED
+        assert await changed() == watched
         await reader.close()
 
     asyncio.run(scenario())
