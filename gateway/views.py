@@ -13,7 +13,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -572,25 +572,33 @@ class GatewayView(APIView):
         return body
 
     # -- POST ------------------------------------------------------------------------------------------------
-    def post(self, request: Request, slug: str) -> HttpResponseBase:
-        django_request: HttpRequest = request._request
-        ctx = _Context(django_request, slug)
+    def _answer(
+        self, request: Request, slug: str, handle: Callable[[_Context], HttpResponseBase]
+    ) -> HttpResponseBase:
+        """Every method's last line of defence: a JSON-RPC error, never a traceback."""
+        ctx = _Context(request._request, slug)
         try:
-            return self._post(ctx)
+            return handle(ctx)
         except DatabaseError as exc:
             # Database down, or every pooled connection busy past DATABASE_POOL_TIMEOUT_SECONDS: a client
             # can retry, and one line in the log says why (a traceback per request would flood it).
             logger.warning(
-                "gateway request for workspace %s: database unavailable (%s)", slug, type(exc).__name__
+                "gateway %s for workspace %s: database unavailable (%s)",
+                request.method,
+                slug,
+                type(exc).__name__,
             )
             body = protocol.error_body(
                 None, protocol.SERVER_ERROR, "Gateway database unavailable; retry shortly"
             )
             return _json(body, 503, {**ctx.headers, "Retry-After": "1"})
-        except Exception:  # the last line of defence: a JSON-RPC error, never a traceback
-            logger.exception("gateway request failed for workspace %s", slug)
+        except Exception:
+            logger.exception("gateway %s failed for workspace %s", request.method, slug)
             body = protocol.error_body(None, protocol.INTERNAL_ERROR, "Internal error")
             return _json(body, 500, ctx.headers)
+
+    def post(self, request: Request, slug: str) -> HttpResponseBase:
+        return self._answer(request, slug, self._post)
 
     def _post(self, ctx: _Context) -> HttpResponseBase:
         request = ctx.request
@@ -945,12 +953,7 @@ class GatewayView(APIView):
 
     # -- GET: the session's server stream -------------------------------------------------------------------
     def get(self, request: Request, slug: str) -> HttpResponseBase:
-        ctx = _Context(request._request, slug)
-        try:
-            return self._get(ctx)
-        except Exception:  # as for POST: a JSON-RPC error, never a traceback
-            logger.exception("gateway GET failed for workspace %s", slug)
-            return _json(protocol.error_body(None, protocol.INTERNAL_ERROR, "Internal error"), 500)
+        return self._answer(request, slug, self._get)
 
     def _get(self, ctx: _Context) -> HttpResponseBase:
         """Checked here, in the lane; the stream itself runs on the event loop (gateway/live.py)."""
@@ -1007,13 +1010,8 @@ class GatewayView(APIView):
         return stream.response(ctx.headers)
 
     # -- DELETE ----------------------------------------------------------------------------------------------
-    def delete(self, request: Request, slug: str) -> HttpResponse:
-        ctx = _Context(request._request, slug)
-        try:
-            return self._delete(ctx)
-        except Exception:  # as for POST: a JSON-RPC error, never a traceback
-            logger.exception("gateway DELETE failed for workspace %s", slug)
-            return _json(protocol.error_body(None, protocol.INTERNAL_ERROR, "Internal error"), 500)
+    def delete(self, request: Request, slug: str) -> HttpResponseBase:
+        return self._answer(request, slug, self._delete)
 
     def _delete(self, ctx: _Context) -> HttpResponse:
         if not _host_allowed(ctx.request):

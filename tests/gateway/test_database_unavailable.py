@@ -1,4 +1,5 @@
-"""The database going away (or every pooled connection busy) is a retryable gateway error, not a 500."""
+"""The database going away (or every pooled connection busy) is a retryable gateway error, not a 500, on
+every method the gateway serves."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from tests.gateway.helpers import McpTestClient
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.parametrize("method", ["POST", "GET", "DELETE"])
 def test_a_database_failure_answers_503_with_a_json_rpc_error_and_one_log_line(
-    team: Team, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    team: Team, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, method: str
 ) -> None:
     client = McpTestClient(make_token(team.bob).raw)
 
@@ -24,7 +26,10 @@ def test_a_database_failure_answers_503_with_a_json_rpc_error_and_one_log_line(
 
     monkeypatch.setattr("gateway.views.token_authenticate", unavailable)
     with caplog.at_level(logging.WARNING, logger="gateway.views"):
-        response = client.request("ping")
+        if method == "POST":
+            response = client.request("ping")
+        else:  # every method authenticates first, so each meets the database
+            response = client.client.generic(method, "/ws/acme-tools", **client.headers())
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
     assert response.json()["error"] == {
