@@ -10,9 +10,7 @@ The viewer's time zone: the ``tz`` parameter, remembered in the session; until o
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import math
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,7 +37,7 @@ from analytics.forms import (
 )
 from analytics.selectors import Filters, Range, Scope
 from gateway.models import UsageEvent
-from workspaces.activity import csv_cell
+from workspaces.activity import csv_cell, csv_text_lines
 from workspaces.models import Member
 from workspaces.permissions import Action, allows
 from workspaces.selectors import membership_or_404
@@ -490,18 +488,9 @@ EXPORT_FIELDS = ["time", "member", "token", "client", "client_version", "tool", 
 def export_lines(rows: Iterable[Any], tz: zoneinfo.ZoneInfo) -> Iterator[str]:
     """The Calls export: a header and one line per call, written as they are read; every cell that a
     spreadsheet would run as a formula is prefixed with ' (``workspaces.activity.csv_cell``)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
 
-    def line(cells: list[str]) -> str:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow(cells)
-        return buffer.getvalue()
-
-    yield line(EXPORT_FIELDS)
-    for row in rows:
-        cells = [
+    def cells(row: Any) -> list[str]:
+        values = [
             row.time.astimezone(tz).isoformat(timespec="milliseconds"),
             row.member_label,
             row.token_name,
@@ -511,7 +500,9 @@ def export_lines(rows: Iterable[Any], tz: zoneinfo.ZoneInfo) -> Iterator[str]:
             row.outcome,
             f"{row.duration_ms:.1f}",
         ]
-        yield line([csv_cell(cell) for cell in cells])
+        return [csv_cell(value) for value in values]
+
+    return csv_text_lines(EXPORT_FIELDS, (cells(row) for row in rows))
 
 
 @login_required

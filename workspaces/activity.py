@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -248,21 +249,22 @@ def csv_cell(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def csv_lines(events: Iterable[AuditEvent]) -> Iterator[str]:
-    """The CSV export, a header and one line per event, produced as it is read (nothing kept in memory)."""
+def csv_text_lines(header: list[str], rows: Iterable[list[str]]) -> Iterator[str]:
+    """``header`` and then each row of cells as one CSV line, produced as the rows are read (nothing kept in
+    memory: a streamed export). The cells are written as given: pass them through ``csv_cell``."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-
-    def line(cells: list[str]) -> str:
+    for cells in itertools.chain([header], rows):
         buffer.seek(0)
         buffer.truncate()
         writer.writerow(cells)
-        return buffer.getvalue()
+        yield buffer.getvalue()
 
-    yield line(EXPORT_FIELDS)
-    for event in events:
-        record = export_record(event)
-        yield line([csv_cell(record[field]) for field in EXPORT_FIELDS])
+
+def csv_lines(events: Iterable[AuditEvent]) -> Iterator[str]:
+    """The CSV export, a header and one line per event, produced as it is read (nothing kept in memory)."""
+    records = (export_record(event) for event in events)
+    return csv_text_lines(EXPORT_FIELDS, ([csv_cell(r[field]) for field in EXPORT_FIELDS] for r in records))
 
 
 def jsonl_lines(events: Iterable[AuditEvent]) -> Iterator[str]:
