@@ -158,14 +158,28 @@ def _lease_seconds() -> float:
     return settings.GATEWAY_STREAM_RECHECK_SECONDS * LEASE_CHECKS + 30
 
 
-def admit(token_id: int) -> StreamLease | str:
-    """A slot for one more stream of ``token_id``, or the reason there is none (for a 429 / 503)."""
+@dataclass(frozen=True)
+class StreamRefusal:
+    """Why a GET stream was not opened: the HTTP status, the JSON-RPC error's message and Retry-After."""
+
+    status: int
+    message: str
+    retry_after: str
+
+
+def admit(token_id: int) -> StreamLease | StreamRefusal:
+    """A slot for one more stream of ``token_id``, or why there is none."""
     if open_streams >= settings.GATEWAY_MAX_STREAMS:
-        return f"Too many open streams on this server (at most {settings.GATEWAY_MAX_STREAMS}); retry shortly"
+        message = (
+            f"Too many open streams on this server (at most {settings.GATEWAY_MAX_STREAMS}); retry shortly"
+        )
+        return StreamRefusal(503, message, "1")  # this process is full: another node or a moment later
     limit = settings.GATEWAY_MAX_STREAMS_PER_TOKEN
     key = f"gw:stream-cap:token:{token_id}"
     name = secrets.token_hex(8)
-    refusal = f"Too many open streams for this token (at most {limit}): close one first"
+    refusal = StreamRefusal(
+        429, f"Too many open streams for this token (at most {limit}): close one first", "60"
+    )
     acquire = getattr(cache, "lease_acquire", None)
     if acquire is not None:
         if acquire([key], [limit], name, _lease_seconds()):

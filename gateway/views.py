@@ -987,10 +987,9 @@ class GatewayView(APIView):
         except protocol.ProtocolError as exc:
             return _error(exc, ctx.headers)
         lease = live.admit(token.pk)
-        if isinstance(lease, str):
-            status = 503 if "server" in lease else 429
-            body = protocol.error_body(None, protocol.SERVER_ERROR, lease)
-            return _json(body, status, {**ctx.headers, "Retry-After": "1" if status == 503 else "60"})
+        if isinstance(lease, live.StreamRefusal):
+            body = protocol.error_body(None, protocol.SERVER_ERROR, lease.message)
+            return _json(body, lease.status, {**ctx.headers, "Retry-After": lease.retry_after})
         version = ctx.catalog_version
         stream = live.Stream(
             raw_token=_bearer(request) or "",

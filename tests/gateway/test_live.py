@@ -134,6 +134,27 @@ def test_streams_are_capped_per_token(mcp: McpTestClient, settings: Any) -> None
 
 
 @pytest.mark.django_db
+def test_a_process_full_of_streams_answers_503_and_retry_soon(mcp: McpTestClient, settings: Any) -> None:
+    settings.GATEWAY_MAX_STREAMS = 0  # as if this process already held its GATEWAY_MAX_STREAMS
+    refused = mcp.client.get(URL, **mcp.headers())
+    assert refused.status_code == 503 and refused["Retry-After"] == "1"
+    assert refused.json()["error"] == {
+        "code": -32000,
+        "message": "Too many open streams on this server (at most 0); retry shortly",
+    }
+
+
+@pytest.mark.django_db
+def test_a_token_over_its_stream_cap_is_told_to_wait_a_minute(mcp: McpTestClient, settings: Any) -> None:
+    settings.GATEWAY_MAX_STREAMS_PER_TOKEN = 1
+    opened = mcp.client.get(URL, **mcp.headers())
+    assert opened.status_code == 200
+    refused = mcp.client.get(URL, **mcp.headers())
+    assert refused.status_code == 429 and refused["Retry-After"] == "60"
+    opened.loop_stream.__self__.lease.release()  # type: ignore[attr-defined]
+
+
+@pytest.mark.django_db
 def test_initialize_advertises_list_changed(team: Team) -> None:
     mcp = McpTestClient(make_token(team.bob).raw)
     result = mcp.initialize().json()["result"]
