@@ -158,6 +158,23 @@ def _lease_seconds() -> float:
     return settings.GATEWAY_STREAM_RECHECK_SECONDS * LEASE_CHECKS + 30
 
 
+def _marker(session_id: str) -> str:
+    return f"gw:session-stream:{session_id}"
+
+
+def stream_open(session_id: str) -> bool:
+    """Whether the session has a GET stream open on some node: a request an upstream sends on its own GET
+    stream can reach the client only there (gateway/standalone.py), so without one it is refused at once
+    instead of waiting for the call's timeout. The marker holds the newest stream's name, is renewed at each
+    check and cleared when that stream ends (a node that died leaves it for one lease at most). When the
+    cache cannot tell, the answer is yes: the relay's own timeout still bounds the wait."""
+    try:
+        return cache.get(_marker(session_id)) is not None
+    except Exception:
+        logger.warning("cache: could not tell whether a session has a GET stream open")
+        return True
+
+
 @dataclass(frozen=True)
 class StreamRefusal:
     """Why a GET stream was not opened: the HTTP status, the JSON-RPC error's message and Retry-After."""
@@ -303,9 +320,27 @@ class Stream:
     def announce(self) -> None:
         """In the lane, before the stream starts: older streams of this session end (on any node)."""
         try:
+            cache.set(_marker(self.session_id), self.name, _lease_seconds())
+        except Exception:
+            logger.warning("cache: could not mark a session's GET stream as open")
+        try:
             bus.publish(f"session:{self.session_id}", {"kind": "stream_opened", "stream": self.name})
         except Exception:
             logger.warning("bus: could not announce a new stream; an older one of its session may stay open")
+
+    def _mark(self) -> None:
+        """At each check (in a check thread): renew the session's marker while this is its newest stream."""
+        if cache.get(_marker(self.session_id)) in (None, self.name):
+            cache.set(_marker(self.session_id), self.name, _lease_seconds())
+
+    def release(self) -> None:
+        """The stream ended (in a check thread): its slot back, and its session's marker gone unless a newer
+        stream of the session holds it."""
+        try:
+            self.lease.release()
+        finally:
+            if cache.get(_marker(self.session_id)) == self.name:
+                cache.delete(_marker(self.session_id))
 
     # -- on the loop --
     def _event(self, message: dict[str, Any] | None) -> bytes:
@@ -425,6 +460,7 @@ class Stream:
             if sessions.get(self.session_id, token_id=self.token_id) is None:
                 return Check(False)
             self.lease.renew()
+            self._mark()
             expires_at = result.token.expires_at
             self.expires_at = expires_at.timestamp() if expires_at is not None else None
             return Check(True, token_scopes.digest(result.token.scopes))
@@ -455,6 +491,6 @@ class _Run:
             await self._chunks.aclose()  # type: ignore[attr-defined]
         finally:
             try:
-                await asyncio.get_running_loop().run_in_executor(_check_pool(), self.stream.lease.release)
+                await asyncio.get_running_loop().run_in_executor(_check_pool(), self.stream.release)
             except Exception:
                 logger.warning("could not release a stream's slot; it expires on its own")

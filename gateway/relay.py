@@ -227,12 +227,20 @@ class CallRelay:
         self._lock = threading.Lock()
         self._closed = False
 
-    def request(self, incoming: dict[str, Any], *, standalone: bool = False) -> dict[str, Any] | None:
+    def request(
+        self, incoming: dict[str, Any], *, standalone: bool = False, reachable: bool = True
+    ) -> dict[str, Any] | None:
         """The message for the client (the request under a relay id), or None when refused at once.
-        ``standalone``: it came on the upstream's GET stream and goes to the client's (any Accept will do)."""
+        ``standalone``: it came on the upstream's GET stream and goes to the client's (any Accept will do);
+        ``reachable``: False when the client has no GET stream open to receive it."""
         method = str(incoming.get("method"))
         params = incoming.get("params")
         why = refusal(self.session.client_capabilities, method, params, self.streaming or standalone)
+        if why is None and standalone and not reachable:
+            why = (
+                f"The client has no GET stream open: {method}, which the upstream sent outside the call's "
+                "response stream, cannot reach it"
+            )
         if why is None and not ACTIVE.take():
             why = f"Too many relayed requests pending on this gateway node: {method} refused"
         if why is not None:

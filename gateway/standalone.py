@@ -21,7 +21,8 @@ the request goes to that client; it is refused at once when no such call is in f
 several clients are (the gateway cannot tell which one the upstream means, and guessing would show one
 client's prompt to another). A request from the GET stream goes to the client's own GET stream (published
 on ``session:<id>``, gateway/live.py serves it on any node), as the upstream sent it on its own: clients
-keep that stream open (the SDKs do). Its answer comes back like any relayed request's (gateway/relay.py),
+keep that stream open (the SDKs do); a client that has none open on any node (``live.stream_open``) gets
+the request refused at once rather than lost until the call's timeout. Its answer comes back like any relayed request's (gateway/relay.py),
 and its waiter is bounded by the call's timeout. ``notifications/message`` from the GET stream goes the same
 way when one client is in flight; otherwise it is dropped. ``notifications/tools/list_changed`` there makes
 every node rebuild the workspace's tool list (``catalog.invalidate``).
@@ -35,7 +36,7 @@ import logging
 import threading
 import time
 
-from gateway import bus, catalog, protocol
+from gateway import bus, catalog, live, protocol
 from gateway.relay import CallRelay, log_message
 from gateway.upstream import READ_CHUNK, UpstreamError, UpstreamSession
 
@@ -205,7 +206,7 @@ class Standalone:
                 self.upstream.refuse(message, self.upstream.session_id, why)
                 return
             call = calls[0]
-            relayed = call.request(message, standalone=True)
+            relayed = call.request(message, standalone=True, reachable=live.stream_open(call.session.id))
             if relayed is not None:
                 bus.publish(f"session:{call.session.id}", relayed)
             return

@@ -335,3 +335,35 @@ def test_a_request_on_the_upstreams_get_stream_reaches_the_clients_get_stream(st
     text, elapsed = anyio.run(main)
     assert text == f"model said: {ANSWER} (13 chars asked)"
     assert elapsed < 10
+
+
+def test_a_request_on_the_upstreams_get_stream_is_refused_at_once_without_a_client_get_stream(
+    stack: Stack,
+) -> None:
+    """A client that can answer sampling but has no GET stream open anywhere: the request the upstream sends
+    on its own GET stream cannot reach it, so it is refused at once (live.stream_open), not lost until the
+    call's timeout (20 s here)."""
+    raw = Raw(stack.gateway.port, stack.slug, stack.tokens[2])
+    initialize_with(raw, {"sampling": {}})
+    started = time.monotonic()
+    status, _, body = raw.post(
+        {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {"name": "py__ask_llm", "arguments": {"prompt": "x", "standalone": True}},
+        }
+    )
+    elapsed = time.monotonic() - started
+    assert status == 200
+    answer = next(iter(sse_messages_of(body)))
+    assert "has no GET stream open" in _failure(answer)
+    assert elapsed < 10
+
+
+def sse_messages_of(body: bytes) -> list[dict[str, Any]]:
+    """The JSON-RPC messages of a whole reply body, JSON or SSE."""
+    text = body.decode("utf-8")
+    if text.lstrip().startswith("{"):
+        return [json.loads(text)]
+    return [json.loads(line[5:].lstrip()) for line in text.splitlines() if line.startswith("data:")]
