@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -286,10 +288,12 @@ class _Call:
             body = self.forward(target, params)
             if "result" in body:
                 subscribers_change(target.server.id, target.upstream, session_id, target.exposed)
+                _hold(target, +1)
             return body
         remaining = subscribers_change(target.server.id, target.upstream, session_id, None)
-        if remaining:  # other sessions still want its updates: the upstream keeps the subscription
+        if remaining:  # other sessions of this node still want its updates: the upstream keeps it
             return protocol.result_body(self.id, {})
+        _hold(target, 0)
         return self.forward(target, params)
 
     # -- the upstream --------------------------------------------------------------------------------------
@@ -349,8 +353,42 @@ class _Call:
 
 
 # -- subscriptions ---------------------------------------------------------------------------------------
-# One shared-cache entry per (server, upstream URI): {gateway session id: the URI the client subscribed
-# with}. Changed under a short lock (a cache.add lease), so two sessions subscribing at once are both kept.
+# One shared-cache entry per (server, upstream URI): {gateway session id: [the URI the client subscribed
+# with, the node whose upstream session subscribed]}. Changed under a short lock (a cache.add lease), so two
+# sessions subscribing at once are both kept.
+#
+# Each node (process) subscribes upstream on its own pooled upstream session, and keeps that session's GET
+# stream open while it holds subscriptions (gateway/standalone.py), because that is where an upstream sends
+# ``notifications/resources/updated``. An update read on one node goes to the sessions that subscribed
+# through that node only: with the same URI subscribed through two nodes, the upstream tells each node once,
+# and each client hears it once.
+
+_node: tuple[int, str] = (0, "")
+
+
+def node_id() -> str:
+    """This process's name among the nodes (made after a fork too: the pid is part of it)."""
+    global _node
+    pid = os.getpid()
+    if _node[0] != pid:
+        _node = (pid, f"{pid:x}-{secrets.token_hex(4)}")
+    return _node[1]
+
+
+def _hold(target: Target, change: int) -> None:
+    """Keep (+1) or let go (0: no local subscriber left) the upstream session's GET stream for the URI."""
+    if target.server.config is None:
+        return
+    from gateway import standalone  # it imports the relay, which imports this module's neighbours
+
+    upstream = session_for(target.server.config)
+    if upstream.era == "modern":  # 2026-07-28 upstreams have no standalone stream
+        return
+    reader = standalone.of(upstream)
+    if change > 0:
+        reader.hold(target.upstream)
+    else:
+        reader.unhold(target.upstream)
 
 
 def _subscribers_key(server_id: int, uri: str) -> str:
@@ -359,7 +397,8 @@ def _subscribers_key(server_id: int, uri: str) -> str:
 
 
 def subscribers_change(server_id: int, uri: str, session_id: str, exposed: str | None) -> int:
-    """Add (``exposed`` given) or remove a session's subscription; how many sessions are subscribed then."""
+    """Add (``exposed`` given) or remove a session's subscription; how many sessions are subscribed through
+    this node then."""
     key = _subscribers_key(server_id, uri)
     lock = f"{key}:lock"
     locked = False
@@ -373,32 +412,48 @@ def subscribers_change(server_id: int, uri: str, session_id: str, exposed: str |
         if exposed is None:
             subscribers.pop(session_id, None)
         else:
-            subscribers[session_id] = exposed
+            subscribers[session_id] = [exposed, node_id()]
         if subscribers:
             cache.set(key, subscribers, settings.GATEWAY_SESSION_TTL_SECONDS)
         else:
             cache.delete(key)
-        return len(subscribers)
+        return sum(1 for value in subscribers.values() if _via(value) in ("", node_id()))
     finally:
         if locked:
             cache.delete(lock)
 
 
-def subscribers(server_id: int, uri: str) -> dict[str, str]:
-    """The client sessions subscribed to ``uri`` of server ``server_id``: session id -> their URI."""
-    return dict(cache.get(_subscribers_key(server_id, uri)) or {})
+def _via(value: object) -> str:
+    """The node a subscription was made through ("" for an entry written before nodes were recorded)."""
+    return str(value[1]) if isinstance(value, list) and len(value) == 2 else ""
+
+
+def _exposed(value: object) -> str:
+    return str(value[0]) if isinstance(value, list) and len(value) == 2 else str(value)
+
+
+def subscribers(server_id: int, uri: str, *, here: bool = False) -> dict[str, str]:
+    """The client sessions subscribed to ``uri`` of server ``server_id``: session id -> their URI (``here``:
+    only those subscribed through this node)."""
+    found = dict(cache.get(_subscribers_key(server_id, uri)) or {})
+    return {
+        session_id: _exposed(value)
+        for session_id, value in found.items()
+        if not here or _via(value) in ("", node_id())
+    }
 
 
 def resource_updated(server_id: int, params: dict[str, Any]) -> int:
     """Relay an upstream's ``notifications/resources/updated`` to every client session subscribed to its URI
-    (on whatever node the session's GET stream is served), with the URI each of them subscribed with. Sessions
-    that have ended are dropped from the subscribers. Returns how many sessions it was published to.
+    through this node (on whatever node the session's GET stream is served), with the URI each of them
+    subscribed with. Sessions that have ended are dropped from the subscribers. Returns how many sessions it
+    was published to.
 
     For whoever reads upstream messages (the GET stream readers): call it from any thread."""
     uri = params.get("uri") if isinstance(params, dict) else None
     if not isinstance(uri, str):
         return 0
-    found = subscribers(server_id, uri)
+    found = subscribers(server_id, uri, here=True)
     if not found:
         return 0
     keys = {session_id: sessions.cache_key(session_id) for session_id in found}

@@ -22,10 +22,15 @@ several clients are (the gateway cannot tell which one the upstream means, and g
 client's prompt to another). A request from the GET stream goes to the client's own GET stream (published
 on ``session:<id>``, gateway/live.py serves it on any node), as the upstream sent it on its own: clients
 keep that stream open (the SDKs do); a client that has none open on any node (``live.stream_open``) gets
-the request refused at once rather than lost until the call's timeout. Its answer comes back like any relayed request's (gateway/relay.py),
-and its waiter is bounded by the call's timeout. ``notifications/message`` from the GET stream goes the same
-way when one client is in flight; otherwise it is dropped. ``notifications/tools/list_changed`` there makes
-every node rebuild the workspace's tool list (``catalog.invalidate``).
+the request refused at once rather than lost until the call's timeout. Its answer comes back like any
+relayed request's (gateway/relay.py), and its waiter is bounded by the call's timeout.
+``notifications/message`` from the GET stream goes the same way when one client is in flight; otherwise it
+is dropped. ``notifications/{tools,resources,prompts}/list_changed`` there makes every node rebuild the
+workspace's list (``catalog.invalidate``).
+
+Resource subscriptions: while clients hold subscriptions made through this node (``hold`` / ``unhold``,
+from gateway/features.py) the stream stays open without calls, because an upstream sends
+``notifications/resources/updated`` there; each update goes to the sessions subscribed through this node.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ logger = logging.getLogger(__name__)
 STANDALONE_LINGER_SECONDS = 5.0
 REFUSED_RETRY_SECONDS = 300.0
 OPEN_TIMEOUT_SECONDS = 2.0
+HELD_READ_SECONDS = 300.0
+LIST_CHANGED = {f"notifications/{name}/list_changed": name for name in live.LISTS}
 
 
 class Standalone:
@@ -60,6 +67,7 @@ class Standalone:
         self._refused_until = 0.0
         self._last_event_id: str | None = None
         self._opened = threading.Event()
+        self._held: set[str] = set()  # upstream URIs subscribed through this node: the stream stays open
 
     # -- calls --------------------------------------------------------------------------------------------
     def enter(self, call: CallRelay | None) -> None:
@@ -78,6 +86,24 @@ class Standalone:
             self._reader.start()
         self._opened.wait(OPEN_TIMEOUT_SECONDS)
 
+    def hold(self, uri: str) -> None:
+        """A client subscribed to ``uri`` through this node: keep the stream open (the upstream sends
+        ``notifications/resources/updated`` there) until ``unhold``; open it now if it is not."""
+        with self._lock:
+            self._held.add(uri)
+            if self._reader is not None or time.monotonic() < self._refused_until:
+                return
+            self._opened.clear()
+            self._reader = threading.Thread(target=self._run, name="aerostack-upstream-get", daemon=True)
+            self._reader.start()
+
+    def unhold(self, uri: str) -> None:
+        with self._lock:
+            if uri in self._held:
+                self._held.discard(uri)
+                if not self._held and self._in_flight <= 0:
+                    self._idle_since = time.monotonic()
+
     def leave(self, call: CallRelay | None) -> None:
         with self._lock:
             self._in_flight -= 1
@@ -88,13 +114,20 @@ class Standalone:
 
     def _idle(self) -> bool:
         with self._lock:
-            return self._in_flight <= 0 and time.monotonic() - self._idle_since >= STANDALONE_LINGER_SECONDS
+            return self._unused()
+
+    def _unused(self) -> bool:
+        return (
+            self._in_flight <= 0
+            and not self._held
+            and time.monotonic() - self._idle_since >= STANDALONE_LINGER_SECONDS
+        )
 
     def _retire(self) -> bool:
         """The reader's decision to stop, taken under the lock ``enter`` takes: a call that enters after it
         starts a new reader, one that entered before keeps this one."""
         with self._lock:
-            if self._in_flight <= 0 and time.monotonic() - self._idle_since >= STANDALONE_LINGER_SECONDS:
+            if self._unused():
                 self._reader = None
                 return True
             return False
@@ -118,7 +151,9 @@ class Standalone:
             headers["Last-Event-ID"] = self._last_event_id
         try:
             if connection.sock is not None:
-                connection.sock.settimeout(STANDALONE_LINGER_SECONDS)
+                # Held by subscriptions only, the stream may stay silent for long: no re-open every linger.
+                held = bool(self._held) and self._in_flight <= 0
+                connection.sock.settimeout(HELD_READ_SECONDS if held else STANDALONE_LINGER_SECONDS)
             connection.request("GET", upstream._path, headers=headers)
             response = connection.getresponse()
         except (OSError, http.client.HTTPException) as exc:
@@ -210,8 +245,11 @@ class Standalone:
             if relayed is not None:
                 bus.publish(f"session:{call.session.id}", relayed)
             return
-        if message["method"] == "notifications/tools/list_changed":
-            self._list_changed(calls)
+        if message["method"] in LIST_CHANGED:
+            self._list_changed(calls, LIST_CHANGED[message["method"]])
+            return
+        if message["method"] == "notifications/resources/updated":
+            self._resource_updated(message.get("params"))
             return
         if message["method"] == "notifications/message" and len(clients) == 1:
             call = calls[0]
@@ -219,8 +257,24 @@ class Standalone:
             if note is not None:
                 bus.publish(f"session:{call.session.id}", note)
 
-    def _list_changed(self, calls: list[CallRelay]) -> None:
-        """The upstream announced a new tool list on its GET stream: every node rebuilds the workspace's."""
+    def _resource_updated(self, params: object) -> None:
+        """Relay the update to the sessions subscribed through this node; a URI none of them wants any more
+        (their sessions ended) stops holding the stream."""
+        from gateway import features
+
+        if not isinstance(params, dict) or not isinstance(params.get("uri"), str):
+            return
+        server_id = self.upstream.config.server_id
+        try:
+            features.resource_updated(server_id, params)
+            if not features.subscribers(server_id, params["uri"], here=True):
+                self.unhold(params["uri"])
+        except Exception:
+            slug = self.upstream.config.slug
+            logger.warning("could not relay a resource update of %s", slug, exc_info=True)
+
+    def _list_changed(self, calls: list[CallRelay], name: str) -> None:
+        """The upstream announced a new list on its GET stream: every node rebuilds the workspace's."""
         from django.db import connection
 
         from gateway.models import Server
@@ -231,7 +285,7 @@ class Standalone:
                 found = Server.objects.filter(pk=self.upstream.config.server_id)
                 workspaces = set(found.values_list("workspace_id", flat=True))
             for workspace_id in workspaces:
-                catalog.invalidate(workspace_id, lists=["tools"])
+                catalog.invalidate(workspace_id, lists=[name])
         finally:
             if not connection.in_atomic_block:
                 connection.close()  # this thread keeps no database connection (nor a pooled one)
