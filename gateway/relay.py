@@ -95,6 +95,11 @@ def refusal(capabilities: dict[str, Any], method: str, params: object, streaming
     return None
 
 
+class Relayed(dict[str, Any]):
+    """A request for the client made by the gateway itself (a modern upstream's input request, relayed under
+    a relay id): passed to the client as it is, never taken for a request of the upstream."""
+
+
 def _key(request_id: object) -> tuple[bool, object]:
     return (isinstance(request_id, str), request_id)  # JSON-RPC ids 1 and "1" are different ids
 
@@ -137,8 +142,10 @@ class _Pending:
         method: str,
         deadline: float,
         timeout: float,
+        sink: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.relay_id = relay_id
+        self.sink = sink  # where the answer goes instead of the upstream (a modern upstream's input request)
         self.upstream = upstream
         self.upstream_session = upstream_session
         self.upstream_id = upstream_id
@@ -162,6 +169,9 @@ class _Pending:
         self.over.set()
 
     def _send(self, message: dict[str, Any]) -> None:
+        if self.sink is not None:
+            self.sink(message)
+            return
         self.upstream.reply(message, self.upstream_session)
 
     def _refuse(self, text: str) -> None:
@@ -226,6 +236,9 @@ class CallRelay:
         self._pending: dict[tuple[bool, object], _Pending] = {}
         self._lock = threading.Lock()
         self._closed = False
+        # A 2026-07-28 client has no stream to relay on: the requests the upstream's GET stream brings for its
+        # call go here instead (gateway/inputreq.py asks them as input_required).
+        self.divert: Callable[[dict[str, Any]], None] | None = None
 
     def request(self, incoming: dict[str, Any], *, standalone: bool = False) -> dict[str, Any] | None:
         """The message for the client (the request under a relay id), or None when refused at once.
@@ -271,6 +284,49 @@ class CallRelay:
         if closed:
             return None
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": relay_id, "method": method}
+        if out_params is not None:
+            message["params"] = out_params
+        return message
+
+    def ask(
+        self, key: str, method: str, params: object, sink: Callable[[dict[str, Any]], None]
+    ) -> Relayed | str:
+        """One input request of a modern upstream's ``input_required`` result (keyed ``key``) as a request for
+        this legacy client, or why it cannot reach it (refused at once). The client's answer (a JSON-RPC
+        response under the relay id, from any node) goes to ``sink``, or an error when it does not come
+        before the call's deadline or the call ends first."""
+        why = refusal(self.session.client_capabilities, method, params, self.streaming)
+        if why is None and not ACTIVE.take():
+            why = f"Too many relayed requests pending on this gateway node: {method} refused"
+        if why is not None:
+            logger.info("refused %s of %s: %s", method, self.upstream.config.slug, why)
+            return why
+        relay_id = f"{PREFIX}{secrets.token_hex(16)}"
+        out_params = dict(params) if isinstance(params, dict) else None
+        try:
+            pending = _Pending(
+                relay_id=relay_id,
+                upstream=self.upstream,
+                upstream_session=None,
+                upstream_id=key,
+                upstream_progress=None,  # a 2026-07-28 upstream takes no progress from the client
+                gateway_session=self.session.id,
+                method=method,
+                deadline=self.deadline,
+                timeout=self.timeout,
+                sink=sink,
+            )
+        except Exception:
+            ACTIVE.give()
+            raise
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._pending[(True, relay_id)] = pending
+        if closed:
+            pending.stop(answer=True)
+        pending.start()
+        message = Relayed(jsonrpc="2.0", id=relay_id, method=method)
         if out_params is not None:
             message["params"] = out_params
         return message
