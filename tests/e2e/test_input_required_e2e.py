@@ -171,12 +171,18 @@ def test_a_modern_upstreams_questions_reach_the_client_and_its_answers_the_upstr
 
 @pytest.mark.parametrize("mode", [MODERN, "legacy"])
 def test_without_the_capability_a_modern_upstreams_question_fails_at_once(stack: Stack, mode: str) -> None:
-    out = _calls(stack.url, stack.tokens[1], mode, [ASKING[0], ASKING[2]])  # no callbacks: no capabilities
-    for (kind, text, elapsed), capability in zip(out, ("elicitation", "sampling"), strict=True):
-        assert kind == "error" and capability in text
-        assert elapsed < 5  # the server's timeout is 20 s: nothing waited for it
+    # Elicitation declared, sampling not: the first works, the second fails at once, naming sampling.
+    out = _calls(stack.url, stack.tokens[1], mode, [ASKING[0], ASKING[2]], elicitation_callback=_elicit)
+    assert out[0][:2] == ("ok", "hello Ada")
+    kind, text, elapsed = out[1]
+    assert kind == "error" and "sampling" in text, text
+    assert elapsed < 5  # the server's timeout is 20 s: nothing waited for it
+    bare = _calls(stack.url, stack.tokens[1], mode, [ASKING[0]])  # no callbacks: no capabilities
+    assert bare[0][0] == "error" and "elicitation" in bare[0][1] and bare[0][2] < 5
     if mode == MODERN:
-        assert all(text.startswith("-32021: ") for _, text, _ in out)  # MissingRequiredClientCapability
+        assert text.startswith("-32021: ") and bare[0][1].startswith(
+            "-32021: "
+        )  # MissingRequiredClientCapability
 
 
 # -- 3.: a legacy upstream asks a modern client ----------------------------------------------------------------
@@ -209,12 +215,13 @@ def test_a_legacy_upstreams_requests_reach_a_modern_client_as_input_required(sta
 
 
 def test_without_the_capability_a_legacy_upstreams_request_fails_at_once(stack: Stack) -> None:
-    out = _calls(stack.url, stack.tokens[1], MODERN, [LEGACY_ASKING[0], LEGACY_ASKING[1], LEGACY_ASKING[3]])
-    for (kind, text, elapsed), capability in zip(
-        out, ("elicitation", "sampling", "elicitation"), strict=True
-    ):
-        assert kind == "error" and f"did not declare the {capability} capability" in text
-        assert elapsed < 5
+    # Elicitation declared, sampling not: the elicitation is asked, the sampling refused at once.
+    asking = [LEGACY_ASKING[0], LEGACY_ASKING[1], LEGACY_ASKING[4]]
+    out = _calls(stack.url, stack.tokens[1], MODERN, asking, elicitation_callback=_elicit)
+    assert out[0][:2] == ("ok", "hello Ada")
+    for kind, text, elapsed in out[1:]:
+        assert kind == "error" and "did not declare the sampling capability" in text, text
+        assert elapsed < 5  # the servers' timeouts are 20 s (py) and 60 s (ev): nothing waited for them
 
 
 # -- raw 2026-07-28 requests: what is on the wire ------------------------------------------------------------------
