@@ -240,16 +240,45 @@ class CallRelay:
         # call go here instead (gateway/inputreq.py asks them as input_required).
         self.divert: Callable[[dict[str, Any]], None] | None = None
 
+    def _refused(self, method: str, params: object, streaming: bool) -> str | None:
+        """Why a request for the client is refused at once, or None (a waiter slot is then taken)."""
+        why = refusal(self.session.client_capabilities, method, params, streaming)
+        if why is None and not ACTIVE.take():
+            why = f"Too many relayed requests pending on this gateway node: {method} refused"
+        if why is not None:
+            logger.info("refused %s of %s: %s", method, self.upstream.config.slug, why)
+        return why
+
+    def _begin(self, key: tuple[bool, object], **pending: Any) -> bool:
+        """Start the waiter of one relayed request (its slot taken); False when the call ended meanwhile (the
+        waiter then answers at once that it did)."""
+        try:
+            waiter = _Pending(
+                upstream=self.upstream,
+                gateway_session=self.session.id,
+                deadline=self.deadline,
+                timeout=self.timeout,
+                **pending,
+            )
+        except Exception:
+            ACTIVE.give()
+            raise
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._pending[key] = waiter
+        if closed:
+            waiter.stop(answer=True)
+        waiter.start()
+        return not closed
+
     def request(self, incoming: dict[str, Any], *, standalone: bool = False) -> dict[str, Any] | None:
         """The message for the client (the request under a relay id), or None when refused at once.
         ``standalone``: it came on the upstream's GET stream and goes to the client's (any Accept will do)."""
         method = str(incoming.get("method"))
         params = incoming.get("params")
-        why = refusal(self.session.client_capabilities, method, params, self.streaming or standalone)
-        if why is None and not ACTIVE.take():
-            why = f"Too many relayed requests pending on this gateway node: {method} refused"
+        why = self._refused(method, params, self.streaming or standalone)
         if why is not None:
-            logger.info("refused %s of %s: %s", method, self.upstream.config.slug, why)
             self.upstream.refuse(incoming, self.upstream.session_id, why)
             return None
         relay_id = f"{PREFIX}{secrets.token_hex(16)}"
@@ -259,29 +288,15 @@ class CallRelay:
         if out_params is not None and isinstance(meta, dict) and "progressToken" in meta:
             upstream_progress = meta["progressToken"]
             out_params["_meta"] = {**meta, "progressToken": relay_id}
-        try:
-            pending = _Pending(
-                relay_id=relay_id,
-                upstream=self.upstream,
-                upstream_session=self.upstream.session_id,
-                upstream_id=incoming["id"],
-                upstream_progress=upstream_progress,
-                gateway_session=self.session.id,
-                method=method,
-                deadline=self.deadline,
-                timeout=self.timeout,
-            )
-        except Exception:
-            ACTIVE.give()
-            raise
-        with self._lock:
-            closed = self._closed
-            if not closed:
-                self._pending[_key(incoming["id"])] = pending
-        if closed:
-            pending.stop(answer=True)
-        pending.start()
-        if closed:
+        started = self._begin(
+            _key(incoming["id"]),
+            relay_id=relay_id,
+            upstream_session=self.upstream.session_id,
+            upstream_id=incoming["id"],
+            upstream_progress=upstream_progress,
+            method=method,
+        )
+        if not started:
             return None
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": relay_id, "method": method}
         if out_params is not None:
@@ -295,40 +310,24 @@ class CallRelay:
         this legacy client, or why it cannot reach it (refused at once). The client's answer (a JSON-RPC
         response under the relay id, from any node) goes to ``sink``, or an error when it does not come
         before the call's deadline or the call ends first."""
-        why = refusal(self.session.client_capabilities, method, params, self.streaming)
-        if why is None and not ACTIVE.take():
-            why = f"Too many relayed requests pending on this gateway node: {method} refused"
+        why = self._refused(method, params, self.streaming)
         if why is not None:
-            logger.info("refused %s of %s: %s", method, self.upstream.config.slug, why)
             return why
         relay_id = f"{PREFIX}{secrets.token_hex(16)}"
-        out_params = dict(params) if isinstance(params, dict) else None
-        try:
-            pending = _Pending(
-                relay_id=relay_id,
-                upstream=self.upstream,
-                upstream_session=None,
-                upstream_id=key,
-                upstream_progress=None,  # a 2026-07-28 upstream takes no progress from the client
-                gateway_session=self.session.id,
-                method=method,
-                deadline=self.deadline,
-                timeout=self.timeout,
-                sink=sink,
-            )
-        except Exception:
-            ACTIVE.give()
-            raise
-        with self._lock:
-            closed = self._closed
-            if not closed:
-                self._pending[(True, relay_id)] = pending
-        if closed:
-            pending.stop(answer=True)
-        pending.start()
+        started = self._begin(
+            (True, relay_id),
+            relay_id=relay_id,
+            upstream_session=None,
+            upstream_id=key,
+            upstream_progress=None,  # a 2026-07-28 upstream takes no progress from the client
+            method=method,
+            sink=sink,
+        )
+        if not started:
+            return f"The call ended before {method} could be relayed"
         message = Relayed(jsonrpc="2.0", id=relay_id, method=method)
-        if out_params is not None:
-            message["params"] = out_params
+        if isinstance(params, dict):
+            message["params"] = dict(params)
         return message
 
     def cancelled(self, params: object) -> dict[str, Any] | None:
