@@ -30,6 +30,7 @@ gateway translates:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -395,6 +396,7 @@ class Held:
         cache.delete(HELD_KEY.format(self._round))
 
     def _run(self) -> None:
+        reply_to = None  # the retry being served, told of a failure rather than left to wait
         try:
             while True:
                 inbox = self._inbox
@@ -408,6 +410,7 @@ class Held:
                 if retry is None:
                     self._give_up()
                     return
+                reply_to = retry.get("reply")
                 answer = (retry.get("responses") or {}).get(self._key)
                 if isinstance(answer, dict):
                     reply = {"jsonrpc": "2.0", "id": self._request["id"], "result": answer}
@@ -420,11 +423,16 @@ class Held:
                         f"The client's retry gave no answer to {method}",
                     )
                 outcome = self._advance()
-                bus.publish(REPLY_CHANNEL.format(retry.get("reply")), outcome)
+                bus.publish(REPLY_CHANNEL.format(reply_to), outcome)
+                reply_to = None
                 if outcome["kind"] != "input_required":
                     return
         except Exception:
             logger.exception("a held call of %s failed", self.call.upstream.config.slug)
+            if reply_to is not None:
+                failure = _tool_error(self.call.request_id, "The gateway could not go on with the call")
+                with contextlib.suppress(Exception):
+                    bus.publish(REPLY_CHANNEL.format(reply_to), {"kind": "final", "body": failure})
         finally:
             self._stop_listening()
             self.feed.close()
