@@ -34,6 +34,7 @@ def _call(client: ModernClient, extra: dict[str, Any] | None = None) -> Any:
     )
 
 
+@pytest.mark.usefixtures("one_cache_prefix")  # the held call's thread uses the test's cache keys too
 def test_a_held_call_lets_everything_go_after_its_timeout(
     team: Team, py_upstream: Any, settings: Any
 ) -> None:
