@@ -241,6 +241,9 @@ class Standalone:
                 self.upstream.refuse(message, self.upstream.session_id, why)
                 return
             call = calls[0]
+            if call.divert is not None:  # a 2026-07-28 client: asked as input_required (gateway/inputreq.py)
+                call.divert(message)
+                return
             relayed = call.request(message, standalone=True, reachable=live.stream_open(call.session.id))
             if relayed is not None:
                 bus.publish(f"session:{call.session.id}", relayed)
