@@ -259,8 +259,10 @@ PROMPTS = ListKind("prompts/list", "prompts", "name", "prompts")
 class UpstreamConfig:
     server_id: int
     slug: str
-    url: str
-    headers: tuple[tuple[str, str], ...] = ()
+    # The plain URL (it may carry a key) and credential headers: never in a repr, so never in a log line or
+    # traceback that prints a config or a session. Messages name the server by ``slug``.
+    url: str = field(repr=False)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     timeout: float = 60.0
     # Changes whenever the server's settings change, so a stale session is never reused for a new config.
     stamp: str = ""
