@@ -1,4 +1,5 @@
-"""Upstream credentials and upstream URLs (which often carry a key) at rest: encrypted with Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``).
+"""Upstream credentials and upstream URLs (which often carry a key) at rest: encrypted with Fernet
+(AES-128-CBC + HMAC-SHA256, from ``cryptography``).
 
 The key comes from ``ENCRYPTION_KEYS`` (comma-separated Fernet keys, newest first, so keys can be rotated:
 old values still decrypt, new ones use the first key) or, when unset, is derived from ``SECRET_KEY`` with

@@ -102,8 +102,8 @@ class ServerForm(forms.Form):
             self.fields["credential"].help_text = "No credential."
         if server is not None and secret_urls.MASK in server.url_display:
             self.fields["url"].help_text += (
-                f" Parts that may be secret are shown as {secret_urls.MASK}: leave the URL as it is to keep it,"
-                " or enter the whole URL again to change it."
+                f" Parts that may be secret are shown as {secret_urls.MASK}: leave the URL as it is to keep"
+                " it, or enter the whole URL again to change it."
             )
 
     @property

@@ -106,16 +106,16 @@ class Server(models.Model):
     def has_credential(self) -> bool:
         return bool(self.credential_encrypted)
 
-    def _no_plain_url(self) -> str:
-        raise AttributeError("Server.url is write-only: read url_display to show it, decrypt_url() to connect")
+    # Write-only, so no page, serializer or message can show the plain URL by reading ``server.url``;
+    # ``Server(url=...)`` works (Django sets properties given to a model) and so does ``server.url = ...``.
+    @property
+    def url(self) -> str:
+        raise AttributeError("Server.url is write-only: url_display shows it, decrypt_url() connects with it")
 
-    def _set_url(self, url: str) -> None:
+    @url.setter
+    def url(self, url: str) -> None:
         self.url_encrypted = crypto.encrypt(url)
         self.url_display = secret_urls.display_url(url)
-
-    # Write-only, so no page, serializer or message can show the plain URL by reading ``server.url``;
-    # ``Server(url=...)`` and ``objects.create(url=...)`` work (Django sets properties given to the model).
-    url = property(_no_plain_url, _set_url)
 
     def decrypt_url(self) -> str:
         """The plain upstream URL, to connect with; raises ``CredentialUnreadable`` when the key changed."""

@@ -37,9 +37,10 @@ _CONSONANT_RUN = re.compile(r"[bcdfghjklmnpqrstvwxz]{5}")
 _VOWELS = frozenset("aeiouy")
 SEGMENT_MAX = 32
 WORD_MAX = 16
-# Pieces shorter than this are not replaced on their own in free text by ``scrub`` (a 2-letter "secret" would
-# garble every message); they are still masked in ``display_url`` and replaced inside the whole URL.
-SCRUB_MIN = 4
+# In free text (``scrub``, the log filter) a hidden piece is replaced on its own only when it is at least this
+# long and secret-looking itself: a query value such as ``json``, ``true`` or ``http`` would otherwise garble
+# every message. Such pieces are still masked in ``display_url`` and wherever the whole URL appears.
+SCRUB_MIN = 6
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -123,20 +124,21 @@ def display_url(url: str) -> str:
 
 
 def secret_parts(url: str) -> list[str]:
-    """The pieces of ``url`` that ``display_url`` hides, raw and percent-decoded, longest first."""
+    """The pieces of ``url`` that ``scrub`` replaces in free text, raw and percent-decoded, longest first:
+    what ``display_url`` hides, when ``SCRUB_MIN`` characters or longer and secret-looking."""
     hidden = _split(url)[1]
-    pieces = {piece for raw in hidden for piece in (raw, unquote(raw), unquote_plus(raw)) if piece}
-    return sorted(pieces, key=len, reverse=True)
+    pieces = {piece for raw in hidden for piece in (raw, unquote(raw), unquote_plus(raw))}
+    return sorted((p for p in pieces if len(p) >= SCRUB_MIN and looks_secret(p)), key=len, reverse=True)
 
 
 def scrub(text: str, url: str) -> str:
-    """``text`` (an error message, a log line) with ``url`` shown as ``display_url`` and every hidden piece
-    of it (``SCRUB_MIN`` characters or more) replaced by ``MASK``, wherever it appears."""
+    """``text`` (an error message, a log line) with ``url`` shown as ``display_url`` and every secret piece
+    of it (``secret_parts``) replaced by ``MASK``, wherever it appears."""
     if not text or not url:
         return text
     text = text.replace(url, display_url(url))
     for piece in secret_parts(url):
-        if len(piece) >= SCRUB_MIN and piece in text:
+        if piece in text:
             text = text.replace(piece, MASK)
     return text
 
@@ -156,7 +158,7 @@ def remember(url: str) -> None:
     global _pattern
     if url in _remembered:
         return
-    pieces = [piece for piece in secret_parts(url) if len(piece) >= SCRUB_MIN]
+    pieces = secret_parts(url)
     with _lock:
         _remembered[url] = pieces
         while len(_remembered) > REMEMBERED_MAX:
@@ -164,7 +166,7 @@ def remember(url: str) -> None:
         _pattern = None
 
 
-def _current_pattern() -> re.Pattern[str] | None:
+def _current_pattern() -> re.Pattern[str]:
     global _pattern
     with _lock:
         if _pattern is None:
@@ -181,8 +183,6 @@ class ScrubSecretUrls(logging.Filter):
         if not _remembered:
             return True
         pattern = _current_pattern()
-        if pattern is None:  # pragma: no cover - set by _current_pattern
-            return True
         message = record.getMessage()
         cleaned = pattern.sub(MASK, message)
         if cleaned != message:

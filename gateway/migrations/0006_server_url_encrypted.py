@@ -47,7 +47,10 @@ class Migration(migrations.Migration):
             model_name="server", name="url", field=models.URLField(max_length=500, blank=True, default="")
         ),
         migrations.AddField(
-            model_name="server", name="url_encrypted", field=models.TextField(default=""), preserve_default=False
+            model_name="server",
+            name="url_encrypted",
+            field=models.TextField(default=""),
+            preserve_default=False,
         ),
         migrations.AddField(
             model_name="server",

@@ -54,7 +54,9 @@ def test_it_keeps_the_last_tools_when_a_later_test_fails(
     tool_count = reload(server).tool_count
     assert tool_count >= len(UPSTREAM_TOOLS)
     moved = Server(url=f"http://127.0.0.1:{free_port()}/mcp")
-    Server.objects.filter(pk=server.pk).update(url_encrypted=moved.url_encrypted, url_display=moved.url_display)
+    Server.objects.filter(pk=server.pk).update(
+        url_encrypted=moved.url_encrypted, url_display=moved.url_display
+    )
     client.post(_url(server))
     server = reload(server)
     assert server.status == "error" and server.tool_count == tool_count
