@@ -159,6 +159,8 @@ def remember(url: str) -> None:
     if url in _remembered:
         return
     pieces = secret_parts(url)
+    if not pieces:
+        return  # nothing to hide: the filter stays free for processes whose URLs hold no secret
     with _lock:
         _remembered[url] = pieces
         while len(_remembered) > REMEMBERED_MAX:
@@ -183,7 +185,10 @@ class ScrubSecretUrls(logging.Filter):
         if not _remembered:
             return True
         pattern = _current_pattern()
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the handler's to report: never raise from a filter
+            return True
         cleaned = pattern.sub(MASK, message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
