@@ -14,14 +14,27 @@ from django.db import migrations, models
 
 
 def encrypt_urls(apps: Any, schema_editor: Any) -> None:
+    """Each URL encrypted; what earlier upstream errors quoted of its secret parts (the server's last error,
+    its usage rows' detail) masked as new ones are."""
+    from django.db.models import Value
+    from django.db.models.functions import Replace
+
     from gateway.crypto import encrypt
-    from gateway.secret_urls import display_url
+    from gateway.secret_urls import MASK, display_url, scrub, secret_parts
 
     Server = apps.get_model("gateway", "Server")
-    for server in Server.objects.only("id", "url").iterator():
+    UsageEvent = apps.get_model("gateway", "UsageEvent")
+    for server in Server.objects.only("id", "url", "last_error").iterator():
         Server.objects.filter(pk=server.pk).update(
-            url_encrypted=encrypt(server.url), url_display=display_url(server.url), url=""
+            url_encrypted=encrypt(server.url),
+            url_display=display_url(server.url),
+            url="",
+            last_error=scrub(server.last_error, server.url),
         )
+        for piece in secret_parts(server.url):
+            UsageEvent.objects.filter(server_id=server.pk, detail__contains=piece).update(
+                detail=Replace("detail", Value(piece), Value(MASK))
+            )
 
 
 def decrypt_urls(apps: Any, schema_editor: Any) -> None:

@@ -1,5 +1,6 @@
-"""gateway 0006_server_url_encrypted: existing servers' URLs become ciphertext plus a masked display form;
-backwards restores the plain column, and refuses (losing nothing) when the keys can no longer decrypt."""
+"""gateway 0006_server_url_encrypted: existing servers' URLs become ciphertext plus a masked display form,
+and what earlier errors quoted of their keys is masked; backwards restores the plain column, and refuses
+(losing nothing) when the keys can no longer decrypt."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
 from gateway.crypto import decrypt
 
@@ -39,8 +41,14 @@ def old_servers() -> Iterator[Any]:
     old = _migrate(BEFORE)
     workspace = old.get_model("workspaces", "Workspace").objects.create(name="W", slug="w")
     server = old.get_model("gateway", "Server")
-    server.objects.create(workspace=workspace, slug="keyed", name="Keyed", url=KEYED)
+    quoted = f"keyed refused initialize: no such key in /{KEY}/mcp (-32001)"
+    keyed = server.objects.create(
+        workspace=workspace, slug="keyed", name="Keyed", url=KEYED, last_error=quoted
+    )
     server.objects.create(workspace=workspace, slug="plain", name="Plain", url=PLAIN)
+    old.get_model("gateway", "UsageEvent").objects.create(
+        workspace=workspace, server=keyed, created_at=timezone.now(), outcome="upstream_error", detail=quoted
+    )
     assert KEY in _raw_rows()  # the search below looks at a row that held the key
     try:
         yield
@@ -52,7 +60,9 @@ def old_servers() -> Iterator[Any]:
 def test_forwards_encrypts_every_url_and_backwards_restores_it() -> None:
     new = _migrate(AFTER)
     assert KEY not in _raw_rows() and "tok3n-Zq8Xw" not in _raw_rows()
+    assert KEY not in repr(list(new.get_model("gateway", "UsageEvent").objects.values()))
     rows = {s.slug: s for s in new.get_model("gateway", "Server").objects.all()}
+    assert rows["keyed"].last_error == "keyed refused initialize: no such key in /••••/mcp (-32001)"
     assert {slug: decrypt(s.url_encrypted) for slug, s in rows.items()} == {"keyed": KEYED, "plain": PLAIN}
     assert {slug: s.url_display for slug, s in rows.items()} == {
         "keyed": "https://mcp.example.com/••••/mcp?api_key=••••",
