@@ -128,7 +128,13 @@ def secret_parts(url: str) -> list[str]:
     what ``display_url`` hides, when ``SCRUB_MIN`` characters or longer and secret-looking."""
     hidden = _split(url)[1]
     pieces = {piece for raw in hidden for piece in (raw, unquote(raw), unquote_plus(raw))}
-    return sorted((p for p in pieces if len(p) >= SCRUB_MIN and looks_secret(p)), key=len, reverse=True)
+    return sorted((p for p in pieces if len(p) >= SCRUB_MIN and _reads_secret(p)), key=len, reverse=True)
+
+
+def _reads_secret(piece: str) -> bool:
+    """A hidden piece is secret-looking in free text when one of its runs between punctuation is: a query
+    value such as ``tools/list`` or ``json,sse`` is plain words, and replacing it would garble messages."""
+    return any(looks_secret(run) for run in re.split(r"[^A-Za-z0-9._-]+", piece))
 
 
 def scrub(text: str, url: str) -> str:

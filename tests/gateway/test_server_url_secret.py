@@ -372,3 +372,9 @@ def test_the_gateway_calls_tools_of_an_upstream_with_its_key_in_the_path(
     assert "keyed__add" in names
     called = messages_of(client.request("tools/call", {"name": "keyed__add", "arguments": {"a": 2, "b": 3}}))
     assert called[-1]["result"]["content"][0]["text"] == "5"
+
+
+def test_scrub_leaves_plain_words_of_query_values_alone() -> None:
+    url = "http://127.0.0.1:9/huge/bad?on=tools/list,tools/call&key=tok3n-Zq8Xw"
+    text = "bad sent more than 8 MiB in its tools/list; it said tok3n-Zq8Xw"
+    assert secret_urls.scrub(text, url) == "bad sent more than 8 MiB in its tools/list; it said ••••"
