@@ -604,7 +604,12 @@ def server_list(ws: str, as_json: bool) -> None:
 @server.command("add")
 @click.argument("ws")
 @click.option("--name", required=True, help="A name people recognise, e.g. GitHub.")
-@click.option("--url", required=True, help="The upstream's streamable HTTP endpoint.")
+@click.option("--url", help="The upstream's streamable HTTP endpoint.")
+@click.option(
+    "--url-env",
+    metavar="VARIABLE",
+    help="Read the URL from this environment variable instead (for a URL with a key in it).",
+)
 @click.option("--slug", default="", help="The tool prefix (<slug>__<tool>); default: from the name.")
 @click.option("--bearer-env", metavar="VARIABLE", help="Send the bearer token in this environment variable.")
 @click.option("--timeout", "timeout_seconds", type=int, default=60, show_default=True, help="Seconds.")
@@ -617,7 +622,8 @@ def server_list(ws: str, as_json: bool) -> None:
 def server_add(
     ws: str,
     name: str,
-    url: str,
+    url: str | None,
+    url_env: str | None,
     slug: str,
     bearer_env: str | None,
     timeout_seconds: int,
@@ -625,12 +631,19 @@ def server_add(
     as_json: bool,
 ) -> None:
     """Add an upstream server (owners and admins). A credential is read from an environment variable, never
-    from the command line (where other users and shell history would see it).
+    from the command line (where other users and shell history would see it); so is a URL that carries a key
+    (--url-env). Answers show the URL with its secret-looking parts as ••••.
 
     \b
     Example: GITHUB_TOKEN=... aerostack workspace server add my-workspace --name GitHub \\
                --url https://mcp.example.com/mcp --bearer-env GITHUB_TOKEN
     """
+    if (url is None) == (url_env is None):
+        raise CliError("give the URL with --url or --url-env VARIABLE (one of them)")
+    if url_env is not None:
+        url = os.environ.get(url_env, "")
+        if not url:
+            raise CliError(f"the environment variable {url_env} is empty or not set")
     body: dict[str, Any] = {"name": name, "url": url, "slug": slug, "timeout_seconds": timeout_seconds}
     if expose_names:
         body["expose_names"] = True

@@ -310,10 +310,17 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every record the handler writes loses the secret pieces of the upstream URLs this process decrypted
+    # (gateway.secret_urls): the last line of defence behind messages that name servers by slug.
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["secret_urls"]}
+    },
     "root": {"handlers": ["stderr"], "level": env_str("LOG_LEVEL", "INFO") or "INFO"},
     # Expected refusals (403, 404, CSRF, 429, bad Host) log one line; 5xx keep their traceback.
-    "filters": {"refusals": {"()": "aerostack.logs.ExpectedRefusalsWithoutTraceback"}},
+    "filters": {
+        "refusals": {"()": "aerostack.logs.ExpectedRefusalsWithoutTraceback"},
+        "secret_urls": {"()": "gateway.secret_urls.ScrubSecretUrls"},
+    },
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         **{name: {"filters": ["refusals"]} for name in ("django.request", *SECURITY_LOGGERS)},

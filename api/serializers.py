@@ -219,6 +219,14 @@ class ServerSerializer(serializers.ModelSerializer[Server]):
         help_text="Items of an expose_names server that could not keep their own name, and why",
     )
     has_credential = serializers.BooleanField(read_only=True)
+    url = serializers.CharField(
+        source="url_display",
+        read_only=True,
+        help_text=(
+            "The URL with secret-looking path segments and every query value shown as ••••; the full URL is "
+            "stored encrypted and never returned. Sent back unchanged in a PATCH, it keeps the stored URL"
+        ),
+    )
 
     class Meta:
         model = Server
@@ -251,7 +259,12 @@ class ServerWriteSerializer(serializers.Serializer[Any]):
 
     name = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     slug = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
-    url = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    url = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Stored encrypted; answers show it with its secret-looking parts masked",
+    )
     credential_kind = serializers.CharField(required=False, help_text="none, bearer or header")
     credential_header = serializers.CharField(required=False, allow_blank=True)
     credential = serializers.CharField(

@@ -283,9 +283,9 @@ def make_world() -> dict[str, Any]:
     tools: list[tuple[int, str, str]] = []
     for s in range(SERVERS):
         slug = f"srv{s}"
-        server = Server.objects.create(
-            workspace=workspace, name=f"Server {s}", slug=slug, url="http://127.0.0.1:9/"
-        )
+        server = Server(workspace=workspace, name=f"Server {s}", slug=slug)
+        server.url = "http://127.0.0.1:9/"
+        server.save()
         tools.extend((server.pk, slug, f"tool{t}") for t in range(TOOLS_PER_SERVER))
     return {
         "workspace_id": workspace.pk,

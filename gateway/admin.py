@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db import models
 
 from gateway.models import Server, UsageEvent
 
@@ -10,11 +9,11 @@ from gateway.models import Server, UsageEvent
 class ServerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Servers are managed in the dashboard's Servers tab (which audits every change); here they are read."""
 
-    list_display = ["name", "slug", "workspace", "url", "enabled", "last_checked_at"]
+    list_display = ["name", "slug", "workspace", "url_display", "enabled", "last_checked_at"]
     list_filter = ["enabled", "workspace"]
-    search_fields = ["name", "slug", "url"]
-    exclude = ["credential_encrypted"]  # ciphertext is of no use to a person and stays out of pages
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    search_fields = ["name", "slug", "url_display"]
+    # Ciphertext is of no use to a person and stays out of pages; the URL shows as its masked display form.
+    exclude = ["credential_encrypted", "url_encrypted"]
 
     def has_add_permission(self, request: object) -> bool:
         return False

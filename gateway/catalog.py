@@ -29,7 +29,7 @@ from django.conf import settings
 from django.core.cache import BaseCache, cache, caches
 from django.utils import timezone
 
-from gateway import breaker, live, protocol, single_flight
+from gateway import breaker, live, protocol, secret_urls, single_flight
 from gateway.crypto import CredentialUnreadable, decrypt
 from gateway.models import Server
 from gateway.upstream import UpstreamConfig, UpstreamError, session_for
@@ -120,7 +120,7 @@ def server_config(server: Server) -> UpstreamConfig:
     return UpstreamConfig(
         server_id=server.pk,
         slug=server.slug,
-        url=server.url,
+        url=server.decrypt_url(),
         headers=headers,
         timeout=float(server.timeout_seconds),
         stamp=server.updated_at.isoformat(),
@@ -266,8 +266,10 @@ def _gather(entries: dict[str, ServerEntry], kind: str) -> tuple[dict[str, Any],
         if exc is None:
             fetched[slug] = fetch.future.result()
         elif isinstance(exc, UpstreamError):
-            failures[slug] = exc.message
-            logger.warning("upstream %s left out of %s: %s", slug, _METHOD[kind], exc.message)
+            # Shown in the Servers tab and to gateway clients: never with the URL's secret pieces.
+            config = entries[slug].config
+            failures[slug] = secret_urls.scrub(exc.message, config.url) if config else exc.message
+            logger.warning("upstream %s left out of %s: %s", slug, _METHOD[kind], failures[slug])
         else:  # one broken upstream must never break the list for the others
             failures[slug] = "internal error"
             logger.error("upstream %s failed in %s", slug, _METHOD[kind], exc_info=exc)

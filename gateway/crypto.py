@@ -1,4 +1,5 @@
-"""Upstream credentials at rest: encrypted with Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``).
+"""Upstream credentials and upstream URLs (which often carry a key) at rest: encrypted with Fernet
+(AES-128-CBC + HMAC-SHA256, from ``cryptography``).
 
 The key comes from ``ENCRYPTION_KEYS`` (comma-separated Fernet keys, newest first, so keys can be rotated:
 old values still decrypt, new ones use the first key) or, when unset, is derived from ``SECRET_KEY`` with
@@ -18,7 +19,7 @@ from django.conf import settings
 
 
 class CredentialUnreadable(Exception):
-    """The stored credential cannot be decrypted with the configured keys."""
+    """A stored credential (or upstream URL) cannot be decrypted with the configured keys."""
 
 
 @lru_cache(maxsize=4)
@@ -39,11 +40,12 @@ def encrypt(value: str) -> str:
     return _current().encrypt(value.encode("utf-8")).decode("ascii")
 
 
-def decrypt(value: str) -> str:
+def decrypt(value: str, *, what: str = "credential") -> str:
+    """The plain value of ``value``; ``what`` names it in the error ("credential", "URL")."""
     try:
         return _current().decrypt(value.encode("ascii")).decode("utf-8")
     except (InvalidToken, ValueError) as exc:
-        raise CredentialUnreadable("the upstream credential cannot be decrypted; enter it again") from exc
+        raise CredentialUnreadable(f"the upstream {what} cannot be decrypted; enter it again") from exc
 
 
 @lru_cache(maxsize=8)

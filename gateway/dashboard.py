@@ -15,6 +15,7 @@ from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from gateway import services
@@ -102,6 +103,7 @@ def server_list(request: HttpRequest, slug: str) -> HttpResponse:
     return _page(request, member, "server_list.html", servers=servers)
 
 
+@sensitive_post_parameters("url", "credential")  # hidden in error reports: the URL may hold a key
 @login_required
 @require_http_methods(["GET", "POST"])
 def server_new(request: HttpRequest, slug: str) -> HttpResponse:
@@ -122,6 +124,7 @@ def server_new(request: HttpRequest, slug: str) -> HttpResponse:
     return _page(request, member, "server_form.html", 400 if form.is_bound else 200, form=form)
 
 
+@sensitive_post_parameters("url", "credential")
 @login_required
 @require_http_methods(["GET", "POST"])
 def server_edit(request: HttpRequest, slug: str, server_id: int) -> HttpResponse:

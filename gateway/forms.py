@@ -8,7 +8,7 @@ from typing import Any
 
 from django import forms
 
-from gateway import services
+from gateway import secret_urls, services
 from gateway.models import Server
 from workspaces.models import Workspace
 
@@ -81,7 +81,15 @@ class ServerForm(forms.Form):
 
     def __init__(self, *args: Any, workspace: Workspace, server: Server | None = None, **kwargs: Any) -> None:
         if server is not None:
-            kwargs.setdefault("initial", {field: getattr(server, field) for field in services.SERVER_FIELDS})
+            # The URL as the Servers tab shows it (secret-looking parts masked): sent back unchanged, it keeps
+            # the stored URL (server_update).
+            kwargs.setdefault(
+                "initial",
+                {
+                    field: server.url_display if field == "url" else getattr(server, field)
+                    for field in services.SERVER_FIELDS
+                },
+            )
         super().__init__(*args, **kwargs)
         self.workspace = workspace
         self.server = server
@@ -92,6 +100,11 @@ class ServerForm(forms.Form):
             self.fields["url"].help_text += " Another scheme, host or port clears the stored credential."
         elif server is not None:
             self.fields["credential"].help_text = "No credential."
+        if server is not None and secret_urls.MASK in server.url_display:
+            self.fields["url"].help_text += (
+                f" Parts that may be secret are shown as {secret_urls.MASK}: leave the URL as it is to keep"
+                " it, or enter the whole URL again to change it."
+            )
 
     @property
     def values(self) -> dict[str, Any]:

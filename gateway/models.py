@@ -7,6 +7,7 @@ from typing import Any
 from django.core.validators import RegexValidator
 from django.db import models
 
+from gateway import crypto, secret_urls
 from tokens.models import Token
 from workspaces.models import Member, Workspace
 
@@ -26,7 +27,11 @@ class Server(models.Model):
     name = models.CharField(max_length=100)
     # The prefix of every tool of this server (<slug>__<tool>); short because clients add prefixes too.
     slug = models.CharField(max_length=32, validators=[SERVER_SLUG_VALIDATOR])
-    url = models.URLField(max_length=500)
+    # The upstream URL, Fernet ciphertext (gateway/crypto.py): hosted servers often carry their key in the
+    # path or the query. Only connecting code decrypts it (``decrypt_url``); pages, the API, the CLI, logs and
+    # messages show ``url_display`` (gateway/secret_urls.py). Set both through ``server.url = ...``.
+    url_encrypted = models.TextField()
+    url_display = models.CharField("URL", max_length=2000)
     credential_kind = models.CharField(
         max_length=10, choices=CredentialKind.choices, default=CredentialKind.NONE
     )
@@ -100,6 +105,25 @@ class Server(models.Model):
     @property
     def has_credential(self) -> bool:
         return bool(self.credential_encrypted)
+
+    # Write-only, so no page, serializer or message can show the plain URL by reading ``server.url``;
+    # ``Server(url=...)`` works (Django sets properties given to a model) and so does ``server.url = ...``.
+    @property
+    def url(self) -> str:
+        raise AttributeError("Server.url is write-only: url_display shows it, decrypt_url() connects with it")
+
+    @url.setter
+    def url(self, url: str) -> None:
+        self.url_encrypted = crypto.encrypt(url)
+        self.url_display = secret_urls.display_url(url)
+
+    def decrypt_url(self) -> str:
+        """The plain upstream URL, to connect with; raises ``CredentialUnreadable`` when the key changed."""
+        url = crypto.decrypt(self.url_encrypted, what="URL")
+        secret_urls.remember(url)
+        return url
+
+    decrypt_url.alters_data = True  # type: ignore[attr-defined]  # templates never call it
 
 
 class UsageEvent(models.Model):

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from gateway import catalog, protocol, upstream
+from gateway import catalog, protocol, secret_urls, upstream
 from gateway.crypto import CredentialUnreadable, encrypt
 from gateway.models import SERVER_SLUG_VALIDATOR, Server
 from gateway.netguard import UpstreamAddressRefused, check_upstream_url
@@ -60,6 +60,11 @@ RESERVED_HEADERS = frozenset(
 )
 SECRET_KINDS = (Server.CredentialKind.BEARER, Server.CredentialKind.HEADER)
 CREDENTIAL_CLEARED = "the URL's scheme, host or port changed"
+URL_MASKED = (
+    f"Enter the whole URL again: the parts shown as {secret_urls.MASK} are hidden, and a URL is kept only "
+    "when it comes back exactly as shown."
+)
+URL_UNREADABLE = "The stored URL cannot be decrypted (the encryption keys changed): enter it again."
 
 
 class ServerInvalid(ValueError):
@@ -106,10 +111,16 @@ def url_for_audit(url: str) -> str:
     """What the activity log keeps of an upstream URL: its origin. Hosted MCP servers often carry a secret
     in the path or the query (``https://host/mcp/<key>/sse``, ``?api_key=...``), and the log is read by
     more people (and exported) than the server's settings."""
-    scheme, host, port = url_origin(url)
-    default = {"http": 80, "https": 443}.get(scheme)
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}" + ("" if port in (None, default) else f":{port}")
+    return secret_urls.origin(url)
+
+
+def scrub_message(message: str, server: Server) -> str:
+    """``message`` (an upstream error, for a page, the API or the database) without ``server``'s URL
+    secrets: the URL shown as its display form, its hidden pieces masked wherever they appear."""
+    try:
+        return secret_urls.scrub(message, server.decrypt_url())
+    except CredentialUnreadable:
+        return message
 
 
 def _name(name: str, errors: dict[str, str]) -> str:
@@ -155,6 +166,8 @@ def _url(url: str, errors: dict[str, str]) -> str:
         errors["url"] = f"Use at most {URL_MAX_LENGTH} characters."
     elif any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
         errors["url"] = "Enter the URL without spaces."
+    elif secret_urls.MASK in url:
+        errors["url"] = URL_MASKED
     else:
         try:
             urlsplit(url).port  # noqa: B018 - raises ValueError on a port that is not a number
@@ -337,7 +350,7 @@ def server_create(
             actor=actor,
             action="server.create",
             target=f"server:{server.slug}",
-            details={"url": url_for_audit(server.url), "credential": server.credential_kind}
+            details={"url": url_for_audit(values.url), "credential": server.credential_kind}
             | ({"expose_names": True} if server.expose_names else {}),
         )
         _changed(workspace, server.pk)
@@ -358,18 +371,29 @@ def server_update(
     expose_names: bool | None = None,
 ) -> Server:
     """Change an upstream; a field left None keeps its value. ``credential=None`` (or empty) keeps the stored
-    secret, a new value replaces it.
+    secret, a new value replaces it. ``url`` equal to the server's ``url_display`` (the masked form pages and
+    the API show) keeps the stored URL too; another URL with masked parts in it is refused.
 
     A stored credential belongs to the origin (scheme, host, port) it was entered for: a change that points
     the server elsewhere clears it unless a credential is given in the same change. Otherwise an admin who
     never saw the secret could aim the server at a host of their own, press Test connection, and read it.
     """
+    try:
+        stored_url: str | None = server.decrypt_url()
+    except CredentialUnreadable:
+        stored_url = None
+    if url is not None and url.strip() == server.url_display:
+        url = None  # the masked form it was shown with came back unchanged: keep the stored URL
+    if url is None:
+        if stored_url is None:
+            raise ServerInvalid({"url": URL_UNREADABLE})
+        url = stored_url
     values, credential = server_validate(
         workspace=server.workspace,
         server=server,
         name=server.name if name is None else name,
         slug=server.slug if slug is None else slug,
-        url=server.url if url is None else url,
+        url=url,
         credential_kind=server.credential_kind if credential_kind is None else credential_kind,
         credential_header=server.credential_header if credential_header is None else credential_header,
         credential=credential or "",
@@ -378,11 +402,13 @@ def server_update(
     )
     with transaction.atomic():
         fields = values.as_fields()
-        moved = url_origin(values.url) != url_origin(server.url)
-        changed = sorted(k for k, v in fields.items() if getattr(server, k) != v)
+        # Compared with the decrypted URL: an unreadable one counts as moved (its credential is unusable too).
+        moved = stored_url is None or url_origin(values.url) != url_origin(stored_url)
+        current = {k: stored_url if k == "url" else getattr(server, k) for k in fields}
+        changed = sorted(k for k, v in fields.items() if current[k] != v)
         details: dict[str, Any] = {}
         for key in changed:
-            setattr(server, key, fields[key])
+            setattr(server, key, fields[key])  # ``url`` encrypts it and makes its display form
         if server.credential_kind == Server.CredentialKind.NONE:
             if server.credential_encrypted:
                 changed.append("credential")
@@ -465,7 +491,7 @@ def server_test(*, server: Server) -> ConnectionTest:
     try:
         info, tools, found = upstream.probe(catalog.server_config(server))
     except (upstream.UpstreamError, CredentialUnreadable, ValueError) as exc:
-        message = getattr(exc, "message", None) or str(exc)
+        message = scrub_message(getattr(exc, "message", None) or str(exc), server)
         Server.objects.filter(pk=server.pk).update(last_error=message[:1000], last_checked_at=now)
         server.refresh_from_db()
         return ConnectionTest(ok=False, error=message)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway import protocol
+from gateway import protocol, secret_urls
 from gateway.netguard import UpstreamAddressRefused, resolve_upstream
 
 logger = logging.getLogger(__name__)
@@ -259,8 +259,10 @@ PROMPTS = ListKind("prompts/list", "prompts", "name", "prompts")
 class UpstreamConfig:
     server_id: int
     slug: str
-    url: str
-    headers: tuple[tuple[str, str], ...] = ()
+    # The plain URL (it may carry a key) and credential headers: never in a repr, so never in a log line or
+    # traceback that prints a config or a session. Messages name the server by ``slug``.
+    url: str = field(repr=False)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     timeout: float = 60.0
     # Changes whenever the server's settings change, so a stale session is never reused for a new config.
     stamp: str = ""
@@ -619,7 +621,9 @@ class UpstreamSession:
                     reply.status == 404 or (reply.status == 400 and "session" in snippet.lower())
                 ):
                     raise _SessionExpired("http", f"{self.config.slug} no longer knows our session")
-                # The body stays in our log: it may echo what the upstream was sent (a credential).
+                # The body stays in our log: it may echo what the upstream was sent (a credential), and it
+                # loses what it quotes of the URL's secret parts.
+                snippet = secret_urls.scrub(snippet, self.config.url)
                 logger.info("upstream %s answered HTTP %s: %s", self.config.slug, reply.status, snippet[:200])
                 raise UpstreamError("http", f"{self.config.slug} answered HTTP {reply.status}")
             if "id" not in message:
@@ -825,6 +829,7 @@ class UpstreamSession:
         try:
             if reply.status >= 400:
                 snippet = reply.response.read(300).decode("utf-8", "replace").strip()
+                snippet = secret_urls.scrub(snippet, self.config.url)  # it may quote the URL's key
                 logger.info(
                     "upstream %s refused initialize, HTTP %s: %s",
                     self.config.slug,

@@ -40,6 +40,7 @@ from gateway import (
     modern,
     protocol,
     relay,
+    secret_urls,
     sessions,
     standalone,
     usage,
@@ -332,9 +333,8 @@ class _ToolCall:
             upstream_code = error.get("code")
             code = upstream_code if isinstance(upstream_code, int) else protocol.INTERNAL_ERROR
             self._record(Outcome.UPSTREAM_ERROR, f"upstream error {code}")
-            return protocol.error_body(
-                self.request_id, code, str(error.get("message") or "Upstream error"), error.get("data")
-            )
+            message = self._scrubbed(str(error.get("message") or "Upstream error"))
+            return protocol.error_body(self.request_id, code, message, error.get("data"))
         result = incoming.get("result")
         if not isinstance(result, dict):
             self._record(Outcome.UPSTREAM_ERROR, "no result")
@@ -361,11 +361,17 @@ class _ToolCall:
         self.parked = True
         self.held.park()
 
+    def _scrubbed(self, message: str) -> str:
+        """An upstream error message may quote its URL (and its key): not in the usage log or an answer."""
+        config = self.target.server.config
+        return secret_urls.scrub(message, config.url) if config is not None else message
+
     def failed(self, exc: UpstreamError) -> dict[str, Any]:
         self.answered = True
         self._upstream_done()
-        self._record(Outcome.TIMEOUT if exc.kind == "timeout" else Outcome.UPSTREAM_ERROR, exc.message[:300])
-        return _failure_result(self.request_id, f"Upstream {self.target.server.slug} failed: {exc.message}")
+        message = self._scrubbed(exc.message)
+        self._record(Outcome.TIMEOUT if exc.kind == "timeout" else Outcome.UPSTREAM_ERROR, message[:300])
+        return _failure_result(self.request_id, f"Upstream {self.target.server.slug} failed: {message}")
 
     def register_inflight(self) -> None:
         """Where a cancellation for this call must go, readable by whichever node receives it.

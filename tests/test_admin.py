@@ -44,6 +44,21 @@ def test_it_never_shows_upstream_credentials(admin_client_logged: Client, team: 
     assert "admin-should-not-see" not in body and server.credential_encrypted not in body
 
 
+def test_it_shows_the_upstream_url_masked(admin_client_logged: Client, team: Team) -> None:
+    key = "sk-live-Qm9vYmFyQmF6-4711"
+    server = server_create(
+        workspace=team.workspace,
+        actor=team.alice.user,
+        name="S",
+        slug="s",
+        url=f"https://example.com/{key}/mcp",
+    )
+    listing = admin_client_logged.get("/admin/gateway/server/").content.decode()
+    body = admin_client_logged.get(f"/admin/gateway/server/{server.pk}/change/").content.decode()
+    assert "https://example.com/••••/mcp" in listing and "https://example.com/••••/mcp" in body
+    assert all(key not in page and server.url_encrypted not in page for page in (listing, body))
+
+
 def test_it_shows_invites_read_only_without_the_hash(admin_client_logged: Client, team: Team) -> None:
     from workspaces.services import member_invite
 

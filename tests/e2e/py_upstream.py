@@ -1,9 +1,10 @@
 """A real MCP upstream for the Aerostack e2e tests, built on the official Python SDK (mcp 2.3.0).
 
 Usage:
-    python tests/e2e/py_upstream.py PORT [--stateless] [--json-response] [--name NAME]
+    python tests/e2e/py_upstream.py PORT [--stateless] [--json-response] [--name NAME] [--path PATH]
 
-Serves streamable HTTP on http://127.0.0.1:PORT/mcp (never on another interface).
+Serves streamable HTTP on http://127.0.0.1:PORT/mcp (never on another interface); `--path` serves it
+elsewhere instead, e.g. /sk-live-abc123/mcp (a hosted server with its key in the URL).
 Stateful (Mcp-Session-Id) and SSE replies by default; `--stateless` drops sessions,
 `--json-response` makes request replies `application/json` instead of `text/event-stream`.
 
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json-response", action="store_true", help="reply application/json instead of SSE")
     parser.add_argument("--name", default="aerostack-py-upstream", help="serverInfo.name")
+    parser.add_argument("--path", default=PATH, help="the endpoint's path (default /mcp)")
     args = parser.parse_args(argv)
 
     server = build_server(args.name)
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         "streamable-http",
         host=HOST,
         port=args.port,
-        streamable_http_path=PATH,
+        streamable_http_path=args.path,
         stateless_http=args.stateless,
         json_response=args.json_response,
     )

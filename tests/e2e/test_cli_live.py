@@ -398,3 +398,55 @@ def test_rotate_and_scopes_through_the_cli(stack: Stack) -> None:
         1,
         "scopes",
     )
+
+
+def test_a_url_with_a_key_goes_in_by_environment_and_never_comes_out(stack: Stack) -> None:
+    from tests.e2e.upstreams import start_python_upstream
+
+    owner, key, query_key = stack.owner_key, "sk-live-Qm9vYmFyQmF6-4711", "tok3n-Zq8Xw"
+    path = f"/{key}/mcp"
+    upstream = start_python_upstream("--path", path)
+    try:
+        url = f"http://127.0.0.1:{upstream.port}{path}?api_key={query_key}"
+        shown = f"http://127.0.0.1:{upstream.port}/••••/mcp?api_key=••••"
+        added = stack.run(
+            "workspace", "server", "add", stack.slug, "--name", "Keyed", "--url-env", "KEYED_URL", "--json",
+            key=owner, KEYED_URL=url,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        server_id = str(json.loads(added.stdout)["id"])
+        outputs = [added.stdout]
+        listed = stack.run("workspace", "server", "list", stack.slug, key=owner)
+        listed_json = stack.run("workspace", "server", "list", stack.slug, "--json", key=owner)
+        tested = stack.run("workspace", "server", "test", stack.slug, server_id, key=owner)
+        activity = stack.run("workspace", "activity", stack.slug, "--json", key=owner)
+        outputs += [r.stdout + r.stderr for r in (listed, listed_json, tested, activity)]
+        assert json.loads(added.stdout)["url"] == shown and shown in listed.stdout
+        assert shown in [row["url"] for row in json.loads(listed_json.stdout)]
+        assert tested.returncode == 0 and "Connected to Keyed" in tested.stdout, tested.stderr
+        outputs.append(stack.server.log.read_text(errors="replace"))
+        assert not [s for s in (key, query_key) for text in outputs if s in text]
+        assert stack.run("workspace", "server", "remove", stack.slug, server_id, key=owner).returncode == 0
+    finally:
+        upstream.stop()
+    both = stack.run(
+        "workspace",
+        "server",
+        "add",
+        stack.slug,
+        "--name",
+        "X",
+        "--url",
+        url,
+        "--url-env",
+        "KEYED_URL",
+        key=owner,
+    )
+    assert_one_line_error(both, 1, "--url-env")
+    assert_one_line_error(
+        stack.run("workspace", "server", "add", stack.slug, "--name", "X", key=owner), 1, "--url"
+    )
+    unset = stack.run(
+        "workspace", "server", "add", stack.slug, "--name", "X", "--url-env", "NOPE_UNSET", key=owner
+    )
+    assert_one_line_error(unset, 1, "NOPE_UNSET")

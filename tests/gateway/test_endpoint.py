@@ -457,7 +457,7 @@ def test_it_reinitializes_when_the_upstream_forgets_the_session(
     assert config is not None
     pooled = upstream.session_for(config)
     old_session = pooled.session_id
-    parts = urlsplit(py_server.url)
+    parts = urlsplit(py_server.decrypt_url())
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
     connection.request(
         "DELETE",

@@ -70,7 +70,7 @@ def _edit(client: Client, server: Server, **overrides: str) -> Any:
     data = {
         "name": server.name,
         "slug": server.slug,
-        "url": server.url,
+        "url": server.url_display,
         "credential_kind": server.credential_kind,
         "credential_header": server.credential_header,
         "credential": "",
@@ -119,7 +119,7 @@ def test_any_origin_change_clears_the_credential(
     login(client, team.amy)
     _edit(client, server, url=after.format(port=recorder.port))
     server = reload(server)
-    assert server.url == after.format(port=recorder.port) and server.credential_encrypted == ""
+    assert server.decrypt_url() == after.format(port=recorder.port) and server.credential_encrypted == ""
     _test_connection(client, server)
     assert recorder.requests and not recorder.seen(SECRET)
 

@@ -32,7 +32,8 @@ def _bearer(team: Team) -> Server:
 
 def _edit_data(server: Server, **overrides: Any) -> dict[str, Any]:
     fields = ("name", "slug", "url", "credential_kind", "credential_header", "timeout_seconds")
-    return form_data(**{field: getattr(server, field) for field in fields}) | overrides
+    shown = {field: server.url_display if field == "url" else getattr(server, field) for field in fields}
+    return form_data(**shown) | overrides
 
 
 def test_it_shows_current_values_but_never_the_secret(client: Client, team: Team) -> None:
@@ -66,7 +67,7 @@ def test_it_saves_changes_and_keeps_the_secret(client: Client, team: Team) -> No
         response.status_code == 302 and response["Location"] == f"/workspaces/acme-tools/servers/{server.pk}/"
     )
     server = reload(server)
-    assert (server.name, server.url, server.timeout_seconds) == (
+    assert (server.name, server.decrypt_url(), server.timeout_seconds) == (
         "GitHub Enterprise",
         "https://mcp.example.com/v2/mcp",
         120,

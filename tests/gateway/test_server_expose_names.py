@@ -113,7 +113,8 @@ def test_the_form_shows_the_refusal_beside_the_checkbox(
         'name="expose_names"' in page.content.decode() and "Expose names as they are" in page.content.decode()
     )
     fields = ("name", "slug", "url", "credential_kind", "credential_header", "timeout_seconds")
-    data = form_data(**{f: getattr(github, f) for f in fields}) | {"expose_names": "on"}
+    shown = {f: github.url_display if f == "url" else getattr(github, f) for f in fields}
+    data = form_data(**shown) | {"expose_names": "on"}
     response = client.post(f"/workspaces/acme-tools/servers/{github.pk}/edit/", data)
     assert response.status_code == 400
     assert "search (Jira)" in error_beside(response, "expose_names")

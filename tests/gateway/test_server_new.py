@@ -52,7 +52,7 @@ def test_it_adds_a_server_and_tests_it_once(client: Client, team: Team, upstream
     response = login(client, team.alice).post(URL, data)
     assert response.status_code == 302 and response["Location"] == LIST
     server = Server.objects.get(workspace=team.workspace, slug="py")
-    assert (server.name, server.url, server.timeout_seconds) == ("Py upstream", upstream.url, 60)
+    assert (server.name, server.decrypt_url(), server.timeout_seconds) == ("Py upstream", upstream.url, 60)
     assert decrypt(server.credential_encrypted) == SECRET
     assert server.status == "ok" and server.last_checked_at is not None
     assert {t["name"] for t in server.tools_snapshot} >= UPSTREAM_TOOLS

@@ -53,7 +53,10 @@ def test_it_keeps_the_last_tools_when_a_later_test_fails(
     login(client, team.alice).post(_url(server))
     tool_count = reload(server).tool_count
     assert tool_count >= len(UPSTREAM_TOOLS)
-    Server.objects.filter(pk=server.pk).update(url=f"http://127.0.0.1:{free_port()}/mcp")
+    moved = Server(url=f"http://127.0.0.1:{free_port()}/mcp")
+    Server.objects.filter(pk=server.pk).update(
+        url_encrypted=moved.url_encrypted, url_display=moved.url_display
+    )
     client.post(_url(server))
     server = reload(server)
     assert server.status == "error" and server.tool_count == tool_count
