@@ -20,15 +20,18 @@ it or whose template it fits (``FeatureList.upstream_uri``).
 Scopes: a token sees and uses the resources, templates and prompts of a server only when its scope grants
 that whole server (``tokens.scopes.allows_whole_server``); out of scope is answered exactly as unknown.
 
-Subscriptions: the client sessions subscribed to an upstream URI are kept in the shared cache (any node
-serves any session); ``resource_updated`` publishes an upstream's ``notifications/resources/updated`` to each
-of them on the bus channel ``session:<id>``, with the URI they subscribed with.
+Subscriptions: the client sessions (and 2026-07-28 listen streams, gateway/listen.py) subscribed to an
+upstream URI are kept in the shared cache (any node serves any session); the node that forwarded a
+subscription keeps reading that upstream's standalone stream while it holds (gateway/standalone.py), and
+``resource_updated`` publishes an upstream's ``notifications/resources/updated`` to each subscriber on the
+bus channel ``session:<id>`` (a listen stream: ``listen:<name>``), with the URI they subscribed with.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -286,8 +289,12 @@ class _Call:
             body = self.forward(target, params)
             if "result" in body:
                 subscribers_change(target.server.id, target.upstream, session_id, target.exposed)
+                listener = session_id.startswith(LISTENER_PREFIX)  # lets go when its stream ends
+                lasts = math.inf if listener else settings.GATEWAY_SESSION_TTL_SECONDS
+                _watch_updates(target, session_id, until=time.monotonic() + lasts)
             return body
         remaining = subscribers_change(target.server.id, target.upstream, session_id, None)
+        _watch_updates(target, session_id, until=None)
         if remaining:  # other sessions still want its updates: the upstream keeps the subscription
             return protocol.result_body(self.id, {})
         return self.forward(target, params)
@@ -389,6 +396,68 @@ def subscribers(server_id: int, uri: str) -> dict[str, str]:
     return dict(cache.get(_subscribers_key(server_id, uri)) or {})
 
 
+# -- subscriptions of 2026-07-28 listen streams (gateway/listen.py) -----------------------------------------
+# A listen stream is a subscriber like a session, under the id ``listen:<stream name>``: its updates go to
+# the bus channel of that id, and it is alive while its key (renewed by the stream's checks) is in the cache.
+LISTENER_PREFIX = "listen:"
+
+
+def listener_alive_key(subscriber: str) -> str:
+    return f"gw:listen-alive:{subscriber[len(LISTENER_PREFIX) :]}"
+
+
+def listener_subscribe(
+    *, token: Token, subscriber: str, uri: str, current: int | None, record: Record
+) -> Target | None:
+    """Subscribe a listen stream (``subscriber``) to ``uri`` as ``resources/subscribe`` does for a session
+    (routed to its upstream, scopes applied, usage recorded); the target when the subscription holds, None
+    when the URI is unknown or out of scope, its server offers no subscriptions, or the upstream refused."""
+    message = protocol.Message(
+        kind="request",
+        id=f"{subscriber}:{uri}"[:200],
+        method="resources/subscribe",
+        params={"uri": uri},
+        raw={},
+    )
+    call = _Call(message, {"uri": uri}, token, current, record)
+    try:
+        body = call.subscribe(subscriber, subscribe=True)
+    except protocol.ProtocolError:
+        return None
+    if "result" not in body:
+        return None
+    return call.uri_target(uri)
+
+
+def listener_unsubscribe(*, token: Token, subscriber: str, target: Target, record: Record) -> None:
+    """The listen stream ended: drop its subscription (the upstream's too, when no one else wants it)."""
+    remaining = subscribers_change(target.server.id, target.upstream, subscriber, None)
+    _watch_updates(target, subscriber, until=None)
+    if remaining:
+        return
+    message = protocol.Message(
+        kind="request", id=subscriber, method="resources/unsubscribe", params={"uri": target.exposed}, raw={}
+    )
+    _Call(message, {"uri": target.exposed}, token, None, record).forward(target, {"uri": target.upstream})
+
+
+def _watch_updates(target: Target, subscriber: str, *, until: float | None) -> None:
+    """Keep this process reading the upstream's standalone stream, where its resource updates come, while a
+    subscription it forwarded holds (``until``: a monotonic time, ``inf`` for a listen stream, which lets go
+    when it ends; None: let go now). The upstream session is this process's pooled one, the one that
+    subscribed."""
+    if target.server.config is None:
+        return
+    from gateway import standalone  # reads upstream streams; imported off the request path
+
+    watcher = standalone.of(session_for(target.server.config))
+    key = f"{subscriber}|{target.upstream}"
+    if until is None:
+        watcher.unhold(key)
+    else:
+        watcher.hold(key, until)
+
+
 def resource_updated(server_id: int, params: dict[str, Any]) -> int:
     """Relay an upstream's ``notifications/resources/updated`` to every client session subscribed to its URI
     (on whatever node the session's GET stream is served), with the URI each of them subscribed with. Sessions
@@ -401,7 +470,12 @@ def resource_updated(server_id: int, params: dict[str, Any]) -> int:
     found = subscribers(server_id, uri)
     if not found:
         return 0
-    keys = {session_id: sessions.cache_key(session_id) for session_id in found}
+    keys = {
+        session_id: listener_alive_key(session_id)
+        if session_id.startswith(LISTENER_PREFIX)
+        else sessions.cache_key(session_id)
+        for session_id in found
+    }
     alive = cache.get_many([key for key in keys.values() if key])
     from gateway import bus  # the GET stream's module; imported here, off the request path
 
@@ -411,7 +485,7 @@ def resource_updated(server_id: int, params: dict[str, Any]) -> int:
             subscribers_change(server_id, uri, session_id, None)
             continue
         bus.publish(
-            f"session:{session_id}",
+            session_id if session_id.startswith(LISTENER_PREFIX) else f"session:{session_id}",
             {
                 "jsonrpc": "2.0",
                 "method": "notifications/resources/updated",

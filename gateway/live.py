@@ -357,22 +357,44 @@ class Stream:
             if name in set(lists)
         ]
 
+    # -- what a kind of stream decides (``gateway.listen.ListenStream`` is the 2026-07-28 kind) --
+    @property
+    def own_channel(self) -> str:
+        """The bus channel of this stream's own messages (relayed JSON-RPC messages, its end)."""
+        return f"session:{self.session_id}"
+
+    def _channels(self) -> Sequence[str]:
+        return (f"ws:{self.workspace_id}", f"token:{self.token_id}", self.own_channel)
+
+    def _opening(self) -> list[bytes]:
+        """The first chunks, once subscribed: the priming event, and the changes missed while away."""
+        chunks = [self._event(None)]
+        if self.resumed_from is not None and self.resumed_from != self.position:
+            chunks += self._changed(LISTS)  # changes made while the client was away
+        return chunks
+
+    def _own(self, message: dict[str, Any]) -> list[bytes] | None:
+        """What a message of ``own_channel`` writes, or None when it ends the stream."""
+        kind = message.get("kind")
+        if "jsonrpc" in message:
+            return [self._event(message)]
+        if kind == "ended" or (kind == "stream_opened" and message.get("stream") != self.name):
+            return None
+        return []
+
+    def _ending(self) -> list[bytes]:
+        """The last chunks when the token stopped working (the GET stream just ends)."""
+        return []
+
     async def _events(self) -> AsyncIterator[bytes]:
         global open_streams
         open_streams += 1
         loop = asyncio.get_running_loop()
-        channels: Sequence[str] = (
-            f"ws:{self.workspace_id}",
-            f"token:{self.token_id}",
-            f"session:{self.session_id}",
-        )
-        subscription = bus.subscribe(channels, gaps=True)
+        subscription = bus.subscribe(self._channels(), gaps=True)
         try:
             await subscription.ready()
-            yield self._event(None)
-            if self.resumed_from is not None and self.resumed_from != self.position:
-                for chunk in self._changed(LISTS):  # changes made while the client was away
-                    yield chunk
+            for chunk in self._opening():
+                yield chunk
             keepalive = settings.GATEWAY_STREAM_KEEPALIVE_SECONDS
             recheck = settings.GATEWAY_STREAM_RECHECK_SECONDS
             next_check = loop.time() + recheck
@@ -391,6 +413,8 @@ class Stream:
                         next_check = loop.time() + recheck
                         check = await self._check()
                         if not check.ok:
+                            for chunk in self._ending():
+                                yield chunk
                             return
                         for chunk in self._scopes_checked(check):
                             last_write = loop.time()
@@ -403,11 +427,12 @@ class Stream:
                     return
                 last_write = loop.time()  # what follows writes an event (or nothing, rarely)
                 kind = message.get("kind")
-                if channel.startswith("session:"):
-                    if "jsonrpc" in message:
-                        yield self._event(message)
-                    elif kind == "ended" or (kind == "stream_opened" and message.get("stream") != self.name):
+                if channel == self.own_channel:
+                    own = self._own(message)
+                    if own is None:
                         return
+                    for chunk in own:
+                        yield chunk
                     continue
                 if kind == "gap":
                     # Messages may have been lost (Redis reconnected, or this stream fell behind): the
@@ -426,6 +451,8 @@ class Stream:
                     next_check = loop.time() + recheck
                     check = await self._check()
                     if not check.ok:
+                        for chunk in self._ending():
+                            yield chunk
                         return
                     for chunk in self._scopes_checked(check):
                         yield chunk
@@ -457,7 +484,7 @@ class Stream:
             result = token_authenticate(raw=self._raw, workspace_slug=self.slug)
             if result.token is None or result.token.pk != self.token_id:
                 return Check(False)
-            if sessions.get(self.session_id, token_id=self.token_id) is None:
+            if not self._still_open():
                 return Check(False)
             self.lease.renew()
             self._mark()
@@ -466,6 +493,10 @@ class Stream:
             return Check(True, token_scopes.digest(result.token.scopes))
         finally:
             close_old_connections()
+
+    def _still_open(self) -> bool:
+        """In a check thread, after the token passed: is what the stream belongs to still there?"""
+        return sessions.get(self.session_id, token_id=self.token_id) is not None
 
 
 class _Run:

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 STANDALONE_LINGER_SECONDS = 5.0
 REFUSED_RETRY_SECONDS = 300.0
 OPEN_TIMEOUT_SECONDS = 2.0
+_LIST_CHANGED = {f"notifications/{name}/list_changed": name for name in ("tools", "resources", "prompts")}
 
 
 class Standalone:
@@ -60,6 +61,9 @@ class Standalone:
         self._refused_until = 0.0
         self._last_event_id: str | None = None
         self._opened = threading.Event()
+        # Resource subscriptions forwarded through this upstream session: key -> until (monotonic). While one
+        # holds, the stream stays open (the upstream sends its notifications/resources/updated there).
+        self._holds: dict[str, float] = {}
 
     # -- calls --------------------------------------------------------------------------------------------
     def enter(self, call: CallRelay | None) -> None:
@@ -78,6 +82,30 @@ class Standalone:
             self._reader.start()
         self._opened.wait(OPEN_TIMEOUT_SECONDS)
 
+    def hold(self, key: str, until: float) -> None:
+        """A subscription forwarded on this upstream session holds until ``until`` (monotonic): keep the
+        stream open (opened now, like ``enter``), so the upstream's resource updates are read."""
+        with self._lock:
+            self._holds[key] = until
+            if self._reader is not None or time.monotonic() < self._refused_until:
+                return
+            self._opened.clear()
+            self._reader = threading.Thread(target=self._run, name="aerostack-upstream-get", daemon=True)
+            self._reader.start()
+        self._opened.wait(OPEN_TIMEOUT_SECONDS)
+
+    def unhold(self, key: str) -> None:
+        with self._lock:
+            if self._holds.pop(key, None) is not None and not self._holding():
+                self._idle_since = time.monotonic()
+
+    def _holding(self) -> bool:
+        """Under the lock: does a subscription still hold the stream open (expired holds are dropped)?"""
+        now = time.monotonic()
+        for key in [key for key, until in self._holds.items() if until <= now]:
+            del self._holds[key]
+        return bool(self._holds)
+
     def leave(self, call: CallRelay | None) -> None:
         with self._lock:
             self._in_flight -= 1
@@ -88,12 +116,16 @@ class Standalone:
 
     def _idle(self) -> bool:
         with self._lock:
+            if self._holding():
+                return False
             return self._in_flight <= 0 and time.monotonic() - self._idle_since >= STANDALONE_LINGER_SECONDS
 
     def _retire(self) -> bool:
         """The reader's decision to stop, taken under the lock ``enter`` takes: a call that enters after it
         starts a new reader, one that entered before keeps this one."""
         with self._lock:
+            if self._holding():
+                return False
             if self._in_flight <= 0 and time.monotonic() - self._idle_since >= STANDALONE_LINGER_SECONDS:
                 self._reader = None
                 return True
@@ -210,8 +242,17 @@ class Standalone:
             if relayed is not None:
                 bus.publish(f"session:{call.session.id}", relayed)
             return
-        if message["method"] == "notifications/tools/list_changed":
-            self._list_changed(calls)
+        if message["method"] in _LIST_CHANGED:
+            self._list_changed(calls, _LIST_CHANGED[message["method"]])
+            return
+        if message["method"] == "notifications/resources/updated":
+            # To every subscriber of its URI (sessions and listen streams), on whatever node they are.
+            from gateway import features  # imports the upstream pool; off the import path of this module
+
+            params = message.get("params")
+            features.resource_updated(
+                self.upstream.config.server_id, params if isinstance(params, dict) else {}
+            )
             return
         if message["method"] == "notifications/message" and len(clients) == 1:
             call = calls[0]
@@ -219,8 +260,8 @@ class Standalone:
             if note is not None:
                 bus.publish(f"session:{call.session.id}", note)
 
-    def _list_changed(self, calls: list[CallRelay]) -> None:
-        """The upstream announced a new tool list on its GET stream: every node rebuilds the workspace's."""
+    def _list_changed(self, calls: list[CallRelay], kind: str = "tools") -> None:
+        """The upstream announced a new list on its GET stream: every node rebuilds the workspace's."""
         from django.db import connection
 
         from gateway.models import Server
@@ -231,7 +272,7 @@ class Standalone:
                 found = Server.objects.filter(pk=self.upstream.config.server_id)
                 workspaces = set(found.values_list("workspace_id", flat=True))
             for workspace_id in workspaces:
-                catalog.invalidate(workspace_id, lists=["tools"])
+                catalog.invalidate(workspace_id, lists=[kind])
         finally:
             if not connection.in_atomic_block:
                 connection.close()  # this thread keeps no database connection (nor a pooled one)

@@ -717,12 +717,11 @@ class GatewayView(APIView):
         """What the gateway says about itself, in ``initialize`` (legacy) and ``server/discover`` (modern)."""
         token = ctx.token
         assert token is not None
-        # Changes are pushed on a legacy session's GET stream (gateway/live.py); the 2026-07-28 era has no
-        # stream here yet (subscriptions/listen is not served), so it is not told to expect them.
-        pushed = ctx.modern is None
-        extra = features.capabilities(token.workspace_id, token.scopes, list_changed=pushed)
+        # Changes are pushed on a legacy session's GET stream and on a 2026-07-28 subscriptions/listen stream
+        # (gateway/live.py, gateway/listen.py).
+        extra = features.capabilities(token.workspace_id, token.scopes)
         return {
-            "capabilities": {"tools": {"listChanged": pushed}, "logging": {}, **extra},
+            "capabilities": {"tools": {"listChanged": True}, "logging": {}, **extra},
             "serverInfo": SERVER_INFO,
             "instructions": (f"Tools of the Aerostack workspace “{token.workspace.name}”: <server>__<tool>."),
         }
