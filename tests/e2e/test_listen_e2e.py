@@ -237,7 +237,7 @@ def _listen_request(slug: str, token: str, request_id: int = 1) -> tuple[bytes, 
 
 
 def test_a_bad_token_gets_401_on_listen_with_the_challenge(stack: Any) -> None:
-    gateway, slug, _, _ = stack
+    gateway, slug, tokens, _ = stack
     for token in ("", "mwt_not_a_real_token"):
         body, headers = _listen_request(slug, token)
         connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
@@ -247,6 +247,7 @@ def test_a_bad_token_gets_401_on_listen_with_the_challenge(stack: Any) -> None:
         assert (response.getheader("WWW-Authenticate") or "").startswith('Bearer realm="aerostack"')
         assert json.loads(response.read())["error"]["code"] == -32001
         connection.close()
+    _open_raw(gateway.port, slug, tokens[0], 1).close()  # the same request with a valid token: a stream
 
 
 def _open_raw(port: int, slug: str, token: str, request_id: int) -> socket.socket:

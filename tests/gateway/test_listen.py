@@ -201,6 +201,11 @@ def test_a_bad_token_gets_401_first(team: Team, authorization: str | None) -> No
     assert response.status_code == 401
     assert response["WWW-Authenticate"].startswith('Bearer realm="aerostack"')
     assert response.json()["error"]["code"] == -32001
+    assert not live._local  # no slot taken
+    client.raw_token = make_token(team.bob).raw  # the same request with a valid token: a stream
+    opened = listen(client, {"toolsListChanged": True})
+    assert opened.status_code == 200 and opened["Content-Type"] == "text/event-stream"
+    opened.loop_stream.__self__.release()
 
 
 @pytest.mark.django_db
@@ -241,6 +246,10 @@ def test_listen_checks_its_headers_like_any_modern_request(team: Team) -> None:
     client = ModernClient(make_token(team.bob).raw)
     response = listen(client, {"toolsListChanged": True}, HTTP_MCP_METHOD="tools/list")
     assert response.status_code == 400 and response.json()["error"]["code"] == -32020
+    assert not live._local
+    opened = listen(client, {"toolsListChanged": True})  # with its headers right: a stream
+    assert opened.status_code == 200
+    opened.loop_stream.__self__.release()
 
 
 @pytest.mark.django_db
