@@ -17,6 +17,8 @@ the in-process cache (DATABASE_URL and REDIS_URL are ignored here). A small upst
    SSE clients), all open at once.
 5b. GET streams: ``--get-streams`` client GET streams (the session's standalone stream, gateway/live.py),
    each of its own session, all open at once: served on the event loop, they hold no lane thread.
+5c. listen streams: ``--listen-streams`` 2026-07-28 ``subscriptions/listen`` streams (gateway/listen.py), all
+   open at once, on the same event-loop machinery: they hold no lane thread either.
 6. all of 2-4 at once.
 7. beyond the bound: more concurrent slow calls than the gateway lane admits; the rest must be refused at
    once with a JSON-RPC error (HTTP 503), never left waiting.
@@ -416,6 +418,48 @@ class Connections:
             except (OSError, StressError):
                 self.failed_requests += 1
 
+    def open_listen_streams(self, count: int, setup: Setup) -> None:
+        """``count`` 2026-07-28 listen streams (tools list changes) of the slow workspace; returns once each
+        has its status line and acknowledgment (the stream is subscribed by then)."""
+        path = setup.slow_url.removeprefix(setup.url)
+        envelope = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "stress", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        for number in range(count):
+            body = json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": number + 1,
+                    "method": "subscriptions/listen",
+                    "params": {"notifications": {"toolsListChanged": True}, "_meta": envelope},
+                }
+            ).encode()
+            sock = self._connect()
+            sock.sendall(
+                (
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    "Accept: application/json, text/event-stream\r\n"
+                    f"Authorization: Bearer {setup.slow_token}\r\n"
+                    "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: subscriptions/listen\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                + body
+            )
+            data = b""
+            try:
+                while b"subscriptions/acknowledged" not in data:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        raise StressError("the server closed a listen stream before its acknowledgment")
+                    data += chunk
+                if not data.startswith(b"HTTP/1.1 200 "):
+                    status_line = data.split(b"\r\n", 1)[0]
+                    raise StressError(f"a listen stream was refused: {status_line!r}")
+            except (OSError, StressError):
+                self.failed_requests += 1
+
     def still_open(self) -> int:
         """How many of the sockets the server has not closed (nothing to read, no EOF)."""
         count = 0
@@ -679,6 +723,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ) - before.get("threads", 0)
             streams.close()
 
+            print(f"phase listen streams: {args.listen_streams} subscriptions/listen streams", flush=True)
+            before = process_status(pid)
+            listening = Connections(port, setup)
+            listening.open_listen_streams(args.listen_streams, setup)
+            measure("listen_streams", {"streams": args.listen_streams})
+            phases["listen_streams"]["still_open"] = listening.still_open()
+            phases["listen_streams"]["failed_requests"] = listening.failed_requests
+            phases["listen_streams"]["threads_added"] = phases["listen_streams"]["process"].get(
+                "threads", 0
+            ) - before.get("threads", 0)
+            listening.close()
+
         print("phase all at once", flush=True)
         calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
         crowd = Connections(port, setup)
@@ -818,6 +874,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slowloris", type=positive, default=500)
     parser.add_argument("--streams", type=positive, default=200, help="open SSE streams (200)")
     parser.add_argument("--get-streams", type=positive, default=1000, help="open client GET streams (1000)")
+    parser.add_argument(
+        "--listen-streams", type=positive, default=1000, help="open subscriptions/listen streams (1000)"
+    )
     parser.add_argument("--probe-seconds", type=float, default=8.0)
     parser.add_argument("--bound", type=positive, default=None, help="the gateway lane's bound (256)")
     parser.add_argument("--beyond", type=positive, default=50, help="calls beyond the bound (50)")
