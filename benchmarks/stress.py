@@ -45,6 +45,7 @@ import itertools
 import json
 import os
 import platform
+import select
 import socket
 import sys
 import tempfile
@@ -153,9 +154,10 @@ for name in ("slow", "ping"):
     workspace = workspace_create(name=name, owner=user)
     Workspace.objects.filter(pk=workspace.pk).update(rate_limit_per_minute=1000000)
     if name == "slow":
-        server_create(
+        slow = server_create(
             workspace=workspace, actor=user, name="Slow", slug="slow", url={url}, timeout_seconds=120
         )
+        out["slow_server"] = slow.pk
     member = Member.objects.get(workspace=workspace, user=user)
     created = token_create(workspace=workspace, holder=member, name=name, expires_in=None, created_by=user)
     out[name] = {{"slug": workspace.slug, "token": created.raw}}
@@ -165,6 +167,11 @@ session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
 session[HASH_SESSION_KEY] = user.get_session_auth_hash()
 session.create()
 out["cookie"] = settings.SESSION_COOKIE_NAME + "=" + session.session_key
+try:  # the REST API switches a tool for the listen phase (an older checkout may lack it)
+    from api.services import api_key_create
+    out["key"] = api_key_create(user=user, name="stress", expires_in=None).raw
+except ImportError:
+    out["key"] = ""
 print({marker} + json.dumps(out))
 """
 
@@ -178,6 +185,8 @@ class Setup:
     ping_token: str
     dashboard_path: str
     cookie: str = field(repr=False)
+    api_key: str = field(default="", repr=False)
+    slow_server: int = 0
     url: str = ""  # where clients connect: the server, or nginx in front of it
     sources: tuple[str, ...] = ()  # the load's client addresses, in turn (none: the system's choice)
 
@@ -211,6 +220,8 @@ def provision(
                 ping_token=data["ping"]["token"],
                 dashboard_path=f"/workspaces/{data['ping']['slug']}/",
                 cookie=data["cookie"],
+                api_key=data.get("key", ""),
+                slow_server=int(data.get("slow_server", 0)),
                 url=url,
                 sources=sources,
             )
@@ -459,6 +470,63 @@ class Connections:
                     raise StressError(f"a listen stream was refused: {status_line!r}")
             except (OSError, StressError):
                 self.failed_requests += 1
+
+    def notified(self, setup: Setup, tool: str = "stream", timeout: float = 30.0) -> dict[str, Any]:
+        """Switch ``tool`` of the slow server off through the REST API (what the dashboard's switch calls),
+        and time until every open listen stream has its ``notifications/tools/list_changed``; then on."""
+        parts = setup.server.url.removeprefix("http://").split(":")
+        slug = setup.slow_url.rsplit("/", 1)[-1]
+        path = f"/api/v1/workspaces/{slug}/servers/{setup.slow_server}/tools/{tool}"
+
+        def switch(enabled: bool) -> None:
+            connection = http.client.HTTPConnection(parts[0], int(parts[1]), timeout=30)
+            connection.request(
+                "PATCH",
+                path,
+                body=json.dumps({"enabled": enabled}),
+                headers={"Authorization": f"Bearer {setup.api_key}", "Content-Type": "application/json"},
+            )
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            if response.status != 200:
+                raise StressError(f"switching {tool} answered {response.status}")
+
+        waiting = {sock.fileno(): sock for sock in self.sockets}
+        seen: dict[int, bytes] = dict.fromkeys(waiting, b"")
+        for sock in waiting.values():
+            sock.setblocking(False)
+        latencies: list[float] = []
+        started = time.monotonic()
+        switch(False)  # answered once committed: the notifications leave from then on
+        committed = time.monotonic()
+        deadline = committed + timeout
+        while waiting and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(waiting.values()), [], [], max(deadline - time.monotonic(), 0))
+            for sock in ready:
+                try:
+                    chunk = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                key = sock.fileno()
+                seen[key] += chunk
+                if b"tools/list_changed" in seen[key] or not chunk:
+                    if chunk:
+                        latencies.append(time.monotonic() - committed)
+                    del waiting[key]
+        for sock in self.sockets:
+            sock.setblocking(True)
+        switch(True)
+        latencies.sort()
+        ms = [round(value * 1000, 1) for value in latencies]
+        return {
+            "streams": len(self.sockets),
+            "notified": len(latencies),
+            "switch_ms": round((committed - started) * 1000, 1),
+            "p50_ms": ms[len(ms) // 2] if ms else None,
+            "p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))] if ms else None,
+            "max_ms": ms[-1] if ms else None,
+        }
 
     def still_open(self) -> int:
         """How many of the sockets the server has not closed (nothing to read, no EOF)."""
@@ -733,6 +801,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             phases["listen_streams"]["threads_added"] = phases["listen_streams"]["process"].get(
                 "threads", 0
             ) - before.get("threads", 0)
+            if setup.api_key:
+                phases["listen_streams"]["list_changed"] = listening.notified(setup)
             listening.close()
 
         print("phase all at once", flush=True)
@@ -840,6 +910,7 @@ def report(results: dict[str, Any]) -> None:
                 "nginx",
                 "connections_held",
                 "threads_added",
+                "list_changed",
             )
         }
         if extra:

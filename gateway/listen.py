@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
-from django.db import close_old_connections
+from django.db import connections
 from django.http import HttpResponse
 
 from gateway import features, live, protocol
@@ -157,6 +158,7 @@ class ListenStream(live.Stream):
             expires_at=token.expires_at.timestamp() if token.expires_at is not None else None,
         )
         self.token = token
+        self.scopes = token.scopes
         self.subscription_id = subscription_id
         self.lists = tuple(lists)
         self.subscriber = f"{features.LISTENER_PREFIX}{self.name}"
@@ -229,10 +231,11 @@ class ListenStream(live.Stream):
             self.lease.release()
         finally:
             if self.targets:
-                self._unsubscribe()
+                # Upstream round trips: in a thread of their own, so the check threads (which every open
+                # stream's checks share) never wait on an upstream.
+                threading.Thread(target=self._unsubscribe, name="aerostack-listen-end", daemon=True).start()
 
     def _unsubscribe(self) -> None:
-        close_old_connections()
         try:
             cache.delete(features.listener_alive_key(self.subscriber))
             for target in self.targets:
@@ -243,7 +246,7 @@ class ListenStream(live.Stream):
                 except Exception:
                     logger.warning("could not drop a listen stream's subscription on %s", target.server.slug)
         finally:
-            close_old_connections()
+            connections.close_all()  # this thread's own, if it opened any
 
 
 def _no_record(**_: Any) -> None:

@@ -32,7 +32,8 @@ or scopes are not the current ones, the list changes it missed are sent at once.
 published while no stream was open are not replayed (relayed requests have their own timeouts).
 
 Bus messages (channel names without the bus's prefix):
-- ``ws:<workspace_id>``: ``{"kind": "list_changed", "lists": [...], "version": N}``,
+- ``ws:<workspace_id>``: ``{"kind": "list_changed", "lists": [...], "version": N}`` (with ``"servers":
+  [...]`` when the change is of those servers only: a token whose scope shows none of them is not told),
   ``{"kind": "tokens_changed"}`` (every stream of the workspace checks its token);
 - ``token:<token_id>``: ``{"kind": "token_changed"}``;
 - ``session:<session_id>``: a JSON-RPC message (has ``"jsonrpc"``) to relay; ``{"kind": "ended"}``;
@@ -96,11 +97,20 @@ def _publish_after_commit(channel: str, message: dict[str, Any]) -> None:
     transaction.on_commit(send)
 
 
-def lists_changed(workspace_id: int, lists: Iterable[str] = LISTS, version: int | None = None) -> None:
-    """Tell every open stream of ``workspace_id``, on every node, that these lists changed."""
+def lists_changed(
+    workspace_id: int,
+    lists: Iterable[str] = LISTS,
+    version: int | None = None,
+    *,
+    servers: Iterable[int] | None = None,
+) -> None:
+    """Tell every open stream of ``workspace_id``, on every node, that these lists changed (``servers``: of
+    these servers only, when known: a stream whose token's scope shows none of them is not told)."""
     message: dict[str, Any] = {"kind": "list_changed", "lists": [name for name in lists if name in LISTS]}
     if version is not None:
         message["version"] = version
+    if servers is not None:
+        message["servers"] = sorted(set(servers))
     _publish_after_commit(f"ws:{workspace_id}", message)
 
 
@@ -271,6 +281,8 @@ def stop_checks() -> None:
 class Check:
     ok: bool
     scopes: str = ""
+    stored: token_scopes.StoredScopes | None = None  # the token's scopes themselves, when ``known``
+    known: bool = False
 
 
 class Stream:
@@ -300,6 +312,7 @@ class Stream:
         self.resumed_from = resumed_from
         self.lease = lease
         self.expires_at = expires_at
+        self.scopes: token_scopes.StoredScopes | None = None  # the token's (``visible``), set by the view
         self.name = secrets.token_hex(8)
         self.sequence = 0
         self.lists = advertised_lists()
@@ -402,7 +415,9 @@ class Stream:
             while True:
                 now = loop.time()
                 if self.expires_at is not None and time.time() >= self.expires_at:
-                    return  # the token expired
+                    for chunk in self._ending():  # the token expired
+                        yield chunk
+                    return
                 wait = max(min(last_write + keepalive, next_check) - now, 0.0)
                 if self.expires_at is not None:
                     wait = min(wait, max(self.expires_at - time.time(), 0.0) + 0.01)
@@ -445,6 +460,8 @@ class Stream:
                     lists = message.get("lists")
                     if isinstance(message.get("version"), int):
                         self.position = Position(message["version"], self.position.scopes)
+                    if not self.visible(message.get("servers")):
+                        continue  # a change of servers this token's scope does not show
                     for chunk in self._changed(lists if isinstance(lists, list) else LISTS):
                         yield chunk
                 elif kind in ("token_changed", "tokens_changed"):
@@ -460,7 +477,15 @@ class Stream:
             subscription.close()
             open_streams -= 1
 
+    def visible(self, servers: object) -> bool:
+        """Does a change of ``servers`` (None: of anything) show in this token's lists?"""
+        if self.scopes is None or not isinstance(servers, list):
+            return True
+        return bool(set(token_scopes.server_ids(self.scopes)) & set(servers))
+
     def _scopes_checked(self, check: Check) -> list[bytes]:
+        if check.known:
+            self.scopes = check.stored
         if check.scopes == self.position.scopes:
             return []
         self.position = Position(self.position.version, check.scopes)
@@ -490,7 +515,8 @@ class Stream:
             self._mark()
             expires_at = result.token.expires_at
             self.expires_at = expires_at.timestamp() if expires_at is not None else None
-            return Check(True, token_scopes.digest(result.token.scopes))
+            scopes = result.token.scopes
+            return Check(True, token_scopes.digest(scopes), scopes, known=True)
         finally:
             close_old_connections()
 

@@ -22,10 +22,16 @@ several clients are (the gateway cannot tell which one the upstream means, and g
 client's prompt to another). A request from the GET stream goes to the client's own GET stream (published
 on ``session:<id>``, gateway/live.py serves it on any node), as the upstream sent it on its own: clients
 keep that stream open (the SDKs do); a client that has none open on any node (``live.stream_open``) gets
-the request refused at once rather than lost until the call's timeout. Its answer comes back like any relayed request's (gateway/relay.py),
-and its waiter is bounded by the call's timeout. ``notifications/message`` from the GET stream goes the same
-way when one client is in flight; otherwise it is dropped. ``notifications/tools/list_changed`` there makes
-every node rebuild the workspace's tool list (``catalog.invalidate``).
+the request refused at once rather than lost until the call's timeout. Its answer comes back like any
+relayed request's (gateway/relay.py), and its waiter is bounded by the call's timeout.
+``notifications/message`` from the GET stream goes the same way when one client is in flight; otherwise it
+is dropped. ``notifications/{tools,resources,prompts}/list_changed`` there makes every node rebuild the
+workspace's lists (``catalog.invalidate``).
+
+Resource subscriptions: an upstream sends ``notifications/resources/updated`` on this stream, so while a
+subscription forwarded on this upstream session holds (``hold``: a legacy session's ``resources/subscribe``,
+a 2026-07-28 listen stream's ``resourceSubscriptions``, gateway/features.py) the stream stays open even with
+no call in flight, and each update goes to ``features.resource_updated`` (every subscriber, on any node).
 """
 
 from __future__ import annotations
@@ -272,7 +278,7 @@ class Standalone:
                 found = Server.objects.filter(pk=self.upstream.config.server_id)
                 workspaces = set(found.values_list("workspace_id", flat=True))
             for workspace_id in workspaces:
-                catalog.invalidate(workspace_id, lists=[kind])
+                catalog.invalidate(workspace_id, lists=[kind], servers=[self.upstream.config.server_id])
         finally:
             if not connection.in_atomic_block:
                 connection.close()  # this thread keeps no database connection (nor a pooled one)

@@ -291,7 +291,8 @@ class _ToolCall:
                 )
             return self.s2c.request(incoming)
         if method in _LIST_CHANGED:
-            catalog.invalidate(self.session.workspace_id, lists=[_LIST_CHANGED[method]])
+            lists = [_LIST_CHANGED[method]]
+            catalog.invalidate(self.session.workspace_id, lists=lists, servers=[self.target.server.id])
             return None
         if method == "notifications/cancelled":  # the upstream gave up one of its relayed requests
             return self.s2c.cancelled(incoming.get("params")) if self.s2c is not None else None
@@ -1004,6 +1005,7 @@ class GatewayView(APIView):
             lease=lease,
             expires_at=token.expires_at.timestamp() if token.expires_at is not None else None,
         )
+        stream.scopes = token.scopes
         stream.announce()
         return stream.response(ctx.headers)
 

@@ -11,6 +11,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway import bus, features, live
 from gateway.models import Server
@@ -124,6 +126,37 @@ def test_every_list_asked_for_is_sent(team: Team, py_server: Server) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_scoped_token_is_told_only_of_changes_its_scope_shows(
+    team: Team, py_server: Server, py_upstream: Any
+) -> None:
+    other = server_create(
+        workspace=team.workspace, actor=team.alice.user, name="Python 2", slug="py2", url=py_upstream.url
+    )
+    scoped = ModernClient(make_token(team.bob, scopes={other.pk: None}).raw)
+    everything = ModernClient(make_token(team.bob).raw)
+
+    async def scenario() -> None:
+        await in_thread(everything.request, "tools/list")  # records both servers' tool snapshots
+        watching_scoped = await in_thread(opened, scoped, {"toolsListChanged": True})
+        watching_all = await in_thread(opened, everything, {"toolsListChanged": True})
+        await watching_scoped.event()
+        await watching_all.event()
+        # A tool of py (outside the scope) switched off: only the unscoped token's stream hears of it.
+        await in_thread(tool_set_enabled, server=py_server, actor=team.alice.user, tool="echo", enabled=False)
+        assert (await watching_all.event())["method"] == "notifications/tools/list_changed"  # type: ignore[index]
+        with pytest.raises(TimeoutError):
+            await watching_scoped.event(timeout=1.5)
+        # One of py2 (in the scope): both.
+        await in_thread(tool_set_enabled, server=other, actor=team.alice.user, tool="echo", enabled=False)
+        assert (await watching_scoped.event())["method"] == "notifications/tools/list_changed"  # type: ignore[index]
+        assert (await watching_all.event())["method"] == "notifications/tools/list_changed"  # type: ignore[index]
+        await watching_scoped.close()
+        await watching_all.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_revoked_token_ends_the_stream_with_an_error(team: Team, py_server: Server) -> None:
     created = make_token(team.bob)
     client = ModernClient(created.raw)
@@ -166,7 +199,12 @@ def test_resource_updates_of_a_subscribed_uri_come_on_the_stream(team: Team, ev_
             "params": {"uri": EV_URI, "_meta": {SUBSCRIPTION_ID: sid}},
         }
         await reader.close()
-        # The stream ended: its subscription is dropped (and the upstream's, no one else wanting it).
+        # The stream ended: its subscription is dropped (and the upstream's, no one else wanting it), in a
+        # thread of its own.
+        for _ in range(100):
+            if not features.subscribers(ev_server.pk, EV_UPSTREAM_URI):
+                break
+            await asyncio.sleep(0.05)
         assert features.subscribers(ev_server.pk, EV_UPSTREAM_URI) == {}
 
     asyncio.run(scenario())
@@ -287,3 +325,49 @@ def test_discover_advertises_what_listen_serves(team: Team, ev_server: Server) -
     assert capabilities["tools"] == {"listChanged": True}
     assert capabilities["resources"] == {"subscribe": True, "listChanged": True}
     assert capabilities["prompts"] == {"listChanged": True}
+
+
+FILTER_KEYS = ["toolsListChanged", "promptsListChanged", "resourcesListChanged", "resourceSubscriptions", "x"]
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=10,
+)
+filters = (
+    st.dictionaries(st.sampled_from(FILTER_KEYS), json_values | st.lists(st.text(max_size=30), max_size=3))
+    | json_values
+)
+
+
+@pytest.fixture
+def fuzz_token(team: Team) -> str:
+    return str(make_token(team.bob).raw)  # one for every example (a member holds 50 at most)
+
+
+@pytest.mark.django_db
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    notifications=filters, params=st.none() | st.dictionaries(st.text(max_size=8), json_values, max_size=2)
+)
+def test_any_listen_filter_is_a_stream_or_400_and_32602_never_500(
+    fuzz_token: str, notifications: Any, params: Any
+) -> None:
+    client = ModernClient(fuzz_token)
+    body = {**(params or {}), "notifications": notifications} if params is not None else None
+    if body is None:
+        response = client.request("subscriptions/listen")  # no notifications at all
+    else:
+        response = client.request("subscriptions/listen", {k: v for k, v in body.items() if k != "_meta"})
+    assert response.status_code in (200, 400), (response.status_code, notifications)
+    if response.status_code == 200:
+        assert response["Content-Type"] == "text/event-stream"
+        response.loop_stream.__self__.release()
+    else:
+        error = response.json()["error"]
+        assert error["code"] == -32602 and isinstance(error["message"], str)
