@@ -400,6 +400,22 @@ class Connections:
                 except OSError:
                     self._trickled.remove(sock)
 
+    def _opened(self, sock: socket.socket, first: bytes, what: str) -> None:
+        """Read a stream's response up to ``first`` (its first event); a refusal or an early close counts as
+        a failed request."""
+        data = b""
+        try:
+            while first not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise StressError(f"the server closed {what} before its first event")
+                data += chunk
+            if not data.startswith(b"HTTP/1.1 200 "):
+                status_line = data.split(b"\r\n", 1)[0]
+                raise StressError(f"{what} was refused: {status_line!r}")
+        except (OSError, StressError):
+            self.failed_requests += 1
+
     def open_get_streams(self, count: int, setup: Setup) -> None:
         """``count`` client GET streams of the slow workspace, each of a session of its own; returns once each
         has its status line and priming event (the stream is subscribed by then)."""
@@ -416,18 +432,7 @@ class Connections:
                     "MCP-Protocol-Version: 2025-11-25\r\n\r\n"
                 ).encode()
             )
-            data = b""
-            try:
-                while b"data:" not in data:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        raise StressError("the server closed a GET stream before its first event")
-                    data += chunk
-                if not data.startswith(b"HTTP/1.1 200 "):
-                    status_line = data.split(b"\r\n", 1)[0]
-                    raise StressError(f"a GET stream was refused: {status_line!r}")
-            except (OSError, StressError):
-                self.failed_requests += 1
+            self._opened(sock, b"data:", "a GET stream")
 
     def open_listen_streams(self, count: int, setup: Setup) -> None:
         """``count`` 2026-07-28 listen streams (tools list changes) of the slow workspace; returns once each
@@ -458,18 +463,7 @@ class Connections:
                 ).encode()
                 + body
             )
-            data = b""
-            try:
-                while b"subscriptions/acknowledged" not in data:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        raise StressError("the server closed a listen stream before its acknowledgment")
-                    data += chunk
-                if not data.startswith(b"HTTP/1.1 200 "):
-                    status_line = data.split(b"\r\n", 1)[0]
-                    raise StressError(f"a listen stream was refused: {status_line!r}")
-            except (OSError, StressError):
-                self.failed_requests += 1
+            self._opened(sock, b"subscriptions/acknowledged", "a listen stream")
 
     def notified(self, setup: Setup, tool: str = "stream", timeout: float = 30.0) -> dict[str, Any]:
         """Switch ``tool`` of the slow server off through the REST API (what the dashboard's switch calls),

@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import bus, features, live
+from gateway import features, live
 from gateway.models import Server
 from gateway.services import server_create, tool_set_enabled
 from tests.conftest import Team
 from tests.factories import make_token
-from tests.gateway.test_live import Reader, in_thread
+from tests.gateway.test_live import Reader, _fresh_bus, in_thread  # noqa: F401  (_fresh_bus: autouse)
 from tests.gateway.test_modern_endpoint import ModernClient
 from tokens.services import token_revoke
 
@@ -28,18 +28,6 @@ EV_URI = "aerostack://ev/demo://resource/static/document/architecture.md"
 EV_UPSTREAM_URI = "demo://resource/static/document/architecture.md"
 
 pytestmark = pytest.mark.usefixtures("one_cache_prefix")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_bus(settings: Any) -> Any:
-    settings.GATEWAY_STREAM_KEEPALIVE_SECONDS = 1
-    settings.GATEWAY_STREAM_RECHECK_SECONDS = 1
-    bus.reset()
-    live._local.clear()
-    yield
-    bus.reset()
-    live._local.clear()
-    live.stop_checks()
 
 
 @pytest.fixture
