@@ -20,18 +20,17 @@ it or whose template it fits (``FeatureList.upstream_uri``).
 Scopes: a token sees and uses the resources, templates and prompts of a server only when its scope grants
 that whole server (``tokens.scopes.allows_whole_server``); out of scope is answered exactly as unknown.
 
-Subscriptions: the client sessions (and 2026-07-28 listen streams, gateway/listen.py) subscribed to an
-upstream URI are kept in the shared cache (any node serves any session); the node that forwarded a
-subscription keeps reading that upstream's standalone stream while it holds (gateway/standalone.py), and
-``resource_updated`` publishes an upstream's ``notifications/resources/updated`` to each subscriber on the
-bus channel ``session:<id>`` (a listen stream: ``listen:<name>``), with the URI they subscribed with.
+Subscriptions: the client sessions subscribed to an upstream URI are kept in the shared cache (any node
+serves any session); ``resource_updated`` publishes an upstream's ``notifications/resources/updated`` to each
+of them on the bus channel ``session:<id>``, with the URI they subscribed with.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
+import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -289,14 +288,12 @@ class _Call:
             body = self.forward(target, params)
             if "result" in body:
                 subscribers_change(target.server.id, target.upstream, session_id, target.exposed)
-                listener = session_id.startswith(LISTENER_PREFIX)  # lets go when its stream ends
-                lasts = math.inf if listener else settings.GATEWAY_SESSION_TTL_SECONDS
-                _watch_updates(target, session_id, until=time.monotonic() + lasts)
+                _hold(target, +1)
             return body
         remaining = subscribers_change(target.server.id, target.upstream, session_id, None)
-        _watch_updates(target, session_id, until=None)
-        if remaining:  # other sessions still want its updates: the upstream keeps the subscription
+        if remaining:  # other sessions of this node still want its updates: the upstream keeps it
             return protocol.result_body(self.id, {})
+        _hold(target, 0)
         return self.forward(target, params)
 
     # -- the upstream --------------------------------------------------------------------------------------
@@ -356,8 +353,42 @@ class _Call:
 
 
 # -- subscriptions ---------------------------------------------------------------------------------------
-# One shared-cache entry per (server, upstream URI): {gateway session id: the URI the client subscribed
-# with}. Changed under a short lock (a cache.add lease), so two sessions subscribing at once are both kept.
+# One shared-cache entry per (server, upstream URI): {gateway session id: [the URI the client subscribed
+# with, the node whose upstream session subscribed]}. Changed under a short lock (a cache.add lease), so two
+# sessions subscribing at once are both kept.
+#
+# Each node (process) subscribes upstream on its own pooled upstream session, and keeps that session's GET
+# stream open while it holds subscriptions (gateway/standalone.py), because that is where an upstream sends
+# ``notifications/resources/updated``. An update read on one node goes to the sessions that subscribed
+# through that node only: with the same URI subscribed through two nodes, the upstream tells each node once,
+# and each client hears it once.
+
+_node: tuple[int, str] = (0, "")
+
+
+def node_id() -> str:
+    """This process's name among the nodes (made after a fork too: the pid is part of it)."""
+    global _node
+    pid = os.getpid()
+    if _node[0] != pid:
+        _node = (pid, f"{pid:x}-{secrets.token_hex(4)}")
+    return _node[1]
+
+
+def _hold(target: Target, change: int) -> None:
+    """Keep (+1) or let go (0: no local subscriber left) the upstream session's GET stream for the URI."""
+    if target.server.config is None:
+        return
+    from gateway import standalone  # it imports the relay, which imports this module's neighbours
+
+    upstream = session_for(target.server.config)
+    if upstream.era == "modern":  # 2026-07-28 upstreams have no standalone stream
+        return
+    reader = standalone.of(upstream)
+    if change > 0:
+        reader.hold(target.upstream)
+    else:
+        reader.unhold(target.upstream)
 
 
 def _subscribers_key(server_id: int, uri: str) -> str:
@@ -366,7 +397,8 @@ def _subscribers_key(server_id: int, uri: str) -> str:
 
 
 def subscribers_change(server_id: int, uri: str, session_id: str, exposed: str | None) -> int:
-    """Add (``exposed`` given) or remove a session's subscription; how many sessions are subscribed then."""
+    """Add (``exposed`` given) or remove a session's subscription; how many sessions are subscribed through
+    this node then."""
     key = _subscribers_key(server_id, uri)
     lock = f"{key}:lock"
     locked = False
@@ -380,25 +412,41 @@ def subscribers_change(server_id: int, uri: str, session_id: str, exposed: str |
         if exposed is None:
             subscribers.pop(session_id, None)
         else:
-            subscribers[session_id] = exposed
+            subscribers[session_id] = [exposed, node_id()]
         if subscribers:
             cache.set(key, subscribers, settings.GATEWAY_SESSION_TTL_SECONDS)
         else:
             cache.delete(key)
-        return len(subscribers)
+        return sum(1 for value in subscribers.values() if _via(value) in ("", node_id()))
     finally:
         if locked:
             cache.delete(lock)
 
 
-def subscribers(server_id: int, uri: str) -> dict[str, str]:
-    """The client sessions subscribed to ``uri`` of server ``server_id``: session id -> their URI."""
-    return dict(cache.get(_subscribers_key(server_id, uri)) or {})
+def _via(value: object) -> str:
+    """The node a subscription was made through ("" for an entry written before nodes were recorded)."""
+    return str(value[1]) if isinstance(value, list) and len(value) == 2 else ""
+
+
+def _exposed(value: object) -> str:
+    return str(value[0]) if isinstance(value, list) and len(value) == 2 else str(value)
+
+
+def subscribers(server_id: int, uri: str, *, here: bool = False) -> dict[str, str]:
+    """The client sessions subscribed to ``uri`` of server ``server_id``: session id -> their URI (``here``:
+    only those subscribed through this node)."""
+    found = dict(cache.get(_subscribers_key(server_id, uri)) or {})
+    return {
+        session_id: _exposed(value)
+        for session_id, value in found.items()
+        if not here or _via(value) in ("", node_id())
+    }
 
 
 # -- subscriptions of 2026-07-28 listen streams (gateway/listen.py) -----------------------------------------
 # A listen stream is a subscriber like a session, under the id ``listen:<stream name>``: its updates go to
 # the bus channel of that id, and it is alive while its key (renewed by the stream's checks) is in the cache.
+# Its subscriptions are made through the node that serves it (its stream and its subscribe are one request).
 LISTENER_PREFIX = "listen:"
 
 
@@ -413,11 +461,7 @@ def listener_subscribe(
     (routed to its upstream, scopes applied, usage recorded); the target when the subscription holds, None
     when the URI is unknown or out of scope, its server offers no subscriptions, or the upstream refused."""
     message = protocol.Message(
-        kind="request",
-        id=f"{subscriber}:{uri}"[:200],
-        method="resources/subscribe",
-        params={"uri": uri},
-        raw={},
+        kind="request", id=subscriber, method="resources/subscribe", params={"uri": uri}, raw={}
     )
     call = _Call(message, {"uri": uri}, token, current, record)
     try:
@@ -430,44 +474,24 @@ def listener_subscribe(
 
 
 def listener_unsubscribe(*, token: Token, subscriber: str, target: Target, record: Record) -> None:
-    """The listen stream ended: drop its subscription (the upstream's too, when no one else wants it)."""
-    remaining = subscribers_change(target.server.id, target.upstream, subscriber, None)
-    _watch_updates(target, subscriber, until=None)
-    if remaining:
-        return
+    """The listen stream ended: drop its subscription (the upstream's too, when no one else here wants it)."""
     message = protocol.Message(
         kind="request", id=subscriber, method="resources/unsubscribe", params={"uri": target.exposed}, raw={}
     )
-    _Call(message, {"uri": target.exposed}, token, None, record).forward(target, {"uri": target.upstream})
-
-
-def _watch_updates(target: Target, subscriber: str, *, until: float | None) -> None:
-    """Keep this process reading the upstream's standalone stream, where its resource updates come, while a
-    subscription it forwarded holds (``until``: a monotonic time, ``inf`` for a listen stream, which lets go
-    when it ends; None: let go now). The upstream session is this process's pooled one, the one that
-    subscribed."""
-    if target.server.config is None:
-        return
-    from gateway import standalone  # reads upstream streams; imported off the request path
-
-    watcher = standalone.of(session_for(target.server.config))
-    key = f"{subscriber}|{target.upstream}"
-    if until is None:
-        watcher.unhold(key)
-    else:
-        watcher.hold(key, until)
+    _Call(message, {"uri": target.exposed}, token, None, record).subscribe(subscriber, subscribe=False)
 
 
 def resource_updated(server_id: int, params: dict[str, Any]) -> int:
     """Relay an upstream's ``notifications/resources/updated`` to every client session subscribed to its URI
-    (on whatever node the session's GET stream is served), with the URI each of them subscribed with. Sessions
-    that have ended are dropped from the subscribers. Returns how many sessions it was published to.
+    through this node (on whatever node the session's GET stream is served), with the URI each of them
+    subscribed with. Sessions that have ended are dropped from the subscribers. Returns how many sessions it
+    was published to.
 
     For whoever reads upstream messages (the GET stream readers): call it from any thread."""
     uri = params.get("uri") if isinstance(params, dict) else None
     if not isinstance(uri, str):
         return 0
-    found = subscribers(server_id, uri)
+    found = subscribers(server_id, uri, here=True)
     if not found:
         return 0
     keys = {

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway import catalog, clientinfo, features, listen, protocol, sessions
+from gateway import catalog, clientinfo, features, listen, protocol, relay, sessions
 
 LIST_METHODS = frozenset(
     {"tools/list", "prompts/list", "resources/list", "resources/read", "resources/templates/list"}
@@ -255,6 +255,8 @@ def dispatch(
         # This request's clientInfo, for its usage row (gateway.clientinfo; the Analytics tab's Clients).
         client_name=client_name,
         client_version=client_version,
+        # What it can answer when asked with input_required (gateway/inputreq.py).
+        client_capabilities=relay.client_capabilities(request.client_capabilities),
     )
     return view._handle(ctx, session, message)
 

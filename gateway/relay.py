@@ -95,6 +95,11 @@ def refusal(capabilities: dict[str, Any], method: str, params: object, streaming
     return None
 
 
+class Relayed(dict[str, Any]):
+    """A request for the client made by the gateway itself (a modern upstream's input request, relayed under
+    a relay id): passed to the client as it is, never taken for a request of the upstream."""
+
+
 def _key(request_id: object) -> tuple[bool, object]:
     return (isinstance(request_id, str), request_id)  # JSON-RPC ids 1 and "1" are different ids
 
@@ -137,8 +142,10 @@ class _Pending:
         method: str,
         deadline: float,
         timeout: float,
+        sink: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.relay_id = relay_id
+        self.sink = sink  # where the answer goes instead of the upstream (a modern upstream's input request)
         self.upstream = upstream
         self.upstream_session = upstream_session
         self.upstream_id = upstream_id
@@ -162,6 +169,9 @@ class _Pending:
         self.over.set()
 
     def _send(self, message: dict[str, Any]) -> None:
+        if self.sink is not None:
+            self.sink(message)
+            return
         self.upstream.reply(message, self.upstream_session)
 
     def _refuse(self, text: str) -> None:
@@ -226,6 +236,41 @@ class CallRelay:
         self._pending: dict[tuple[bool, object], _Pending] = {}
         self._lock = threading.Lock()
         self._closed = False
+        # A 2026-07-28 client has no stream to relay on: the requests the upstream's GET stream brings for its
+        # call go here instead (gateway/inputreq.py asks them as input_required).
+        self.divert: Callable[[dict[str, Any]], None] | None = None
+
+    def _refused(self, method: str, params: object, streaming: bool) -> str | None:
+        """Why a request for the client is refused at once, or None (a waiter slot is then taken)."""
+        why = refusal(self.session.client_capabilities, method, params, streaming)
+        if why is None and not ACTIVE.take():
+            why = f"Too many relayed requests pending on this gateway node: {method} refused"
+        if why is not None:
+            logger.info("refused %s of %s: %s", method, self.upstream.config.slug, why)
+        return why
+
+    def _begin(self, key: tuple[bool, object], **pending: Any) -> bool:
+        """Start the waiter of one relayed request (its slot taken); False when the call ended meanwhile (the
+        waiter then answers at once that it did)."""
+        try:
+            waiter = _Pending(
+                upstream=self.upstream,
+                gateway_session=self.session.id,
+                deadline=self.deadline,
+                timeout=self.timeout,
+                **pending,
+            )
+        except Exception:
+            ACTIVE.give()
+            raise
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._pending[key] = waiter
+        if closed:
+            waiter.stop(answer=True)
+        waiter.start()
+        return not closed
 
     def request(
         self, incoming: dict[str, Any], *, standalone: bool = False, reachable: bool = True
@@ -235,16 +280,16 @@ class CallRelay:
         ``reachable``: False when the client has no GET stream open to receive it."""
         method = str(incoming.get("method"))
         params = incoming.get("params")
-        why = refusal(self.session.client_capabilities, method, params, self.streaming or standalone)
-        if why is None and standalone and not reachable:
-            why = (
+        capable = refusal(self.session.client_capabilities, method, params, True) is None
+        if standalone and not reachable and capable:
+            why: str | None = (
                 f"The client has no GET stream open: {method}, which the upstream sent outside the call's "
                 "response stream, cannot reach it"
             )
-        if why is None and not ACTIVE.take():
-            why = f"Too many relayed requests pending on this gateway node: {method} refused"
-        if why is not None:
             logger.info("refused %s of %s: %s", method, self.upstream.config.slug, why)
+        else:
+            why = self._refused(method, params, self.streaming or standalone)
+        if why is not None:
             self.upstream.refuse(incoming, self.upstream.session_id, why)
             return None
         relay_id = f"{PREFIX}{secrets.token_hex(16)}"
@@ -254,33 +299,46 @@ class CallRelay:
         if out_params is not None and isinstance(meta, dict) and "progressToken" in meta:
             upstream_progress = meta["progressToken"]
             out_params["_meta"] = {**meta, "progressToken": relay_id}
-        try:
-            pending = _Pending(
-                relay_id=relay_id,
-                upstream=self.upstream,
-                upstream_session=self.upstream.session_id,
-                upstream_id=incoming["id"],
-                upstream_progress=upstream_progress,
-                gateway_session=self.session.id,
-                method=method,
-                deadline=self.deadline,
-                timeout=self.timeout,
-            )
-        except Exception:
-            ACTIVE.give()
-            raise
-        with self._lock:
-            closed = self._closed
-            if not closed:
-                self._pending[_key(incoming["id"])] = pending
-        if closed:
-            pending.stop(answer=True)
-        pending.start()
-        if closed:
+        started = self._begin(
+            _key(incoming["id"]),
+            relay_id=relay_id,
+            upstream_session=self.upstream.session_id,
+            upstream_id=incoming["id"],
+            upstream_progress=upstream_progress,
+            method=method,
+        )
+        if not started:
             return None
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": relay_id, "method": method}
         if out_params is not None:
             message["params"] = out_params
+        return message
+
+    def ask(
+        self, key: str, method: str, params: object, sink: Callable[[dict[str, Any]], None]
+    ) -> Relayed | str:
+        """One input request of a modern upstream's ``input_required`` result (keyed ``key``) as a request for
+        this legacy client, or why it cannot reach it (refused at once). The client's answer (a JSON-RPC
+        response under the relay id, from any node) goes to ``sink``, or an error when it does not come
+        before the call's deadline or the call ends first."""
+        why = self._refused(method, params, self.streaming)
+        if why is not None:
+            return why
+        relay_id = f"{PREFIX}{secrets.token_hex(16)}"
+        started = self._begin(
+            (True, relay_id),
+            relay_id=relay_id,
+            upstream_session=None,
+            upstream_id=key,
+            upstream_progress=None,  # a 2026-07-28 upstream takes no progress from the client
+            method=method,
+            sink=sink,
+        )
+        if not started:
+            return f"The call ended before {method} could be relayed"
+        message = Relayed(jsonrpc="2.0", id=relay_id, method=method)
+        if isinstance(params, dict):
+            message["params"] = dict(params)
         return message
 
     def cancelled(self, params: object) -> dict[str, Any] | None:

@@ -26,12 +26,11 @@ the request refused at once rather than lost until the call's timeout. Its answe
 relayed request's (gateway/relay.py), and its waiter is bounded by the call's timeout.
 ``notifications/message`` from the GET stream goes the same way when one client is in flight; otherwise it
 is dropped. ``notifications/{tools,resources,prompts}/list_changed`` there makes every node rebuild the
-workspace's lists (``catalog.invalidate``).
+workspace's list (``catalog.invalidate``).
 
-Resource subscriptions: an upstream sends ``notifications/resources/updated`` on this stream, so while a
-subscription forwarded on this upstream session holds (``hold``: a legacy session's ``resources/subscribe``,
-a 2026-07-28 listen stream's ``resourceSubscriptions``, gateway/features.py) the stream stays open even with
-no call in flight, and each update goes to ``features.resource_updated`` (every subscriber, on any node).
+Resource subscriptions: while clients hold subscriptions made through this node (``hold`` / ``unhold``,
+from gateway/features.py) the stream stays open without calls, because an upstream sends
+``notifications/resources/updated`` there; each update goes to the sessions subscribed through this node.
 """
 
 from __future__ import annotations
@@ -51,7 +50,8 @@ logger = logging.getLogger(__name__)
 STANDALONE_LINGER_SECONDS = 5.0
 REFUSED_RETRY_SECONDS = 300.0
 OPEN_TIMEOUT_SECONDS = 2.0
-_LIST_CHANGED = {f"notifications/{name}/list_changed": name for name in ("tools", "resources", "prompts")}
+HELD_READ_SECONDS = 300.0
+LIST_CHANGED = {f"notifications/{name}/list_changed": name for name in live.LISTS}
 
 
 class Standalone:
@@ -67,9 +67,7 @@ class Standalone:
         self._refused_until = 0.0
         self._last_event_id: str | None = None
         self._opened = threading.Event()
-        # Resource subscriptions forwarded through this upstream session: key -> until (monotonic). While one
-        # holds, the stream stays open (the upstream sends its notifications/resources/updated there).
-        self._holds: dict[str, float] = {}
+        self._held: set[str] = set()  # upstream URIs subscribed through this node: the stream stays open
 
     # -- calls --------------------------------------------------------------------------------------------
     def enter(self, call: CallRelay | None) -> None:
@@ -88,29 +86,23 @@ class Standalone:
             self._reader.start()
         self._opened.wait(OPEN_TIMEOUT_SECONDS)
 
-    def hold(self, key: str, until: float) -> None:
-        """A subscription forwarded on this upstream session holds until ``until`` (monotonic): keep the
-        stream open (opened now, like ``enter``), so the upstream's resource updates are read."""
+    def hold(self, uri: str) -> None:
+        """A client subscribed to ``uri`` through this node: keep the stream open (the upstream sends
+        ``notifications/resources/updated`` there) until ``unhold``; open it now if it is not."""
         with self._lock:
-            self._holds[key] = until
+            self._held.add(uri)
             if self._reader is not None or time.monotonic() < self._refused_until:
                 return
             self._opened.clear()
             self._reader = threading.Thread(target=self._run, name="aerostack-upstream-get", daemon=True)
             self._reader.start()
-        self._opened.wait(OPEN_TIMEOUT_SECONDS)
 
-    def unhold(self, key: str) -> None:
+    def unhold(self, uri: str) -> None:
         with self._lock:
-            if self._holds.pop(key, None) is not None and not self._holding():
-                self._idle_since = time.monotonic()
-
-    def _holding(self) -> bool:
-        """Under the lock: does a subscription still hold the stream open (expired holds are dropped)?"""
-        now = time.monotonic()
-        for key in [key for key, until in self._holds.items() if until <= now]:
-            del self._holds[key]
-        return bool(self._holds)
+            if uri in self._held:
+                self._held.discard(uri)
+                if not self._held and self._in_flight <= 0:
+                    self._idle_since = time.monotonic()
 
     def leave(self, call: CallRelay | None) -> None:
         with self._lock:
@@ -122,17 +114,20 @@ class Standalone:
 
     def _idle(self) -> bool:
         with self._lock:
-            if self._holding():
-                return False
-            return self._in_flight <= 0 and time.monotonic() - self._idle_since >= STANDALONE_LINGER_SECONDS
+            return self._unused()
+
+    def _unused(self) -> bool:
+        return (
+            self._in_flight <= 0
+            and not self._held
+            and time.monotonic() - self._idle_since >= STANDALONE_LINGER_SECONDS
+        )
 
     def _retire(self) -> bool:
         """The reader's decision to stop, taken under the lock ``enter`` takes: a call that enters after it
         starts a new reader, one that entered before keeps this one."""
         with self._lock:
-            if self._holding():
-                return False
-            if self._in_flight <= 0 and time.monotonic() - self._idle_since >= STANDALONE_LINGER_SECONDS:
+            if self._unused():
                 self._reader = None
                 return True
             return False
@@ -156,7 +151,9 @@ class Standalone:
             headers["Last-Event-ID"] = self._last_event_id
         try:
             if connection.sock is not None:
-                connection.sock.settimeout(STANDALONE_LINGER_SECONDS)
+                # Held by subscriptions only, the stream may stay silent for long: no re-open every linger.
+                held = bool(self._held) and self._in_flight <= 0
+                connection.sock.settimeout(HELD_READ_SECONDS if held else STANDALONE_LINGER_SECONDS)
             connection.request("GET", upstream._path, headers=headers)
             response = connection.getresponse()
         except (OSError, http.client.HTTPException) as exc:
@@ -244,21 +241,18 @@ class Standalone:
                 self.upstream.refuse(message, self.upstream.session_id, why)
                 return
             call = calls[0]
+            if call.divert is not None:  # a 2026-07-28 client: asked as input_required (gateway/inputreq.py)
+                call.divert(message)
+                return
             relayed = call.request(message, standalone=True, reachable=live.stream_open(call.session.id))
             if relayed is not None:
                 bus.publish(f"session:{call.session.id}", relayed)
             return
-        if message["method"] in _LIST_CHANGED:
-            self._list_changed(calls, _LIST_CHANGED[message["method"]])
+        if message["method"] in LIST_CHANGED:
+            self._list_changed(calls, LIST_CHANGED[message["method"]])
             return
         if message["method"] == "notifications/resources/updated":
-            # To every subscriber of its URI (sessions and listen streams), on whatever node they are.
-            from gateway import features  # imports the upstream pool; off the import path of this module
-
-            params = message.get("params")
-            features.resource_updated(
-                self.upstream.config.server_id, params if isinstance(params, dict) else {}
-            )
+            self._resource_updated(message.get("params"))
             return
         if message["method"] == "notifications/message" and len(clients) == 1:
             call = calls[0]
@@ -266,7 +260,23 @@ class Standalone:
             if note is not None:
                 bus.publish(f"session:{call.session.id}", note)
 
-    def _list_changed(self, calls: list[CallRelay], kind: str = "tools") -> None:
+    def _resource_updated(self, params: object) -> None:
+        """Relay the update to the sessions subscribed through this node; a URI none of them wants any more
+        (their sessions ended) stops holding the stream."""
+        from gateway import features
+
+        if not isinstance(params, dict) or not isinstance(params.get("uri"), str):
+            return
+        server_id = self.upstream.config.server_id
+        try:
+            features.resource_updated(server_id, params)
+            if not features.subscribers(server_id, params["uri"], here=True):
+                self.unhold(params["uri"])
+        except Exception:
+            slug = self.upstream.config.slug
+            logger.warning("could not relay a resource update of %s", slug, exc_info=True)
+
+    def _list_changed(self, calls: list[CallRelay], name: str) -> None:
         """The upstream announced a new list on its GET stream: every node rebuilds the workspace's."""
         from django.db import connection
 
@@ -278,7 +288,7 @@ class Standalone:
                 found = Server.objects.filter(pk=self.upstream.config.server_id)
                 workspaces = set(found.values_list("workspace_id", flat=True))
             for workspace_id in workspaces:
-                catalog.invalidate(workspace_id, lists=[kind], servers=[self.upstream.config.server_id])
+                catalog.invalidate(workspace_id, lists=[name], servers=[self.upstream.config.server_id])
         finally:
             if not connection.in_atomic_block:
                 connection.close()  # this thread keeps no database connection (nor a pooled one)

@@ -597,13 +597,14 @@ class UpstreamSession:
         budget: ByteBudget | None = None,
         headers: Iterable[tuple[str, str]] = (),
         server_requests: bool = False,
+        capabilities: dict[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """POST one message; yield every message of the reply up to and including our response.
 
         Requests the upstream sends on the way (sampling, elicitation, roots) are yielded too when
         ``server_requests``, else refused at once."""
         if self.era == "modern":
-            yield from self._exchange_modern(message, deadline, on_slow, budget, headers)
+            yield from self._exchange_modern(message, deadline, on_slow, budget, headers, capabilities)
             return
         reply = self._send(
             json.dumps(message, separators=(",", ":")).encode("utf-8"), session_id, on_slow, headers=headers
@@ -650,14 +651,17 @@ class UpstreamSession:
         on_slow: Callable[[], None] | None,
         budget: ByteBudget | None,
         headers: Iterable[tuple[str, str]],
+        capabilities: dict[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """``_exchange`` with a modern upstream: no session, the envelope in ``_meta``, ``Mcp-Method`` and
         ``Mcp-Name`` (the upstream's own name) headers; what comes back is translated to the legacy shape the
         gateway's handlers work with (``legacy_shaped``). A refusal that says the era changed (a version it no
-        longer serves, or a 4xx without a JSON-RPC error) re-probes the upstream (``_SessionExpired``)."""
+        longer serves, or a 4xx without a JSON-RPC error) re-probes the upstream (``_SessionExpired``). An
+        ``input_required`` answer to ``tools/call`` is kept as it is (gateway/inputreq.py answers it)."""
         if "id" not in message:
             return  # 2026-07-28 has no client notifications over HTTP: closing a stream cancels
-        body, routing = modern_request(message)
+        body, routing = modern_request(message, capabilities)
+        rounds = message["method"] == "tools/call"
         for attempt in range(2):
             params = body["params"]
             mirrored: list[tuple[str, str]] = []
@@ -681,7 +685,9 @@ class UpstreamSession:
                     # or changed: list again and retry once, as 2026-07-28 tells clients to.
                     self.list_tools()
                     continue
-                if code in protocol.DEFINED_RESERVED_CODES:
+                if code == protocol.MISSING_REQUIRED_CLIENT_CAPABILITY and rounds:
+                    pass  # about the calling client's capabilities, which the gateway forwarded as declared
+                elif code in protocol.DEFINED_RESERVED_CODES:
                     # About the gateway's own request (headers, version, capabilities), not the client's.
                     failure = dict(error["error"], code=protocol.INTERNAL_ERROR, data={"upstreamCode": code})
                     error = {**error, "error": failure}
@@ -697,7 +703,7 @@ class UpstreamSession:
                     continue  # 2026-07-28 servers send no requests on a response stream
                 if incoming.get("id") == message["id"]:
                     complete = True
-                    yield legacy_shaped(incoming)
+                    yield legacy_shaped(incoming, input_required=rounds)
                     return
             raise UpstreamError("protocol", f"{self.config.slug} ended its reply without answering")
         finally:
@@ -882,12 +888,15 @@ class UpstreamSession:
         budget: ByteBudget | None = None,
         headers: Iterable[tuple[str, str]] = (),
         server_requests: bool = False,
+        capabilities: dict[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Send one request; yield the upstream's notifications for it, then its response message.
 
         ``on_slow`` is called once if the upstream has not started answering within ``SLOW_SECONDS``.
         ``headers`` go with the request (a modern client's ``Mcp-Param-*``, forwarded as 2026-07-28 asks).
         ``server_requests``: also yield the requests the upstream sends meanwhile (else they are refused).
+        ``capabilities``: what a modern upstream is told the client can answer (sampling, elicitation, roots:
+        the calling client's own), so that it may answer ``input_required`` (gateway/inputreq.py).
         """
         deadline = time.monotonic() + self.config.timeout
         self.ensure_initialized(deadline)
@@ -902,7 +911,7 @@ class UpstreamSession:
             session_id = self.session_id
             try:
                 yield from self._exchange(
-                    message, session_id, deadline, on_slow, budget, headers, server_requests
+                    message, session_id, deadline, on_slow, budget, headers, server_requests, capabilities
                 )
                 return
             except _SessionExpired:
@@ -1062,16 +1071,19 @@ class UpstreamSession:
         self.close()
 
 
-def modern_request(message: dict[str, Any]) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]]:
-    """``message`` as a 2026-07-28 request of the gateway (its envelope in ``_meta``) and its routing headers
-    (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name`` with the upstream's own name or URI)."""
+def modern_request(
+    message: dict[str, Any], capabilities: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]]:
+    """``message`` as a 2026-07-28 request of the gateway (its envelope in ``_meta``, with ``capabilities``:
+    those of the client it calls for) and its routing headers (``MCP-Protocol-Version``, ``Mcp-Method``,
+    ``Mcp-Name`` with the upstream's own name or URI)."""
     params = dict(message.get("params") or {})
     meta = params.get("_meta")
     params["_meta"] = {
         **(meta if isinstance(meta, dict) else {}),
         protocol.META_PROTOCOL_VERSION: protocol.MODERN_PROTOCOL_VERSION,
         protocol.META_CLIENT_INFO: CLIENT_INFO,
-        protocol.META_CLIENT_CAPABILITIES: {},
+        protocol.META_CLIENT_CAPABILITIES: dict(capabilities or {}),
     }
     method = str(message["method"])
     headers = [("MCP-Protocol-Version", protocol.MODERN_PROTOCOL_VERSION), ("Mcp-Method", method)]
@@ -1081,10 +1093,12 @@ def modern_request(message: dict[str, Any]) -> tuple[dict[str, Any], tuple[tuple
     return {**message, "params": params}, tuple(headers)
 
 
-def legacy_shaped(response: dict[str, Any]) -> dict[str, Any]:
+def legacy_shaped(response: dict[str, Any], *, input_required: bool = False) -> dict[str, Any]:
     """A modern upstream's response as the gateway's handlers (and legacy clients) know it: without
     ``resultType`` / ``ttlMs`` / ``cacheScope`` and the upstream's identity. An ``input_required`` result
-    (2026-07-28 multi round-trip) cannot be answered through the gateway yet: a tool error says so."""
+    (2026-07-28 multi round-trip) is kept, ``resultType`` and all, where the caller answers it
+    (``input_required``: a ``tools/call``, gateway/inputreq.py); elsewhere (``prompts/get``,
+    ``resources/read``) a tool error says that the gateway does not relay it there."""
     result = response.get("result")
     if not isinstance(result, dict):
         error = response.get("error")
@@ -1102,14 +1116,17 @@ def legacy_shaped(response: dict[str, Any]) -> dict[str, Any]:
         else:
             del shaped["_meta"]
     kind = result.get("resultType", "complete")
-    if kind != "complete":
+    if kind == "input_required" and input_required:
+        shaped["resultType"] = kind
+    elif kind != "complete":
         asked = result.get("inputRequests")
         methods = sorted(
             {str(item.get("method")) for item in asked.values() if isinstance(item, dict)}
             if isinstance(asked, dict)
             else set()
         )
-        text = f"The upstream asked for input the gateway cannot relay yet ({', '.join(methods) or kind})"
+        asked_for = ", ".join(methods) or kind
+        text = f"The upstream asked for input, which the gateway relays for tools/call only ({asked_for})"
         shaped = {"content": [{"type": "text", "text": text}], "isError": True}
     return {**response, "result": shaped}
 

@@ -34,6 +34,7 @@ from gateway import (
     clientinfo,
     features,
     inflight,
+    inputreq,
     limits,
     live,
     modern,
@@ -256,6 +257,11 @@ class _ToolCall:
     streaming: bool = False  # the client takes an SSE reply: upstream requests can be relayed on it
     s2c: relay.CallRelay | None = None  # for clients that declared sampling, elicitation or roots
     standalone: standalone.Standalone | None = None  # the upstream session's GET stream, entered by the call
+    # A 2026-07-28 client's call on a legacy upstream, read in a thread of its own so that it can be held open
+    # while the client answers the upstream's requests by retrying (gateway/inputreq.py); and once held:
+    feed: inputreq.Feed | None = None
+    held: inputreq.Held | None = None
+    parked: bool = False  # the held call outlives this request: its thread gives the lease back
     # Guards the in-flight key: registered by the upstream client's watchdog thread, removed by the call's
     # own thread when it ends; whichever comes second sees what the first did.
     _inflight_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -281,15 +287,21 @@ class _ToolCall:
             detail=detail,
         )
 
+    def client_relay(self) -> relay.CallRelay:
+        """The relay of the requests for the client made while this call runs (made on first use)."""
+        if self.s2c is None:
+            self.s2c = relay.CallRelay(
+                self.upstream, self.session, streaming=self.streaming, started=self.started_monotonic
+            )
+        return self.s2c
+
     def relay(self, incoming: dict[str, Any]) -> dict[str, Any] | None:
         """A notification for the client, with our progress token mapped back; None to drop it."""
         method = incoming.get("method")
+        if isinstance(incoming, relay.Relayed):  # a modern upstream's input request, relayed by the gateway
+            return dict(incoming)
         if "id" in incoming:  # a request of the upstream: sampling, elicitation, roots (gateway/relay.py)
-            if self.s2c is None:
-                self.s2c = relay.CallRelay(
-                    self.upstream, self.session, streaming=self.streaming, started=self.started_monotonic
-                )
-            return self.s2c.request(incoming)
+            return self.client_relay().request(incoming)
         if method in _LIST_CHANGED:
             lists = [_LIST_CHANGED[method]]
             catalog.invalidate(self.session.workspace_id, lists=lists, servers=[self.target.server.id])
@@ -328,8 +340,27 @@ class _ToolCall:
         if not isinstance(result, dict):
             self._record(Outcome.UPSTREAM_ERROR, "no result")
             return _failure_result(self.request_id, f"{self.target.server.slug} answered without a result")
+        if inputreq.is_input_required(result):
+            # A modern upstream asks a modern client for input (a legacy client's rounds never come here).
+            body = inputreq.for_modern_client(self, incoming)
+            self._record(Outcome.TOOL_ERROR if "error" in body else Outcome.OK, "input required")
+            return body
         self._record(Outcome.TOOL_ERROR if result.get("isError") else Outcome.OK)
         return protocol.result_body(self.request_id, result)
+
+    def hold(self, incoming: dict[str, Any], release: Callable[[], None]) -> dict[str, Any] | None:
+        """A legacy upstream's request for a modern client: the ``input_required`` answer that asks it (the
+        call then waits for the retry, ``park``), or None when it was refused at once."""
+        assert self.feed is not None
+        if self.held is None:
+            self.held = inputreq.Held(self, self.feed, release)
+        asked = self.held.ask(incoming)
+        return None if asked is None else protocol.result_body(self.request_id, asked)
+
+    def park(self) -> None:
+        assert self.held is not None
+        self.parked = True
+        self.held.park()
 
     def failed(self, exc: UpstreamError) -> dict[str, Any]:
         self.answered = True
@@ -772,6 +803,11 @@ class GatewayView(APIView):
             raise protocol.ProtocolError(
                 200, protocol.INVALID_PARAMS, "Tool arguments must be an object", message.id
             )
+        state = None
+        if ctx.modern is not None:  # a retry of a 2026-07-28 multi round-trip request (gateway/inputreq.py)
+            state = inputreq.state_of(
+                params, token_id=token.pk, workspace_id=token.workspace_id, name=name, request_id=request_id
+            )
         meta = params.get("_meta")
         if not session.client_name and isinstance(meta, dict):
             ctx.client = clientinfo.from_meta(meta)  # a stateless-era client names itself per request
@@ -804,6 +840,14 @@ class GatewayView(APIView):
                 detail="unknown tool",
             )
             raise protocol.ProtocolError(200, protocol.INVALID_PARAMS, f"Unknown tool: {name}", message.id)
+        if state is not None and state.server != target.server.id:
+            raise protocol.ProtocolError(
+                400, protocol.INVALID_PARAMS, "Invalid requestState: issued for another server", request_id
+            )
+        if state is not None and state.kind == "held":
+            # The upstream call waits on the node that holds it; the answers go there over the bus.
+            release_connection()
+            return ctx.reply(inputreq.resume(state, params, request_id))
         upstream_params: dict[str, Any] = {"name": target.tool}
         if arguments is not None:
             upstream_params["arguments"] = arguments
@@ -830,14 +874,31 @@ class GatewayView(APIView):
             exposed_name=name,
             streaming=streaming,
         )
-        messages = call.upstream.stream(
-            "tools/call",
-            upstream_params,
-            request_id=call.upstream_id,
-            on_slow=call.register_inflight,
-            headers=ctx.modern.param_headers if ctx.modern is not None else (),
-            server_requests=True,
-        )
+        if ctx.modern is not None:
+            upstream_params.update(inputreq.upstream_params(state, params))
+        param_headers = ctx.modern.param_headers if ctx.modern is not None else ()
+
+        def send(extra: dict[str, Any]) -> Iterator[dict[str, Any]]:
+            return call.upstream.stream(
+                "tools/call",
+                {**upstream_params, **extra},
+                request_id=call.upstream_id,
+                on_slow=call.register_inflight,
+                headers=param_headers,
+                server_requests=True,
+                capabilities=session.client_capabilities,  # what a modern upstream may ask the client for
+            )
+
+        def resend(responses: dict[str, Any], state: str | None) -> Iterator[dict[str, Any]]:
+            call.upstream_id = f"aerostack-{secrets.token_hex(8)}"  # a new request of the gateway
+            extra: dict[str, Any] = {"inputResponses": responses}
+            if state is not None:
+                extra["requestState"] = state
+            return send(extra)
+
+        messages = send({})
+        if ctx.modern is None:  # a modern upstream's input_required, asked of a legacy client on its stream
+            messages = inputreq.rounds(call, messages, call.client_relay, resend)
         lease = inflight.acquire(
             workspace_id=token.workspace_id, token_id=token.pk, timeout_seconds=target.server.config.timeout
         )
@@ -865,18 +926,38 @@ class GatewayView(APIView):
                 call.s2c = relay.CallRelay(
                     call.upstream, session, streaming=streaming, started=time.monotonic()
                 )
+                if ctx.modern is not None:
+                    call.upstream.ensure_initialized()
+                    if call.upstream.era != "modern":  # its requests are asked as input_required
+                        deadline = call.started_monotonic + target.server.config.timeout + 1.0
+                        call.feed = inputreq.Feed(deadline)
+                        call.s2c.divert = call.feed.divert
             # The upstream's GET stream is read while calls run on it, so that a request it sends there is
             # relayed or refused at once, never left to time out (gateway/standalone.py).
             if call.upstream.era != "modern":  # 2026-07-28 has no standalone stream
                 call.standalone = call.upstream.standalone or standalone.of(call.upstream)
                 call.standalone.enter(call.s2c)
+            if call.feed is not None:  # read in a thread of its own from here on (the POST leaves now)
+                messages = call.feed.start(messages)
+
+            def release() -> None:
+                lease.release()
+                call.end_inflight()
+
             for incoming in messages:
                 if "method" not in incoming:
                     return ctx.reply(call.finish(incoming))
+                if call.feed is not None and "id" in incoming:
+                    asked = call.hold(incoming, release)
+                    if asked is not None:
+                        handed_over = True
+                        call.park()
+                        return ctx.reply(asked)
+                    continue
                 note = call.relay(incoming)
                 if note is not None and streaming:
                     # A notification came before the result and the client takes SSE: stream from here on.
-                    response = self._stream(ctx, note, messages, call, lease)
+                    response = self._stream(ctx, note, messages, call, lease, release)
                     handed_over = True
                     return response
         except UpstreamError as exc:
@@ -894,6 +975,7 @@ class GatewayView(APIView):
         messages: Iterator[dict[str, Any]],
         call: _ToolCall,
         lease: inflight.Lease,
+        release: Callable[[], None],
     ) -> StreamingHttpResponse:
         def events() -> Iterator[bytes]:
             yield protocol.encode_sse_event(first)
@@ -902,6 +984,13 @@ class GatewayView(APIView):
                     if "method" not in incoming:
                         yield protocol.encode_sse_event(ctx.shape(call.finish(incoming)))
                         return
+                    if call.feed is not None and "id" in incoming:
+                        asked = call.hold(incoming, release)
+                        if asked is not None:
+                            call.park()
+                            yield protocol.encode_sse_event(ctx.shape(asked))
+                            return
+                        continue
                     note = call.relay(incoming)
                     if note is not None:
                         yield protocol.encode_sse_event(note)
@@ -915,13 +1004,14 @@ class GatewayView(APIView):
                 failure = UpstreamError("protocol", "the gateway could not relay the reply")
                 yield protocol.encode_sse_event(ctx.shape(call.failed(failure)))
             finally:
-                messages.close()  # type: ignore[attr-defined]
-                lease.release()
-                call.end_inflight()
+                if not call.parked:  # else the held call's own thread lets them go
+                    messages.close()  # type: ignore[attr-defined]
+                    release()
 
         def ended() -> None:
-            lease.release()
-            call.end_inflight()
+            if call.parked:
+                return
+            release()
             call.abandoned()  # a no-op unless a modern client closed the stream before the outcome
 
         response = StreamingHttpResponse(_Closing(events(), ended), content_type="text/event-stream")

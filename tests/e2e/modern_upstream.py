@@ -12,7 +12,11 @@ versions it supports; GET and DELETE get 405. Everything else is the SDK's own 2
 
 Serves http://127.0.0.1:PORT/mcp only. Tools: those of py_upstream.py (add, echo, fail, slow, headers,
 math.mul) plus ``where(region)``, whose ``region`` parameter is mirrored into ``Mcp-Param-Region``
-(``x-mcp-header``).
+(``x-mcp-header``), and three tools that ask the client through 2026-07-28's multi round-trip requests (an
+``input_required`` result, retried with ``inputResponses`` and ``requestState``; the SDK's ``Resolve``):
+    greet_me() -> "hello <name>"            one elicitation (form) round
+    summarize(text) -> "summary: <reply>"   one sampling/createMessage round
+    visit() -> "<name> lives in <city>"     two rounds: the city question names the answer to the first
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import uvicorn
-from pydantic import Field
+from mcp import types
+from mcp.server.mcpserver import Elicit, Resolve, Sample
+from pydantic import BaseModel, Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from py_upstream import HOST, PATH, build_server
@@ -72,6 +78,47 @@ async def _answer(send: Any, status: int, body: dict[str, Any] | None, extra: An
     await send({"type": "http.response.body", "body": content})
 
 
+class Name(BaseModel):
+    name: str
+
+
+class City(BaseModel):
+    city: str
+
+
+def ask_name() -> Elicit[Name]:
+    return Elicit("What is your name?", Name)
+
+
+def ask_city(who: Annotated[Name, Resolve(ask_name)]) -> Elicit[City]:
+    return Elicit(f"Where does {who.name} live?", City)
+
+
+def ask_model(text: str) -> Sample:
+    message = types.SamplingMessage(
+        role="user", content=types.TextContent(type="text", text=f"Sum up: {text}")
+    )
+    return Sample([message], max_tokens=50)
+
+
+def add_input_tools(server: Any) -> None:
+    """The tools that need the client's input (elicitation, sampling) in 2026-07-28 rounds."""
+
+    @server.tool(description="Ask the user's name (elicitation, one input_required round).")
+    def greet_me(who: Annotated[Name, Resolve(ask_name)]) -> str:
+        return f"hello {who.name}"
+
+    @server.tool(description="Ask the client's model to sum up `text` (sampling, one round).")
+    def summarize(text: str, reply: Annotated[types.CreateMessageResult, Resolve(ask_model)]) -> str:
+        content = reply.content
+        said = content.text if isinstance(content, types.TextContent) else "?"
+        return f"summary: {said}"
+
+    @server.tool(description="Ask a name, then that person's city (two input_required rounds).")
+    def visit(who: Annotated[Name, Resolve(ask_name)], where: Annotated[City, Resolve(ask_city)]) -> str:
+        return f"{who.name} lives in {where.city}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -84,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     def where(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
         return f"ran in {region}"
 
+    add_input_tools(server)
     app = server.streamable_http_app(streamable_http_path=PATH, host=HOST)
     uvicorn.run(gate(app), host=HOST, port=args.port, log_level="warning")
 

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import PromptReference, ResourceTemplateReference
 
@@ -227,3 +227,44 @@ def test_the_inspector_cli_lists_and_gets_prompts(stack: Stack, tmp_path: Path) 
         "name=Grace",
     )
     assert got["messages"][0]["content"]["text"] == "Say hello to Grace."
+
+
+def test_a_subscribed_client_receives_the_upstreams_resource_updates(stack: Stack) -> None:
+    """server-everything sends ``notifications/resources/updated`` on its standalone GET stream (every 5 s,
+    once its ``toggle-subscriber-updates`` tool is on) for the URIs its session subscribed to: the gateway
+    keeps that stream open while it holds a subscription, with no call in flight, and relays each update
+    to the subscribed client in the gateway's URI scheme (gateway/standalone.py, gateway/features.py)."""
+    uri = "aerostack://ev/demo://resource/static/document/architecture.md"
+
+    async def main() -> list[str]:
+        updated: list[str] = []
+        arrived = anyio.Event()
+
+        async def on_message(message: Any) -> None:
+            message = getattr(message, "root", message)
+            if isinstance(message, types.ResourceUpdatedNotification):
+                updated.append(str(message.params.uri))
+                arrived.set()
+
+        async with (
+            httpx2.AsyncClient(
+                headers={"Authorization": f"Bearer {stack.token}"}, timeout=httpx2.Timeout(30.0, read=60.0)
+            ) as http,
+            Client(
+                streamable_http_client(stack.url, http_client=http), mode="legacy", message_handler=on_message
+            ) as client,
+        ):
+            await client.subscribe_resource(uri)
+            await client.call_tool("ev__toggle-subscriber-updates", {})  # on
+            try:
+                with anyio.fail_after(20):  # one update at once, then one per 5 s
+                    while len(updated) < 2:
+                        await arrived.wait()
+                        arrived = anyio.Event()
+            finally:
+                await client.call_tool("ev__toggle-subscriber-updates", {})  # off again
+                await client.unsubscribe_resource(uri)
+        return updated
+
+    updated = anyio.run(main)
+    assert set(updated) == {uri}

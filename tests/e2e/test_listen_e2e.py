@@ -332,16 +332,17 @@ def test_a_tool_switched_off_on_node_a_reaches_a_listen_stream_on_node_b(cluster
 
 
 @pytest.mark.services
-def test_a_resource_update_read_on_node_a_reaches_a_listen_stream_on_node_b(cluster: Any) -> None:
-    """Node A's upstream session subscribed for a stream on A; the stream on B subscribed through B's. The
-    upstream sends A's session the update (A toggled it): A publishes it to every subscriber, B's too."""
+def test_each_node_relays_the_resource_updates_of_its_own_subscriptions(cluster: Any) -> None:
+    """The same URI is subscribed by a stream on A (through A's upstream session) and one on B (through B's).
+    server-everything sends updates to the upstream session that toggled them (B's): B's stream gets them,
+    from the reader of B's own upstream GET stream (a node relays to the subscriptions made through it)."""
     a, b, slug, tokens = cluster
 
     async def scenario() -> dict[str, Any]:
         http_a, connector_a = _connect(f"{a.url}/ws/{slug}", tokens[3], MODERN)
         async with http_a, connector_a as on_a, on_a.listen(resource_subscriptions=[EV_URI]) as held:
             assert list(held.honored.resource_subscriptions or []) == [EV_URI]
-            toggle = _toggle(a.port, slug, tokens[3])
+            toggle = _toggle(b.port, slug, tokens[3])
             http_b, connector_b = _connect(f"{b.url}/ws/{slug}", tokens[3], MODERN)
             async with http_b, connector_b as on_b, on_b.listen(resource_subscriptions=[EV_URI]) as watched:
                 await anyio.to_thread.run_sync(toggle)

@@ -318,3 +318,24 @@ def test_it_refuses_a_subscription_the_upstream_does_not_offer(mcp: McpTestClien
     )
     unknown = error_of(mcp.request("resources/subscribe", {"uri": "aerostack://nope/x://y"}))
     assert unknown["code"] == features.RESOURCE_NOT_FOUND
+
+
+def test_an_update_goes_to_the_sessions_subscribed_through_this_node_only(
+    team: Team, ev_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each node subscribes upstream on its own upstream session, so the upstream tells every such node: a
+    node relays an update to the sessions that subscribed through it, and each client hears it once."""
+    from gateway import bus, sessions
+
+    here, there = (sessions.create(token_id=1, workspace_id=1, protocol_version="2025-11-25") for _ in "ab")
+    uri = "demo://x"
+    assert features.subscribers_change(ev_server.pk, uri, here.id, "aerostack://ev/demo://x") == 1
+    monkeypatch.setattr(features, "_node", (features.os.getpid(), "another-node"))
+    # Counted per node: the other node's upstream session keeps its subscription while this one has one.
+    assert features.subscribers_change(ev_server.pk, uri, there.id, "aerostack://ev/demo://x") == 1
+    assert set(features.subscribers(ev_server.pk, uri)) == {here.id, there.id}
+    assert set(features.subscribers(ev_server.pk, uri, here=True)) == {there.id}
+    with bus.listening(f"session:{here.id}") as mine, bus.listening(f"session:{there.id}") as theirs:
+        assert features.resource_updated(ev_server.pk, {"uri": uri}) == 1
+        assert theirs.get(timeout=5) is not None
+        assert mine.get(timeout=0.5) is None

@@ -285,18 +285,41 @@ def test_a_modern_answer_is_shaped_for_the_legacy_handlers() -> None:
     assert legacy_shaped(answer)["result"] == {"content": [{"type": "text", "text": "42"}]}
 
 
-def test_an_input_required_answer_becomes_a_tool_error() -> None:
-    answer = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "result": {
-            "resultType": "input_required",
-            "inputRequests": {"a": {"method": "elicitation/create", "params": {}}},
-            "requestState": "opaque",
-        },
+INPUT_REQUIRED = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "result": {
+        "resultType": "input_required",
+        "inputRequests": {"a": {"method": "elicitation/create", "params": {}}},
+        "requestState": "opaque",
+        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "up"}},
+    },
+}
+
+
+def test_an_input_required_answer_to_tools_call_is_kept_for_the_gateway_to_answer() -> None:
+    result = legacy_shaped(INPUT_REQUIRED, input_required=True)["result"]
+    assert result == {
+        "resultType": "input_required",
+        "inputRequests": {"a": {"method": "elicitation/create", "params": {}}},
+        "requestState": "opaque",
     }
-    result = legacy_shaped(answer)["result"]
+
+
+def test_an_input_required_answer_elsewhere_becomes_a_tool_error() -> None:
+    result = legacy_shaped(INPUT_REQUIRED)["result"]  # prompts/get, resources/read: not relayed there
     assert result["isError"] is True and "elicitation/create" in result["content"][0]["text"]
+    assert "tools/call only" in result["content"][0]["text"]
+
+
+def test_a_modern_upstream_is_told_the_clients_own_capabilities() -> None:
+    original = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "t"}}
+    body, _ = modern_request(original, {"elicitation": {"form": {}}})
+    assert body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] == {
+        "elicitation": {"form": {}}
+    }
+    body, _ = modern_request(original)
+    assert body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] == {}
 
 
 def test_an_undefined_upstream_code_is_not_passed_on() -> None:

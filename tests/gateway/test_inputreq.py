@@ -1,0 +1,108 @@
+"""The gateway's own ``requestState`` (gateway/inputreq.py): sealed (encrypted and authenticated), bound to the
+token, workspace and tool it was issued for, expiring; anything else is a 400 + -32602, never a 500."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from gateway import crypto, inputreq, protocol
+
+STATE = inputreq.State(
+    kind="upstream", token=7, workspace=3, tool="mo__greet_me", server=11, upstream_state="the-upstream's-own"
+)
+
+
+def opened(raw: object, **overrides: Any) -> inputreq.State | None:
+    binding: dict[str, Any] = {"token_id": 7, "workspace_id": 3, "name": "mo__greet_me", "request_id": 1}
+    binding.update(overrides)
+    return inputreq.state_of({"requestState": raw}, **binding)
+
+
+def refused(raw: object, **overrides: Any) -> protocol.ProtocolError:
+    with pytest.raises(protocol.ProtocolError) as caught:
+        opened(raw, **overrides)
+    error = caught.value
+    assert error.http_status == 400 and error.code == protocol.INVALID_PARAMS
+    assert error.message.startswith("Invalid requestState: ")
+    return error
+
+
+def test_a_sealed_state_opens_for_its_own_token_workspace_and_tool() -> None:
+    assert opened(STATE.seal()) == STATE
+
+
+def test_a_sealed_state_is_not_readable() -> None:
+    sealed = STATE.seal()
+    decoded = base64.urlsafe_b64decode(sealed + "==")
+    assert b"upstream" not in decoded and b"mo__greet_me" not in decoded
+
+
+def test_no_request_state_is_no_state() -> None:
+    assert inputreq.state_of({}, token_id=7, workspace_id=3, name="mo__greet_me", request_id=1) is None
+
+
+@pytest.mark.parametrize("raw", ["", "made-up", "gAAAAA" + "A" * 100, 42, ["x"], {"a": 1}])
+def test_a_forged_state_is_refused(raw: object) -> None:
+    assert "not one this gateway issued" in refused(raw).message
+
+
+def test_an_altered_state_is_refused() -> None:
+    sealed = STATE.seal()
+    flipped = sealed[:20] + ("A" if sealed[20] != "A" else "B") + sealed[21:]
+    refused(flipped)
+
+
+def test_a_state_of_another_token_workspace_or_tool_is_refused() -> None:
+    sealed = STATE.seal()
+    assert "another token" in refused(sealed, token_id=8).message
+    assert "another token" in refused(sealed, workspace_id=4).message
+    assert "another tool" in refused(sealed, name="mo__visit").message
+
+
+def test_a_state_sealed_for_another_purpose_or_with_another_key_is_refused() -> None:
+    payload = json.dumps(
+        {"kind": "upstream", "token": 7, "workspace": 3, "tool": "mo__greet_me", "server": 11}
+    )
+    refused(crypto.seal(payload, "another-purpose"))
+    with override_settings(SECRET_KEY="another-secret-key-" + "x" * 40):
+        elsewhere = STATE.seal()
+    refused(elsewhere)
+
+
+def test_an_expired_state_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    sealed = STATE.seal()
+    later = time.time() + inputreq.STATE_TTL_SECONDS + 61
+    monkeypatch.setattr(time, "time", lambda: later)
+    refused(sealed)
+
+
+def test_input_responses_must_be_result_objects() -> None:
+    for bad in (["x"], {"a": "text"}, "x"):
+        with pytest.raises(protocol.ProtocolError) as caught:
+            inputreq.state_of(
+                {"inputResponses": bad}, token_id=7, workspace_id=3, name="mo__greet_me", request_id=1
+            )
+        assert caught.value.http_status == 400 and caught.value.code == protocol.INVALID_PARAMS
+
+
+def test_a_retry_gives_the_upstream_its_own_state_and_the_answers() -> None:
+    params = {"inputResponses": {"k": {"action": "accept", "content": {"name": "Ada"}}}}
+    assert inputreq.upstream_params(STATE, params) == {**params, "requestState": "the-upstream's-own"}
+    assert inputreq.upstream_params(None, {}) == {}
+
+
+def test_a_missing_capability_is_named_in_the_error() -> None:
+    requests = {"q": {"method": "sampling/createMessage", "params": {}}}
+    why, capability = inputreq.refusal({"elicitation": {"form": {}}}, requests) or ("", "")
+    assert capability == "sampling" and "did not declare the sampling capability" in why
+    assert inputreq.refusal({"sampling": {}}, requests) is None
+    body = inputreq.missing_capability(5, why, capability)
+    assert body["error"]["code"] == -32021 and body["error"]["data"] == {
+        "requiredCapabilities": {"sampling": {}}
+    }

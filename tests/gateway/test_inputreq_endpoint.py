@@ -1,0 +1,81 @@
+"""A held call (a 2026-07-28 client, a legacy upstream asking it something: gateway/inputreq.py) through
+Django's test client and the real Python SDK server: bounded by the server's timeout, after which nothing of
+it is left (threads, bus subscriptions, the round's cache entry, the in-flight slot), and a late retry is told
+so at once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+
+from gateway import bus, crypto, inflight, inputreq
+from gateway.models import UsageEvent
+from gateway.services import server_create
+from tests.conftest import Team
+from tests.factories import make_token
+from tests.gateway.test_modern_endpoint import ModernClient
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the held call's own thread writes the usage row
+
+
+def _input_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("aerostack-input")]
+
+
+def _call(client: ModernClient, extra: dict[str, Any] | None = None) -> Any:
+    meta = client.envelope(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
+    return client.request(
+        "tools/call", {"name": "quick__ask_name", "arguments": {}, **(extra or {})}, meta=meta
+    )
+
+
+@pytest.mark.usefixtures("one_cache_prefix")  # the held call's thread uses the test's cache keys too
+def test_a_held_call_lets_everything_go_after_its_timeout(
+    team: Team, py_upstream: Any, settings: Any
+) -> None:
+    settings.GATEWAY_USAGE_ASYNC = False
+    server_create(
+        workspace=team.workspace,
+        actor=team.alice.user,
+        name="Quick",
+        slug="quick",
+        url=py_upstream.url,
+        timeout_seconds=1,
+    )
+    client = ModernClient(make_token(team.bob).raw)
+    subscribers = bus.subscribers()
+    response = _call(client)
+    assert response.status_code == 200, response.content
+    result = response.json()["result"]
+    assert result["resultType"] == "input_required"
+    assert _input_threads() and bus.subscribers() == subscribers + 1
+    opened = crypto.unseal(result["requestState"], inputreq.STATE_PURPOSE, 60)
+    assert opened is not None
+    round_key = inputreq.HELD_KEY.format(json.loads(opened)["held"])
+    assert cache.get(round_key) is not None
+    deadline = time.monotonic() + 10
+    while (_input_threads() or bus.subscribers() != subscribers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _input_threads() == [] and bus.subscribers() == subscribers
+    assert inflight._local == {}  # the call's in-flight slots are given back
+    assert cache.get(round_key) is None
+    row = UsageEvent.objects.get(server_slug="quick")
+    assert (row.outcome, row.detail) == ("timeout", "the client did not answer elicitation/create in time")
+    started = time.monotonic()
+    (key,) = result["inputRequests"]
+    late = _call(
+        client,
+        {
+            "inputResponses": {key: {"action": "accept", "content": {"name": "Late"}}},
+            "requestState": result["requestState"],
+        },
+    )
+    assert time.monotonic() - started < 1
+    assert late.status_code == 400
+    error = late.json()["error"]
+    assert error["code"] == -32602 and "round is over" in error["message"]
