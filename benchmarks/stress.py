@@ -17,6 +17,8 @@ the in-process cache (DATABASE_URL and REDIS_URL are ignored here). A small upst
    SSE clients), all open at once.
 5b. GET streams: ``--get-streams`` client GET streams (the session's standalone stream, gateway/live.py),
    each of its own session, all open at once: served on the event loop, they hold no lane thread.
+5c. listen streams: ``--listen-streams`` 2026-07-28 ``subscriptions/listen`` streams (gateway/listen.py), all
+   open at once, on the same event-loop machinery: they hold no lane thread either.
 6. all of 2-4 at once.
 7. beyond the bound: more concurrent slow calls than the gateway lane admits; the rest must be refused at
    once with a JSON-RPC error (HTTP 503), never left waiting.
@@ -43,6 +45,7 @@ import itertools
 import json
 import os
 import platform
+import select
 import socket
 import sys
 import tempfile
@@ -151,9 +154,10 @@ for name in ("slow", "ping"):
     workspace = workspace_create(name=name, owner=user)
     Workspace.objects.filter(pk=workspace.pk).update(rate_limit_per_minute=1000000)
     if name == "slow":
-        server_create(
+        slow = server_create(
             workspace=workspace, actor=user, name="Slow", slug="slow", url={url}, timeout_seconds=120
         )
+        out["slow_server"] = slow.pk
     member = Member.objects.get(workspace=workspace, user=user)
     created = token_create(workspace=workspace, holder=member, name=name, expires_in=None, created_by=user)
     out[name] = {{"slug": workspace.slug, "token": created.raw}}
@@ -163,6 +167,11 @@ session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
 session[HASH_SESSION_KEY] = user.get_session_auth_hash()
 session.create()
 out["cookie"] = settings.SESSION_COOKIE_NAME + "=" + session.session_key
+try:  # the REST API switches a tool for the listen phase (an older checkout may lack it)
+    from api.services import api_key_create
+    out["key"] = api_key_create(user=user, name="stress", expires_in=None).raw
+except ImportError:
+    out["key"] = ""
 print({marker} + json.dumps(out))
 """
 
@@ -176,6 +185,8 @@ class Setup:
     ping_token: str
     dashboard_path: str
     cookie: str = field(repr=False)
+    api_key: str = field(default="", repr=False)
+    slow_server: int = 0
     url: str = ""  # where clients connect: the server, or nginx in front of it
     sources: tuple[str, ...] = ()  # the load's client addresses, in turn (none: the system's choice)
 
@@ -209,6 +220,8 @@ def provision(
                 ping_token=data["ping"]["token"],
                 dashboard_path=f"/workspaces/{data['ping']['slug']}/",
                 cookie=data["cookie"],
+                api_key=data.get("key", ""),
+                slow_server=int(data.get("slow_server", 0)),
                 url=url,
                 sources=sources,
             )
@@ -387,6 +400,22 @@ class Connections:
                 except OSError:
                     self._trickled.remove(sock)
 
+    def _opened(self, sock: socket.socket, first: bytes, what: str) -> None:
+        """Read a stream's response up to ``first`` (its first event); a refusal or an early close counts as
+        a failed request."""
+        data = b""
+        try:
+            while first not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise StressError(f"the server closed {what} before its first event")
+                data += chunk
+            if not data.startswith(b"HTTP/1.1 200 "):
+                status_line = data.split(b"\r\n", 1)[0]
+                raise StressError(f"{what} was refused: {status_line!r}")
+        except (OSError, StressError):
+            self.failed_requests += 1
+
     def open_get_streams(self, count: int, setup: Setup) -> None:
         """``count`` client GET streams of the slow workspace, each of a session of its own; returns once each
         has its status line and priming event (the stream is subscribed by then)."""
@@ -403,18 +432,95 @@ class Connections:
                     "MCP-Protocol-Version: 2025-11-25\r\n\r\n"
                 ).encode()
             )
-            data = b""
-            try:
-                while b"data:" not in data:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        raise StressError("the server closed a GET stream before its first event")
-                    data += chunk
-                if not data.startswith(b"HTTP/1.1 200 "):
-                    status_line = data.split(b"\r\n", 1)[0]
-                    raise StressError(f"a GET stream was refused: {status_line!r}")
-            except (OSError, StressError):
-                self.failed_requests += 1
+            self._opened(sock, b"data:", "a GET stream")
+
+    def open_listen_streams(self, count: int, setup: Setup) -> None:
+        """``count`` 2026-07-28 listen streams (tools list changes) of the slow workspace; returns once each
+        has its status line and acknowledgment (the stream is subscribed by then)."""
+        path = setup.slow_url.removeprefix(setup.url)
+        envelope = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "stress", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        for number in range(count):
+            body = json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": number + 1,
+                    "method": "subscriptions/listen",
+                    "params": {"notifications": {"toolsListChanged": True}, "_meta": envelope},
+                }
+            ).encode()
+            sock = self._connect()
+            sock.sendall(
+                (
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    "Accept: application/json, text/event-stream\r\n"
+                    f"Authorization: Bearer {setup.slow_token}\r\n"
+                    "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: subscriptions/listen\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                + body
+            )
+            self._opened(sock, b"subscriptions/acknowledged", "a listen stream")
+
+    def notified(self, setup: Setup, tool: str = "stream", timeout: float = 30.0) -> dict[str, Any]:
+        """Switch ``tool`` of the slow server off through the REST API (what the dashboard's switch calls),
+        and time until every open listen stream has its ``notifications/tools/list_changed``; then on."""
+        parts = setup.server.url.removeprefix("http://").split(":")
+        slug = setup.slow_url.rsplit("/", 1)[-1]
+        path = f"/api/v1/workspaces/{slug}/servers/{setup.slow_server}/tools/{tool}"
+
+        def switch(enabled: bool) -> None:
+            connection = http.client.HTTPConnection(parts[0], int(parts[1]), timeout=30)
+            connection.request(
+                "PATCH",
+                path,
+                body=json.dumps({"enabled": enabled}),
+                headers={"Authorization": f"Bearer {setup.api_key}", "Content-Type": "application/json"},
+            )
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            if response.status != 200:
+                raise StressError(f"switching {tool} answered {response.status}")
+
+        waiting = {sock.fileno(): sock for sock in self.sockets}
+        seen: dict[int, bytes] = dict.fromkeys(waiting, b"")
+        for sock in waiting.values():
+            sock.setblocking(False)
+        latencies: list[float] = []
+        started = time.monotonic()
+        switch(False)  # answered once committed: the notifications leave from then on
+        committed = time.monotonic()
+        deadline = committed + timeout
+        while waiting and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(waiting.values()), [], [], max(deadline - time.monotonic(), 0))
+            for sock in ready:
+                try:
+                    chunk = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                key = sock.fileno()
+                seen[key] += chunk
+                if b"tools/list_changed" in seen[key] or not chunk:
+                    if chunk:
+                        latencies.append(time.monotonic() - committed)
+                    del waiting[key]
+        for sock in self.sockets:
+            sock.setblocking(True)
+        switch(True)
+        latencies.sort()
+        ms = [round(value * 1000, 1) for value in latencies]
+        return {
+            "streams": len(self.sockets),
+            "notified": len(latencies),
+            "switch_ms": round((committed - started) * 1000, 1),
+            "p50_ms": ms[len(ms) // 2] if ms else None,
+            "p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))] if ms else None,
+            "max_ms": ms[-1] if ms else None,
+        }
 
     def still_open(self) -> int:
         """How many of the sockets the server has not closed (nothing to read, no EOF)."""
@@ -679,6 +785,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ) - before.get("threads", 0)
             streams.close()
 
+            print(f"phase listen streams: {args.listen_streams} subscriptions/listen streams", flush=True)
+            before = process_status(pid)
+            listening = Connections(port, setup)
+            listening.open_listen_streams(args.listen_streams, setup)
+            measure("listen_streams", {"streams": args.listen_streams})
+            phases["listen_streams"]["still_open"] = listening.still_open()
+            phases["listen_streams"]["failed_requests"] = listening.failed_requests
+            phases["listen_streams"]["threads_added"] = phases["listen_streams"]["process"].get(
+                "threads", 0
+            ) - before.get("threads", 0)
+            if setup.api_key:
+                phases["listen_streams"]["list_changed"] = listening.notified(setup)
+            listening.close()
+
         print("phase all at once", flush=True)
         calls = SlowCalls(setup, args.slow_calls, args.slow_seconds).start()
         crowd = Connections(port, setup)
@@ -784,6 +904,7 @@ def report(results: dict[str, Any]) -> None:
                 "nginx",
                 "connections_held",
                 "threads_added",
+                "list_changed",
             )
         }
         if extra:
@@ -818,6 +939,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slowloris", type=positive, default=500)
     parser.add_argument("--streams", type=positive, default=200, help="open SSE streams (200)")
     parser.add_argument("--get-streams", type=positive, default=1000, help="open client GET streams (1000)")
+    parser.add_argument(
+        "--listen-streams", type=positive, default=1000, help="open subscriptions/listen streams (1000)"
+    )
     parser.add_argument("--probe-seconds", type=float, default=8.0)
     parser.add_argument("--bound", type=positive, default=None, help="the gateway lane's bound (256)")
     parser.add_argument("--beyond", type=positive, default=50, help="calls beyond the bound (50)")

@@ -98,15 +98,18 @@ def version(workspace_id: int) -> int:
     return int(value)
 
 
-def invalidate(workspace_id: int, lists: Iterable[str] = live.LISTS) -> None:
+def invalidate(
+    workspace_id: int, lists: Iterable[str] = live.LISTS, *, servers: Iterable[int] | None = None
+) -> None:
     """Call after any change to a workspace's servers or tool settings: every node sees it at once, and
     every open client stream of the workspace is told that ``lists`` changed (once the transaction, if any,
-    has committed: gateway/live.py)."""
+    has committed: gateway/live.py). ``servers``: the servers whose items changed, when that is known (a
+    stream whose token's scope shows none of them is not told)."""
     try:
         current: int | None = cache.incr(version_key(workspace_id))
     except ValueError:
         current = version(workspace_id)
-    live.lists_changed(workspace_id, lists, current)
+    live.lists_changed(workspace_id, lists, current, servers=servers)
 
 
 def server_config(server: Server) -> UpstreamConfig:

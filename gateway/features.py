@@ -443,6 +443,44 @@ def subscribers(server_id: int, uri: str, *, here: bool = False) -> dict[str, st
     }
 
 
+# -- subscriptions of 2026-07-28 listen streams (gateway/listen.py) -----------------------------------------
+# A listen stream is a subscriber like a session, under the id ``listen:<stream name>``: its updates go to
+# the bus channel of that id, and it is alive while its key (renewed by the stream's checks) is in the cache.
+# Its subscriptions are made through the node that serves it (its stream and its subscribe are one request).
+LISTENER_PREFIX = "listen:"
+
+
+def listener_alive_key(subscriber: str) -> str:
+    return f"gw:listen-alive:{subscriber[len(LISTENER_PREFIX) :]}"
+
+
+def listener_subscribe(
+    *, token: Token, subscriber: str, uri: str, current: int | None, record: Record
+) -> Target | None:
+    """Subscribe a listen stream (``subscriber``) to ``uri`` as ``resources/subscribe`` does for a session
+    (routed to its upstream, scopes applied, usage recorded); the target when the subscription holds, None
+    when the URI is unknown or out of scope, its server offers no subscriptions, or the upstream refused."""
+    message = protocol.Message(
+        kind="request", id=subscriber, method="resources/subscribe", params={"uri": uri}, raw={}
+    )
+    call = _Call(message, {"uri": uri}, token, current, record)
+    try:
+        body = call.subscribe(subscriber, subscribe=True)
+    except protocol.ProtocolError:
+        return None
+    if "result" not in body:
+        return None
+    return call.uri_target(uri)
+
+
+def listener_unsubscribe(*, token: Token, subscriber: str, target: Target, record: Record) -> None:
+    """The listen stream ended: drop its subscription (the upstream's too, when no one else here wants it)."""
+    message = protocol.Message(
+        kind="request", id=subscriber, method="resources/unsubscribe", params={"uri": target.exposed}, raw={}
+    )
+    _Call(message, {"uri": target.exposed}, token, None, record).subscribe(subscriber, subscribe=False)
+
+
 def resource_updated(server_id: int, params: dict[str, Any]) -> int:
     """Relay an upstream's ``notifications/resources/updated`` to every client session subscribed to its URI
     through this node (on whatever node the session's GET stream is served), with the URI each of them
@@ -456,7 +494,12 @@ def resource_updated(server_id: int, params: dict[str, Any]) -> int:
     found = subscribers(server_id, uri, here=True)
     if not found:
         return 0
-    keys = {session_id: sessions.cache_key(session_id) for session_id in found}
+    keys = {
+        session_id: listener_alive_key(session_id)
+        if session_id.startswith(LISTENER_PREFIX)
+        else sessions.cache_key(session_id)
+        for session_id in found
+    }
     alive = cache.get_many([key for key in keys.values() if key])
     from gateway import bus  # the GET stream's module; imported here, off the request path
 
@@ -466,7 +509,7 @@ def resource_updated(server_id: int, params: dict[str, Any]) -> int:
             subscribers_change(server_id, uri, session_id, None)
             continue
         bus.publish(
-            f"session:{session_id}",
+            session_id if session_id.startswith(LISTENER_PREFIX) else f"session:{session_id}",
             {
                 "jsonrpc": "2.0",
                 "method": "notifications/resources/updated",

@@ -32,7 +32,8 @@ or scopes are not the current ones, the list changes it missed are sent at once.
 published while no stream was open are not replayed (relayed requests have their own timeouts).
 
 Bus messages (channel names without the bus's prefix):
-- ``ws:<workspace_id>``: ``{"kind": "list_changed", "lists": [...], "version": N}``,
+- ``ws:<workspace_id>``: ``{"kind": "list_changed", "lists": [...], "version": N}`` (with ``"servers":
+  [...]`` when the change is of those servers only: a token whose scope shows none of them is not told),
   ``{"kind": "tokens_changed"}`` (every stream of the workspace checks its token);
 - ``token:<token_id>``: ``{"kind": "token_changed"}``;
 - ``session:<session_id>``: a JSON-RPC message (has ``"jsonrpc"``) to relay; ``{"kind": "ended"}``;
@@ -96,11 +97,20 @@ def _publish_after_commit(channel: str, message: dict[str, Any]) -> None:
     transaction.on_commit(send)
 
 
-def lists_changed(workspace_id: int, lists: Iterable[str] = LISTS, version: int | None = None) -> None:
-    """Tell every open stream of ``workspace_id``, on every node, that these lists changed."""
+def lists_changed(
+    workspace_id: int,
+    lists: Iterable[str] = LISTS,
+    version: int | None = None,
+    *,
+    servers: Iterable[int] | None = None,
+) -> None:
+    """Tell every open stream of ``workspace_id``, on every node, that these lists changed (``servers``: of
+    these servers only, when known: a stream whose token's scope shows none of them is not told)."""
     message: dict[str, Any] = {"kind": "list_changed", "lists": [name for name in lists if name in LISTS]}
     if version is not None:
         message["version"] = version
+    if servers is not None:
+        message["servers"] = sorted(set(servers))
     _publish_after_commit(f"ws:{workspace_id}", message)
 
 
@@ -271,6 +281,8 @@ def stop_checks() -> None:
 class Check:
     ok: bool
     scopes: str = ""
+    stored: token_scopes.StoredScopes | None = None  # the token's scopes themselves, when ``known``
+    known: bool = False
 
 
 class Stream:
@@ -300,6 +312,7 @@ class Stream:
         self.resumed_from = resumed_from
         self.lease = lease
         self.expires_at = expires_at
+        self.scopes: token_scopes.StoredScopes | None = None  # the token's (``visible``), set by the view
         self.name = secrets.token_hex(8)
         self.sequence = 0
         self.lists = advertised_lists()
@@ -357,22 +370,44 @@ class Stream:
             if name in set(lists)
         ]
 
+    # -- what a kind of stream decides (``gateway.listen.ListenStream`` is the 2026-07-28 kind) --
+    @property
+    def own_channel(self) -> str:
+        """The bus channel of this stream's own messages (relayed JSON-RPC messages, its end)."""
+        return f"session:{self.session_id}"
+
+    def _channels(self) -> Sequence[str]:
+        return (f"ws:{self.workspace_id}", f"token:{self.token_id}", self.own_channel)
+
+    def _opening(self) -> list[bytes]:
+        """The first chunks, once subscribed: the priming event, and the changes missed while away."""
+        chunks = [self._event(None)]
+        if self.resumed_from is not None and self.resumed_from != self.position:
+            chunks += self._changed(LISTS)  # changes made while the client was away
+        return chunks
+
+    def _own(self, message: dict[str, Any]) -> list[bytes] | None:
+        """What a message of ``own_channel`` writes, or None when it ends the stream."""
+        kind = message.get("kind")
+        if "jsonrpc" in message:
+            return [self._event(message)]
+        if kind == "ended" or (kind == "stream_opened" and message.get("stream") != self.name):
+            return None
+        return []
+
+    def _ending(self) -> list[bytes]:
+        """The last chunks when the token stopped working (the GET stream just ends)."""
+        return []
+
     async def _events(self) -> AsyncIterator[bytes]:
         global open_streams
         open_streams += 1
         loop = asyncio.get_running_loop()
-        channels: Sequence[str] = (
-            f"ws:{self.workspace_id}",
-            f"token:{self.token_id}",
-            f"session:{self.session_id}",
-        )
-        subscription = bus.subscribe(channels, gaps=True)
+        subscription = bus.subscribe(self._channels(), gaps=True)
         try:
             await subscription.ready()
-            yield self._event(None)
-            if self.resumed_from is not None and self.resumed_from != self.position:
-                for chunk in self._changed(LISTS):  # changes made while the client was away
-                    yield chunk
+            for chunk in self._opening():
+                yield chunk
             keepalive = settings.GATEWAY_STREAM_KEEPALIVE_SECONDS
             recheck = settings.GATEWAY_STREAM_RECHECK_SECONDS
             next_check = loop.time() + recheck
@@ -380,7 +415,9 @@ class Stream:
             while True:
                 now = loop.time()
                 if self.expires_at is not None and time.time() >= self.expires_at:
-                    return  # the token expired
+                    for chunk in self._ending():  # the token expired
+                        yield chunk
+                    return
                 wait = max(min(last_write + keepalive, next_check) - now, 0.0)
                 if self.expires_at is not None:
                     wait = min(wait, max(self.expires_at - time.time(), 0.0) + 0.01)
@@ -391,6 +428,8 @@ class Stream:
                         next_check = loop.time() + recheck
                         check = await self._check()
                         if not check.ok:
+                            for chunk in self._ending():
+                                yield chunk
                             return
                         for chunk in self._scopes_checked(check):
                             last_write = loop.time()
@@ -403,11 +442,12 @@ class Stream:
                     return
                 last_write = loop.time()  # what follows writes an event (or nothing, rarely)
                 kind = message.get("kind")
-                if channel.startswith("session:"):
-                    if "jsonrpc" in message:
-                        yield self._event(message)
-                    elif kind == "ended" or (kind == "stream_opened" and message.get("stream") != self.name):
+                if channel == self.own_channel:
+                    own = self._own(message)
+                    if own is None:
                         return
+                    for chunk in own:
+                        yield chunk
                     continue
                 if kind == "gap":
                     # Messages may have been lost (Redis reconnected, or this stream fell behind): the
@@ -420,12 +460,16 @@ class Stream:
                     lists = message.get("lists")
                     if isinstance(message.get("version"), int):
                         self.position = Position(message["version"], self.position.scopes)
+                    if not self.visible(message.get("servers")):
+                        continue  # a change of servers this token's scope does not show
                     for chunk in self._changed(lists if isinstance(lists, list) else LISTS):
                         yield chunk
                 elif kind in ("token_changed", "tokens_changed"):
                     next_check = loop.time() + recheck
                     check = await self._check()
                     if not check.ok:
+                        for chunk in self._ending():
+                            yield chunk
                         return
                     for chunk in self._scopes_checked(check):
                         yield chunk
@@ -433,7 +477,15 @@ class Stream:
             subscription.close()
             open_streams -= 1
 
+    def visible(self, servers: object) -> bool:
+        """Does a change of ``servers`` (None: of anything) show in this token's lists?"""
+        if self.scopes is None or not isinstance(servers, list):
+            return True
+        return bool(set(token_scopes.server_ids(self.scopes)) & set(servers))
+
     def _scopes_checked(self, check: Check) -> list[bytes]:
+        if check.known:
+            self.scopes = check.stored
         if check.scopes == self.position.scopes:
             return []
         self.position = Position(self.position.version, check.scopes)
@@ -457,15 +509,20 @@ class Stream:
             result = token_authenticate(raw=self._raw, workspace_slug=self.slug)
             if result.token is None or result.token.pk != self.token_id:
                 return Check(False)
-            if sessions.get(self.session_id, token_id=self.token_id) is None:
+            if not self._still_open():
                 return Check(False)
             self.lease.renew()
             self._mark()
             expires_at = result.token.expires_at
             self.expires_at = expires_at.timestamp() if expires_at is not None else None
-            return Check(True, token_scopes.digest(result.token.scopes))
+            scopes = result.token.scopes
+            return Check(True, token_scopes.digest(scopes), scopes, known=True)
         finally:
             close_old_connections()
+
+    def _still_open(self) -> bool:
+        """In a check thread, after the token passed: is what the stream belongs to still there?"""
+        return sessions.get(self.session_id, token_id=self.token_id) is not None
 
 
 class _Run:

@@ -6,6 +6,7 @@ request, after the same admission (token, rate limit, usage log, scopes: all don
 looked at). What this module adds is only what differs between the eras:
 
 - ``server/discover`` (capabilities, every supported version, server identity);
+- ``subscriptions/listen``, the era's stream of list changes and resource updates (``gateway.listen``);
 - the method table of the modern era: an unknown method (also ``ping`` and ``logging/setLevel``, which
   2026-07-28 removed) is 404 + -32601;
 - results shaped for 2026-07-28: ``resultType``, the server's identity in ``_meta``, and on lists
@@ -28,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway import catalog, clientinfo, features, protocol, relay, sessions
+from gateway import catalog, clientinfo, features, listen, protocol, relay, sessions
 
 LIST_METHODS = frozenset(
     {"tools/list", "prompts/list", "resources/list", "resources/read", "resources/templates/list"}
@@ -39,8 +40,9 @@ METHODS = frozenset({"tools/list", "tools/call"} | features.METHODS) - {
     "resources/subscribe",
     "resources/unsubscribe",
 }
-"""Methods the shared handlers serve on the modern path; ``server/discover`` is answered here. 2026-07-28
-replaced ``resources/subscribe`` and ``resources/unsubscribe`` with ``subscriptions/listen``."""
+"""Methods the shared handlers serve on the modern path; ``server/discover`` is answered here, and
+``subscriptions/listen`` (which replaced ``resources/subscribe`` / ``resources/unsubscribe`` and the GET
+stream in 2026-07-28) by ``gateway.listen``."""
 
 DISCOVER_TTL_MS = 60_000
 """How long a client may keep the discover result: versions and capabilities change with a release only."""
@@ -226,10 +228,7 @@ def dispatch(
     assert message.id is not None
     if method == "server/discover":
         described = view.describe(ctx)
-        capabilities = dict(described["capabilities"])
-        if isinstance(capabilities.get("resources"), dict):
-            # Resource subscriptions are subscriptions/listen in 2026-07-28, which the gateway lacks yet.
-            capabilities["resources"] = {**capabilities["resources"], "subscribe": False}
+        capabilities = dict(described["capabilities"])  # resource subscriptions: subscriptions/listen
         result: dict[str, Any] = {
             "supportedVersions": list(protocol.ALL_PROTOCOL_VERSIONS),
             "capabilities": capabilities,
@@ -238,6 +237,8 @@ def dispatch(
             "cacheScope": "private",  # the instructions name the token's workspace
         }
         return ctx.reply(protocol.result_body(message.id, result))
+    if method == listen.METHOD:
+        return listen.open_stream(ctx, message)  # the response is the stream (gateway/listen.py)
     if method not in METHODS:
         raise protocol.ProtocolError(
             404, protocol.METHOD_NOT_FOUND, f"Method not found: {method}", message.id

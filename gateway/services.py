@@ -309,7 +309,7 @@ def server_validate(
 
 def _changed(workspace: Workspace, server_id: int) -> None:
     def refresh() -> None:
-        catalog.invalidate(workspace.pk)
+        catalog.invalidate(workspace.pk, servers=[server_id])
         upstream.forget(server_id)
 
     transaction.on_commit(refresh)

@@ -288,7 +288,7 @@ class Standalone:
                 found = Server.objects.filter(pk=self.upstream.config.server_id)
                 workspaces = set(found.values_list("workspace_id", flat=True))
             for workspace_id in workspaces:
-                catalog.invalidate(workspace_id, lists=[name])
+                catalog.invalidate(workspace_id, lists=[name], servers=[self.upstream.config.server_id])
         finally:
             if not connection.in_atomic_block:
                 connection.close()  # this thread keeps no database connection (nor a pooled one)

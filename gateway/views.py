@@ -304,7 +304,8 @@ class _ToolCall:
         if "id" in incoming:  # a request of the upstream: sampling, elicitation, roots (gateway/relay.py)
             return self.client_relay().request(incoming)
         if method in _LIST_CHANGED:
-            catalog.invalidate(self.session.workspace_id, lists=[_LIST_CHANGED[method]])
+            lists = [_LIST_CHANGED[method]]
+            catalog.invalidate(self.session.workspace_id, lists=lists, servers=[self.target.server.id])
             return None
         if method == "notifications/cancelled":  # the upstream gave up one of its relayed requests
             return self.s2c.cancelled(incoming.get("params")) if self.s2c is not None else None
@@ -754,12 +755,11 @@ class GatewayView(APIView):
         """What the gateway says about itself, in ``initialize`` (legacy) and ``server/discover`` (modern)."""
         token = ctx.token
         assert token is not None
-        # Changes are pushed on a legacy session's GET stream (gateway/live.py); the 2026-07-28 era has no
-        # stream here yet (subscriptions/listen is not served), so it is not told to expect them.
-        pushed = ctx.modern is None
-        extra = features.capabilities(token.workspace_id, token.scopes, list_changed=pushed)
+        # Changes are pushed on a legacy session's GET stream and on a 2026-07-28 subscriptions/listen stream
+        # (gateway/live.py, gateway/listen.py).
+        extra = features.capabilities(token.workspace_id, token.scopes)
         return {
-            "capabilities": {"tools": {"listChanged": pushed}, "logging": {}, **extra},
+            "capabilities": {"tools": {"listChanged": True}, "logging": {}, **extra},
             "serverInfo": SERVER_INFO,
             "instructions": (f"Tools of the Aerostack workspace “{token.workspace.name}”: <server>__<tool>."),
         }
@@ -1101,6 +1101,7 @@ class GatewayView(APIView):
             lease=lease,
             expires_at=token.expires_at.timestamp() if token.expires_at is not None else None,
         )
+        stream.scopes = token.scopes
         stream.announce()
         return stream.response(ctx.headers)
 

@@ -149,8 +149,8 @@ def test_the_sdk_client_lists_reads_gets_and_completes_through_the_gateway(stack
     assert "py__greet" in out["prompts"] and "py__review_code" in out["prompts"]
     assert all(protocol.TOOL_NAME_PATTERN.fullmatch(name) for name in out["prompts"])
     assert {"resources", "prompts", "completions"} <= set(out["capabilities"])
-    # server-everything offers subscriptions; resources/subscribe is not a 2026-07-28 method.
-    assert out["capabilities"]["resources"]["subscribe"] is (mode == "legacy")
+    # server-everything offers subscriptions: resources/subscribe (legacy), subscriptions/listen (2026-07-28).
+    assert out["capabilities"]["resources"]["subscribe"] is True
     assert out["readme"] == "Read me first."
     assert out["filled"] == ("aerostack://py/notes://rust/summary", "Summary of rust.")
     assert out["ev_filled"][1] == out["ev_filled"][0]  # the gateway URI it was read with

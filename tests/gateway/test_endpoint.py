@@ -142,7 +142,7 @@ def test_it_answers_a_bare_discover_probe_with_what_it_speaks(team: Team) -> Non
     assert response.status_code == 200 and response.json()["id"] == 1
     result = response.json()["result"]
     assert result["supportedVersions"] == ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"]
-    assert result["resultType"] == "complete" and result["capabilities"]["tools"] == {"listChanged": False}
+    assert result["resultType"] == "complete" and result["capabilities"]["tools"] == {"listChanged": True}
 
 
 def test_it_refuses_an_unsupported_protocol_version_header(mcp: McpTestClient) -> None:

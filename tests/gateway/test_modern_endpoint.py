@@ -113,10 +113,12 @@ def test_discover_says_what_the_gateway_speaks(modern: ModernClient) -> None:
     result = body["result"]
     assert result["supportedVersions"] == ALL_VERSIONS
     capabilities = result["capabilities"]
-    assert capabilities["tools"] == {"listChanged": False} and capabilities["logging"] == {}
-    # What initialize declares too (the Python upstream offers resources, prompts and completion), except
-    # resource subscriptions: subscriptions/listen is not served yet.
-    assert capabilities["resources"]["subscribe"] is False and "prompts" in capabilities
+    # Changes are pushed on subscriptions/listen streams (gateway/listen.py).
+    assert capabilities["tools"] == {"listChanged": True} and capabilities["logging"] == {}
+    # What initialize declares too (the Python upstream offers resources, prompts and completion); resource
+    # subscriptions are the resourceSubscriptions of subscriptions/listen.
+    assert capabilities["resources"]["listChanged"] is True and "prompts" in capabilities
+    assert capabilities["prompts"] == {"listChanged": True}
     assert result["resultType"] == "complete"
     assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "aerostack"
     assert result["ttlMs"] > 0 and result["cacheScope"] == "private"
