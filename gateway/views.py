@@ -664,7 +664,10 @@ class GatewayView(APIView):
             if held is not None:  # slots given in the first round trip to a request that made no call
                 ctx.slot = None
                 if isinstance(held[1], inflight.Lease):
-                    held[1].release()
+                    try:
+                        held[1].release()
+                    except Exception as exc:  # the answer is made: the slot expires with its lease
+                        logger.warning("gateway: an in-flight slot not given back (%s)", type(exc).__name__)
 
     def post(self, request: Request, slug: str) -> HttpResponseBase:
         return self._answer(request, slug, self._post)
