@@ -232,8 +232,8 @@ def test_the_folded_script_reads_counts_and_takes_the_slots_in_one_trip(shared: 
 
 
 def test_the_folded_script_takes_nothing_for_an_unknown_token_or_over_the_rate_limit(
-    shared: RedisCache,
-) -> None:  # noqa: F811
+    shared: RedisCache,  # noqa: F811
+) -> None:
     assert _ask(shared, "a", limits=[3, 2]) == (
         [None, None],
         None,
