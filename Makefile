@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 # The worker class and other gunicorn settings are in gunicorn.conf.py.
 WORKERS ?= 1
 
-.PHONY: run test lint typecheck check bench stress lock clean install install-test
+.PHONY: run test lint typecheck check bench bench-compare stress lock clean install install-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,14 @@ bench: install-test
 	$(BIN)/python -m benchmarks.catalog
 	$(BIN)/python -m benchmarks.analytics $(ANALYTICS_BENCH_ARGS)
 	$(BIN)/python -m benchmarks.analytics --database-url $(ANALYTICS_BENCH_PG) $(ANALYTICS_BENCH_ARGS)
+
+# The gateway part of `make bench` against an earlier commit in the same run (issue 11: "gateway over floor"
+# may rise by at most 10% against 6792a47): a detached git worktree of BASELINE is made in /tmp (or an existing
+# one reused), then both gateways and both floors are called in interleaved blocks, compared round by round
+# (median of the per-round ratios, quartiles, gateway CPU per call of both). BENCH_ARGS as for `make bench`.
+BASELINE ?= 6792a47
+bench-compare: install-test
+	$(BIN)/python -m benchmarks.gateway --baseline $(BASELINE) --calls 3000 --block 100 $(BENCH_ARGS)
 
 # Long runs, not in `make test`; each writes its figures (docs/reliability.md keeps those of the last run).
 # Stress: one `make run`-like process under 200 slow calls, 1,000 idle connections and 500 slowloris

@@ -174,7 +174,7 @@ else:
     # of its requests. Several processes need REDIS_URL: see README.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "BACKEND": "aerostack.cache.LocalCache",  # Django's LocMemCache, one call's counting in one step
             "LOCATION": "aerostack",
             "KEY_PREFIX": CACHE_KEY_PREFIX,
             "TIMEOUT": 300,

@@ -16,6 +16,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "rest_framework"]
 MIDDLEWARE: list[str] = []
-ROOT_URLCONF = "benchmarks.floor_site"
+ROOT_URLCONF = __name__  # also when a baseline serves a copy of this file under another name
 DATABASES: dict[str, Any] = {}
 USE_TZ = True
 REST_FRAMEWORK = {"UNAUTHENTICATED_USER": None}
@@ -37,16 +38,27 @@ REST_FRAMEWORK = {"UNAUTHENTICATED_USER": None}
 FORWARDED = ("HTTP_ACCEPT", "CONTENT_TYPE", "HTTP_MCP_SESSION_ID", "HTTP_MCP_PROTOCOL_VERSION")
 _upstream = urlsplit(os.environ.get("BENCH_UPSTREAM_URL", "http://127.0.0.1/"))
 _local = threading.local()
+# As the gateway's upstream pool (gateway/upstream.py): a connection idle this long is not reused (uvicorn
+# closes idle keep-alive connections after 5 s), and a reused one the upstream closed is retried once on a
+# new one. Without this the floor answered 500 whenever a round of the other paths' blocks took longer than
+# the upstream's keep-alive, as it does on a loaded machine.
+IDLE_SECONDS = 4.0
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
-def _connection() -> http.client.HTTPConnection:
+def _connection(fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
+    """This thread's keep-alive connection (True: reused) or a new one (False)."""
     connection: http.client.HTTPConnection | None = getattr(_local, "connection", None)
-    if connection is None:
-        connection = http.client.HTTPConnection(_upstream.hostname or "127.0.0.1", _upstream.port, timeout=30)
-        connection.connect()
-        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        _local.connection = connection
-    return connection
+    if connection is not None and (fresh or time.monotonic() - _local.idle_since >= IDLE_SECONDS):
+        connection.close()
+        connection = None
+    if connection is not None:
+        return connection, True
+    connection = http.client.HTTPConnection(_upstream.hostname or "127.0.0.1", _upstream.port, timeout=30)
+    connection.connect()
+    connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _local.connection = connection
+    return connection, False
 
 
 class Forward(APIView):
@@ -61,16 +73,26 @@ class Forward(APIView):
             for name in FORWARDED
             if meta.get(name)
         }
-        connection = _connection()
-        try:
-            connection.request("POST", _upstream.path, body=request._request.body, headers=headers)
-            reply = connection.getresponse()
-            body = reply.read()
-        except (OSError, http.client.HTTPException):
-            connection.close()
-            _local.connection = None
-            raise
-        response = HttpResponse(body, status=reply.status, content_type=reply.getheader("Content-Type"))
+        body = request._request.body
+        for attempt in range(2):
+            connection, reused = _connection(fresh=attempt > 0)
+            try:
+                connection.request("POST", _upstream.path, body=body, headers=headers)
+                reply = connection.getresponse()
+                content = reply.read()
+            except _STALE:
+                connection.close()
+                _local.connection = None
+                if reused and not attempt:
+                    continue  # the upstream closed an idle keep-alive connection: once more on a new one
+                raise
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                _local.connection = None
+                raise
+            _local.idle_since = time.monotonic()
+            break
+        response = HttpResponse(content, status=reply.status, content_type=reply.getheader("Content-Type"))
         session = reply.getheader("Mcp-Session-Id")
         if session:
             response["Mcp-Session-Id"] = session

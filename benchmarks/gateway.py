@@ -30,8 +30,10 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -325,26 +327,119 @@ def warm_up(client: McpClient, target: Target, calls: int, failures: Failures) -
         timed_call(client, target, failures, f"{target.label} warm-up")
 
 
+@dataclass
+class Block:
+    """One path's block of sequential calls in one round: its median and the CPU its server used."""
+
+    median_s: float
+    calls: int
+    cpu_s: float | None = None  # of the server process behind the path, over this block (None: not read)
+
+
 def sequential_alternating(
-    pairs: list[tuple[Target, McpClient]], calls: int, block: int, failures: Failures
+    pairs: list[tuple[Target, McpClient]],
+    calls: int,
+    block: int,
+    failures: Failures,
+    meters: dict[str, ProcessCpu] | None = None,
+    rounds: list[dict[str, Block]] | None = None,
 ) -> dict[str, list[float]]:
-    """``calls`` calls per path, in blocks of ``block`` that alternate between the paths (and their order)."""
+    """``calls`` calls per path, in blocks of ``block`` that alternate between the paths (and their order).
+
+    With ``rounds``, each round's blocks are recorded there (label -> ``Block``), with the CPU of the process
+    in ``meters[label]`` read around that path's own block: the per-round pairs that ``paired`` compares."""
     latencies: dict[str, list[float]] = {target.label: [] for target, _ in pairs}
+    meters = meters or {}
     done = 0
     for round_number in itertools.count():
         if done >= calls:
             break
         size = min(block, calls - done)
         order = pairs if round_number % 2 == 0 else list(reversed(pairs))
+        this_round: dict[str, Block] = {}
         for target, client in order:
             bucket = latencies[target.label]
             label = f"{target.label} sequential"
+            meter = meters.get(target.label)
+            before = meter.seconds() if meter is not None else None
+            values: list[float] = []
             for _ in range(size):
                 latency = timed_call(client, target, failures, label)
                 if latency is not None:
-                    bucket.append(latency)
+                    values.append(latency)
+            cpu = cpu_delta(meter, before) if meter is not None else None
+            bucket.extend(values)
+            if values:
+                this_round[target.label] = Block(percentile(values, 0.5), size, cpu)
+        if rounds is not None:
+            rounds.append(this_round)
         done += size
     return latencies
+
+
+def _quartiles(values: list[float]) -> dict[str, float | int]:
+    ordered = sorted(values)
+    return {
+        "median": round(statistics.median(ordered), 4),
+        "q1": round(percentile(ordered, 0.25), 4),
+        "q3": round(percentile(ordered, 0.75), 4),
+        "min": round(ordered[0], 4),
+        "max": round(ordered[-1], 4),
+        "rounds": len(ordered),
+    }
+
+
+def paired(rounds: list[dict[str, Block]], current: str, baseline: str) -> dict[str, Any]:
+    """This checkout against the baseline, round by round (the same machine noise within a round).
+
+    Per round: "gateway over floor" of each (its gateway's block median minus its own floor's), their ratio,
+    the ratio of the whole gateway medians and of the gateway CPU per call; the median of each ratio over
+    the rounds with its quartiles and extremes. The overall medians' comparison mixes calls from moments of
+    different load; a ratio within one round does not."""
+    over: list[float] = []
+    over_current: list[float] = []
+    over_baseline: list[float] = []
+    whole: list[float] = []
+    cpu: list[float] = []
+    cpu_current = cpu_baseline = 0.0
+    cpu_calls_current = cpu_calls_baseline = 0
+    floor, floor_base = "floor", "floor@base"
+    for blocks in rounds:
+        if not all(label in blocks for label in (current, baseline, floor, floor_base)):
+            continue
+        mine = blocks[current].median_s - blocks[floor].median_s
+        theirs = blocks[baseline].median_s - blocks[floor_base].median_s
+        over_current.append(mine * 1000)
+        over_baseline.append(theirs * 1000)
+        if theirs > 0:
+            over.append(mine / theirs)
+        whole.append(blocks[current].median_s / blocks[baseline].median_s)
+        spent, spent_base = blocks[current].cpu_s, blocks[baseline].cpu_s
+        if spent is not None and spent_base is not None:
+            cpu_current += spent
+            cpu_baseline += spent_base
+            cpu_calls_current += blocks[current].calls
+            cpu_calls_baseline += blocks[baseline].calls
+            if spent_base > 0:
+                cpu.append((spent / blocks[current].calls) / (spent_base / blocks[baseline].calls))
+    result: dict[str, Any] = {"rounds": len(over_current)}
+    if over_current:
+        result["gateway over floor, ms (per-round medians): this / baseline"] = [
+            round(statistics.median(over_current), 3),
+            round(statistics.median(over_baseline), 3),
+        ]
+    if over:
+        result["gateway over floor ratio this / baseline (per round)"] = _quartiles(over)
+    if whole:
+        result["whole gateway median ratio this / baseline (per round)"] = _quartiles(whole)
+    if cpu_calls_current and cpu_calls_baseline:
+        result["gateway CPU ms per call (all rounds): this / baseline"] = [
+            round(cpu_current / cpu_calls_current * 1000, 3),
+            round(cpu_baseline / cpu_calls_baseline * 1000, 3),
+        ]
+    if cpu:
+        result["gateway CPU per call ratio this / baseline (per round)"] = _quartiles(cpu)
+    return result
 
 
 def concurrent(
@@ -481,11 +576,22 @@ def floor_server(
 ) -> Iterator[str]:
     """``benchmarks/floor_site.py`` served the way Aerostack is (``root``'s gunicorn.conf.py); yields its URL.
 
-    ``baseline``: a checkout from before the event-loop front, whose floor was a WSGI app with 8 threads.
+    ``baseline``: a checkout from before the event-loop front, whose floor was a WSGI app with 8 threads. Its
+    floor is this checkout's ``floor_site.py`` (a copy, importable under its own name, in ``log_dir``), served
+    the baseline's way from the baseline's folder: both floors do the same forwarding work (the same retry of
+    a stale keep-alive connection), only the serving differs, as it does between the two gateways.
     """
     port = free_port()
     log = Path(log_dir) / f"floor{'-baseline' if baseline else ''}.log"
-    env = server_env(Path(log_dir), {"DJANGO_SETTINGS_MODULE": "benchmarks.floor_site"})
+    settings_module = "benchmarks.floor_site"
+    extra: dict[str, str] = {}
+    if baseline:
+        copy_dir = Path(log_dir) / "floor-code"
+        copy_dir.mkdir(exist_ok=True)
+        settings_module = "aerostack_bench_floor"
+        (copy_dir / f"{settings_module}.py").write_text((ROOT / "benchmarks" / "floor_site.py").read_text())
+        extra["PYTHONPATH"] = str(copy_dir)
+    env = server_env(Path(log_dir), {"DJANGO_SETTINGS_MODULE": settings_module, **extra})
     env["BENCH_UPSTREAM_URL"] = upstream_url
     if baseline:
         argv = _gunicorn("django.core.wsgi:get_wsgi_application()", port, "--threads", "8")
@@ -618,6 +724,23 @@ def report(results: dict[str, Any], figures: list[Figure], emit: Callable[[str],
         emit(f"FAILED calls ({label}): {count}, first: {results['failures']['first'][label]}")
     if results.get("reconnects"):
         emit(f"client reconnects (idle keep-alive closed by a server): {results['reconnects']}")
+    comparison = results.get("paired")
+    if comparison:
+        emit("")
+        emit(
+            f"this checkout against the baseline ({results.get('baseline', 'baseline')}), "
+            f"round by round ({comparison['rounds']} rounds; a ratio below 1 is this checkout doing better):"
+        )
+        for name, value in comparison.items():
+            if name == "rounds":
+                continue
+            if isinstance(value, dict):
+                emit(
+                    f"  {name}: median {value['median']:.3f} (quartiles {value['q1']:.3f}-{value['q3']:.3f}, "
+                    f"min {value['min']:.3f}, max {value['max']:.3f})"
+                )
+            else:
+                emit(f"  {name}: {value[0]:.3f} / {value[1]:.3f}")
 
 
 # --------------------------------------------------------------------------- main
@@ -666,6 +789,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         baseline: list[Target] = []
         baseline_cpu = ProcessCpu(None)
         if args.baseline_root is not None:
+            results["baseline"] = args.baseline or str(args.baseline_root)
             print(f"starting the baseline gateway and floor from {args.baseline_root}...", flush=True)
             root = Path(args.baseline_root).resolve()
             url, base_token, base_master = stack.enter_context(
@@ -694,7 +818,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu = ProcessCpu(gunicorn_worker_pid(server.processes[0].pid))
         results["gateway_worker_cpu_readable"] = cpu.seconds() is not None
 
-        paths = [direct, proxy, floor, gateway, scoped, *baseline]
+        # Within a round the two gateways run back to back, each floor on its outer side (the order is
+        # reversed every other round): floor, gateway, gateway@base, floor@base, then the other way round.
+        paths = [direct, proxy, scoped, floor, gateway, *reversed(baseline)]
         pairs = [(target, target.client()) for target in paths]
         for _, client in pairs:
             stack.callback(client.close)
@@ -703,17 +829,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             warm_up(client, target, args.warmup, failures)
 
         print(f"sequential: {args.calls} calls per path, alternating blocks of {args.block}...", flush=True)
-        before, base_before = cpu.seconds(), baseline_cpu.seconds()
-        sequential = sequential_alternating(pairs, args.calls, args.block, failures)
-        gateway_cpu = cpu_delta(cpu, before)
-        # One worker serves both gateway paths, alternated with equal call counts: each row gets half its
-        # CPU (the mean per call of the two paths).
-        shared_cpu = None if gateway_cpu is None else gateway_cpu / 2
-        cpu_used = {
-            "gateway": shared_cpu,
-            "scoped": shared_cpu,
-            "gateway@base": cpu_delta(baseline_cpu, base_before),
-        }
+        # Each gateway path's CPU is read around its own blocks (one worker serves both of this checkout's).
+        meters = {"gateway": cpu, "scoped": cpu, "gateway@base": baseline_cpu}
+        rounds: list[dict[str, Block]] = []
+        sequential = sequential_alternating(pairs, args.calls, args.block, failures, meters, rounds)
+        cpu_used: dict[str, float | None] = {}
+        for label in meters:
+            spent = [blocks[label].cpu_s for blocks in rounds if label in blocks]
+            cpu_used[label] = None if not spent or None in spent else sum(s for s in spent if s is not None)
+        if baseline:
+            results["paired"] = paired(rounds, "gateway", "gateway@base")
+        results["rounds"] = [
+            {label: [round(b.median_s * 1000, 4), b.calls, b.cpu_s] for label, b in blocks.items()}
+            for blocks in rounds
+        ]
         for target, _ in pairs:
             values = sequential[target.label]
             figures.append(
@@ -835,11 +964,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a checkout of an earlier commit (a git worktree): its gateway and floor are measured too, "
         "as its own `make run` served them, in the same alternating blocks",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="COMMIT",
+        help="as --baseline-root, with a detached git worktree of COMMIT made (or reused) in the system's "
+        "temporary folder, e.g. --baseline 6792a47",
+    )
+    args = parser.parse_args(argv)
+    if args.baseline and args.baseline_root:
+        parser.error("give --baseline or --baseline-root, not both")
+    return args
+
+
+def baseline_checkout(commit: str) -> Path:
+    """A detached ``git worktree`` of ``commit`` (made once, then reused), for ``--baseline``."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(  # noqa: S603
+            ["git", "-C", str(ROOT), *args],  # noqa: S607
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            raise BenchError(f"git {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
+        return done.stdout.strip()
+
+    sha = git("rev-parse", "--verify", f"{commit}^{{commit}}")
+    # A worktree already checked out at that commit (e.g. /tmp/base-6792a47, made by hand) is reused.
+    checkout: str | None = None
+    for line in git("worktree", "list", "--porcelain").splitlines():
+        if line.startswith("worktree "):
+            checkout = line[len("worktree ") :]
+        elif line == f"HEAD {sha}" and checkout and Path(checkout).resolve() != ROOT.resolve():
+            return Path(checkout)
+    path = Path(tempfile.gettempdir()) / f"aerostack-base-{sha[:12]}"
+    if path.exists():
+        raise BenchError(f"{path} exists and is not a worktree of {sha[:12]}: remove it")
+    git("worktree", "add", "--detach", str(path), sha)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.baseline:
+        args.baseline_root = str(baseline_checkout(args.baseline))
+        print(f"baseline {args.baseline}: {args.baseline_root}", flush=True)
     results = run(args)
     if args.json:
         print(json.dumps(results, separators=(",", ":")), flush=True)

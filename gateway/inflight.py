@@ -10,6 +10,13 @@ clock, aerostack/cache.py): a process that dies holding slots gives them back wh
 where a bare INCR/DECR counter would leak them for good. A lease lasts the call's upstream timeout plus a
 margin, which no call outlives (the upstream client gives up at its timeout). Without Redis the embedded
 setup is one process, and the slots are counted in its memory.
+
+With Redis a ``tools/call`` asks for its slots in its first round trip (``ask``; gateway/views.py puts it in
+the script that reads the token's state and counts the rate-limit hit, ``read_count_acquire``), before it is
+authenticated and routed: the workspace and token ids and the lease's length are then hints this process
+learnt from earlier calls (``Hints``). The call keeps what it was given only when the hints proved right
+(``Asked.fits``), else it gives it back and acquires as before; a request that does not become a routed call
+gives it back whatever it ends with. So the caps stay exact, in the same sets, on every node.
 """
 
 from __future__ import annotations
@@ -86,7 +93,7 @@ def acquire(*, workspace_id: int, token_id: int, timeout_seconds: float) -> Leas
             [workspace_key, token_key],
             [workspace_limit, token_limit],
             name,
-            timeout_seconds + LEASE_MARGIN_SECONDS,
+            lease_seconds(timeout_seconds),
         )
         if full:
             return Refusal("workspace", workspace_limit) if full == 1 else Refusal("token", token_limit)
@@ -101,6 +108,83 @@ def acquire(*, workspace_id: int, token_id: int, timeout_seconds: float) -> Leas
         _local[workspace_key] = in_workspace + 1
         _local[token_key] = for_token + 1
     return Lease((workspace_key, token_key), "")
+
+
+def lease_seconds(timeout_seconds: float) -> float:
+    return timeout_seconds + LEASE_MARGIN_SECONDS
+
+
+@dataclass(frozen=True)
+class Asked:
+    """Slots asked for before the call was authenticated and routed (see the module's docstring)."""
+
+    workspace_id: int
+    token_id: int
+    keys: tuple[str, str]
+    limits: tuple[int, int]
+    name: str
+    ttl_seconds: float
+
+    def outcome(self, status: int) -> Lease | Refusal:
+        """What the cache answered (``lease_acquire``'s convention) as a lease or a refusal."""
+        if status == 0:
+            return Lease(self.keys, self.name)
+        return Refusal("workspace", self.limits[0]) if status == 1 else Refusal("token", self.limits[1])
+
+    def fits(self, *, workspace_id: int, token_id: int, timeout_seconds: float) -> bool:
+        """Whether what was asked is what the routed call needs: its own sets, a lease long enough."""
+        return (
+            workspace_id == self.workspace_id
+            and token_id == self.token_id
+            and self.ttl_seconds >= lease_seconds(timeout_seconds)
+        )
+
+
+def ask(*, workspace_id: int, token_id: int, ttl_seconds: float) -> Asked:
+    """The slots a ``tools/call`` will need, to be taken by the cache together with its other state."""
+    return Asked(
+        workspace_id,
+        token_id,
+        (f"gw:inflight-cap:ws:{workspace_id}", f"gw:inflight-cap:token:{token_id}"),
+        (settings.GATEWAY_MAX_INFLIGHT_PER_WORKSPACE, settings.GATEWAY_MAX_INFLIGHT_PER_TOKEN),
+        secrets.token_hex(8),
+        ttl_seconds,
+    )
+
+
+class Hints:
+    """What this process learnt from authenticated calls, for asking for slots in the first round trip: the
+    token id of a token hash, and per workspace the longest lease its calls needed and its rate limit. Only
+    hints (a wrong one costs a round trip, never a wrong count); bounded (cleared when full)."""
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self) -> None:
+        self.token_ids: dict[str, int] = {}
+        self.lease_seconds: dict[int, float] = {}
+        self.rate_limits: dict[int, int] = {}
+
+    def learn_token(self, token_hash: str, token_id: int) -> None:
+        if self.token_ids.get(token_hash) != token_id:
+            if len(self.token_ids) >= self.MAX_ENTRIES:
+                self.token_ids.clear()
+            self.token_ids[token_hash] = token_id
+
+    def learn_call(self, workspace_id: int, timeout_seconds: float) -> None:
+        needed = lease_seconds(timeout_seconds)
+        if self.lease_seconds.get(workspace_id, 0.0) < needed:
+            if len(self.lease_seconds) >= self.MAX_ENTRIES:
+                self.lease_seconds.clear()
+            self.lease_seconds[workspace_id] = needed
+
+    def learn_rate_limit(self, workspace_id: int, limit: int) -> None:
+        if self.rate_limits.get(workspace_id) != limit:
+            if len(self.rate_limits) >= self.MAX_ENTRIES:
+                self.rate_limits.clear()
+            self.rate_limits[workspace_id] = limit
+
+
+HINTS = Hints()
 
 
 def _shared_cache() -> bool:

@@ -123,6 +123,12 @@ class _Context:
         self.modern: modern.Exchange | None = None  # set when the request is served in the 2026-07-28 era
         self.client: clientinfo.ClientInfo | None = None  # known once the session is (or from initialize)
         self.method = ""  # of the JSON-RPC message, once parsed (a rate-limited request's row names it)
+        # A POST whose body names tools/call: with Redis its in-flight slots are asked for in the first round
+        # trip (gateway/inflight.py), and ``slot`` holds what was asked and given until the call takes it
+        # (``GatewayView._slot``); ``_answer`` gives back whatever no call took.
+        self.wants_slot = False
+        self.slot_hints = False  # the hints for asking are kept (the cache can take slots in that trip)
+        self.slot: tuple[inflight.Asked, inflight.Lease | inflight.Refusal] | None = None
 
     def reply(self, body: dict[str, Any], *, ttl_until: float | None = None) -> HttpResponse:
         if self.modern is not None:
@@ -196,6 +202,11 @@ class _Context:
 # Workspace ids by slug, learnt from authenticated tokens: only a hint for reading the catalog version in the
 # first cache round trip (the token's own workspace id decides; a slug reused later only costs a read).
 _workspace_ids: dict[str, int] = {}
+
+
+# The rate limit assumed when the workspace's is not known yet: a slot asked for in the first round trip is
+# then taken whatever the count (and given back if the request is refused over the limit).
+NO_RATE_HINT = 2**53
 
 
 def _rate_window(token_hash: str) -> limits.Window:
@@ -488,15 +499,31 @@ class GatewayView(APIView):
         if token_hash and token_key and read_and_count is not None:
             # Redis: the rate-limit hit and the catalog version travel in the same round trip. The hit is
             # counted only when the token has a cache entry, so made-up tokens create no counters; without
-            # one it is counted after authentication, as with other caches.
+            # one it is counted after authentication, as with other caches. A tools/call's in-flight slots
+            # are asked for in it too, when this process has the hints (gateway/inflight.py).
             ctx.rate_window = _rate_window(token_hash)
             version_key = catalog.version_key(workspace_hint) if workspace_hint is not None else None
-            values, ctx.rate_count = read_and_count(
-                [*keys, version_key] if version_key else keys,
-                ctx.rate_window.key,
-                60,
-                if_present=keys.index(token_key),
-            )
+            read_keys = [*keys, version_key] if version_key else keys
+            asked = self._ask_slot(ctx, token_hash, workspace_hint)
+            if asked is not None:
+                hints = inflight.HINTS
+                values, ctx.rate_count, slots = cache.read_count_acquire(  # type: ignore[attr-defined]
+                    read_keys,
+                    ctx.rate_window.key,
+                    60,
+                    if_present=keys.index(token_key),
+                    count_limit=hints.rate_limits.get(asked.workspace_id, NO_RATE_HINT),
+                    slot_keys=list(asked.keys),
+                    slot_limits=list(asked.limits),
+                    lease=asked.name,
+                    ttl_seconds=asked.ttl_seconds,
+                )
+                if slots is not None:
+                    ctx.slot = (asked, asked.outcome(slots))
+            else:
+                values, ctx.rate_count = read_and_count(
+                    read_keys, ctx.rate_window.key, 60, if_present=keys.index(token_key)
+                )
             found = dict(zip(keys, values, strict=False))
             if version_key and ctx.rate_count is not None:
                 ctx.catalog_version = values[-1]
@@ -519,6 +546,8 @@ class GatewayView(APIView):
             )
             if result.token is not None:
                 ctx.token = result.token
+                if ctx.slot_hints:
+                    inflight.HINTS.learn_token(token_hash, result.token.pk)
                 if workspace_hint != result.token.workspace_id:
                     ctx.catalog_version = None  # read for another workspace that had this slug
                     _workspace_ids[ctx.slug] = result.token.workspace_id
@@ -533,6 +562,38 @@ class GatewayView(APIView):
             refusal_message = REFUSAL_MESSAGES[result.refusal]
             challenge = self._challenge(refusal_message)
         return self._refuse(ctx, failures, blocked, refusal_message, challenge)
+
+    @staticmethod
+    def _ask_slot(ctx: _Context, token_hash: str, workspace_id: int | None) -> inflight.Asked | None:
+        """The in-flight slots to ask for in the first round trip, when the body names tools/call and this
+        process knows the token's id and the workspace's lease length (else the call acquires once routed)."""
+        if not ctx.wants_slot or getattr(cache, "read_count_acquire", None) is None:
+            return None
+        ctx.slot_hints = True
+        hints = inflight.HINTS
+        token_id = hints.token_ids.get(token_hash)
+        ttl = hints.lease_seconds.get(workspace_id) if workspace_id is not None else None
+        if token_id is None or ttl is None or workspace_id is None:
+            return None
+        return inflight.ask(workspace_id=workspace_id, token_id=token_id, ttl_seconds=ttl)
+
+    def _slot(self, ctx: _Context, token: Token, timeout_seconds: float) -> inflight.Lease | inflight.Refusal:
+        """The routed call's in-flight slots: those given in the first round trip when they are its own
+        (``Asked.fits``), else acquired now (and the others given back). The call owns the lease from here."""
+        held, ctx.slot = ctx.slot, None
+        if held is not None:
+            asked, given = held
+            if asked.fits(
+                workspace_id=token.workspace_id, token_id=token.pk, timeout_seconds=timeout_seconds
+            ):
+                return given
+            if isinstance(given, inflight.Lease):
+                given.release()
+        if ctx.slot_hints:
+            inflight.HINTS.learn_call(token.workspace_id, timeout_seconds)
+        return inflight.acquire(
+            workspace_id=token.workspace_id, token_id=token.pk, timeout_seconds=timeout_seconds
+        )
 
     @staticmethod
     def _challenge(refusal_message: str) -> str:
@@ -578,6 +639,8 @@ class GatewayView(APIView):
             count, ctx.catalog_version = limits.hit(
                 current, 60, also_get=catalog.version_key(token.workspace_id)
             )
+        if ctx.slot_hints:
+            inflight.HINTS.learn_rate_limit(token.workspace_id, limit)
         ctx.headers["RateLimit-Policy"] = f'"per-token";q={limit};w=60'
         ctx.headers["RateLimit"] = f'"per-token";r={max(limit - count, 0)};t={current.reset}'
         if count <= limit:
@@ -634,6 +697,15 @@ class GatewayView(APIView):
             logger.exception("gateway %s failed for workspace %s", request.method, slug)
             body = protocol.error_body(None, protocol.INTERNAL_ERROR, "Internal error")
             return _json(body, 500, ctx.headers)
+        finally:
+            held = ctx.slot
+            if held is not None:  # slots given in the first round trip to a request that made no call
+                ctx.slot = None
+                if isinstance(held[1], inflight.Lease):
+                    try:
+                        held[1].release()
+                    except Exception as exc:  # the answer is made: the slot expires with its lease
+                        logger.warning("gateway: an in-flight slot not given back (%s)", type(exc).__name__)
 
     def post(self, request: Request, slug: str) -> HttpResponseBase:
         return self._answer(request, slug, self._post)
@@ -647,6 +719,9 @@ class GatewayView(APIView):
         body = self._read_body(request)
         if isinstance(body, HttpResponse):
             return body
+        # Only a hint (a tools/call whose method is spelled with escapes just acquires after routing): with
+        # Redis the call's in-flight slots then come in the round trip that reads the token's state.
+        ctx.wants_slot = b'"tools/call"' in body
         refused = self._authenticate(ctx)
         if refused is not None:
             return refused
@@ -905,9 +980,7 @@ class GatewayView(APIView):
         messages = send({})
         if ctx.modern is None:  # a modern upstream's input_required, asked of a legacy client on its stream
             messages = inputreq.rounds(call, messages, call.client_relay, resend)
-        lease = inflight.acquire(
-            workspace_id=token.workspace_id, token_id=token.pk, timeout_seconds=target.server.config.timeout
-        )
+        lease = self._slot(ctx, token, target.server.config.timeout)
         if isinstance(lease, inflight.Refusal):
             # At once, never queued: a client over its cap must not tie up the gateway waiting for a slot.
             ctx.record(

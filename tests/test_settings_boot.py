@@ -31,7 +31,7 @@ def test_it_defaults_to_the_embedded_setup_with_a_private_secret_key(tmp_path: P
     assert result.stdout.split() == [
         "False",
         "django.db.backends.sqlite3",
-        "django.core.cache.backends.locmem.LocMemCache",
+        "aerostack.cache.LocalCache",
     ]
     key_file = tmp_path / "secret_key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600

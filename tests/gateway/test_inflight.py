@@ -200,3 +200,197 @@ def test_a_stream_that_is_never_read_gives_its_slot_back(caps: None) -> None:
 
     _Closing(events(), lease.release).close()  # the client went away before the first byte
     assert inflight.in_flight(token_id=50) == 0
+
+
+# -- slots asked for in the first round trip (Redis: read_count_acquire) -------------------------------------
+def _ask(shared: RedisCache, name: str, *, limits: list[int], count_limit: int = 100, ttl: float = 60) -> Any:  # noqa: F811
+    return shared.read_count_acquire(
+        ["fails", "token"],
+        "hits",
+        60,
+        if_present=1,
+        count_limit=count_limit,
+        slot_keys=["ws", "tok"],
+        slot_limits=limits,
+        lease=name,
+        ttl_seconds=ttl,
+    )
+
+
+def test_the_folded_script_reads_counts_and_takes_the_slots_in_one_trip(shared: RedisCache) -> None:  # noqa: F811
+    shared.set("token", {"id": 7}, 60)
+    assert _ask(shared, "a", limits=[3, 2]) == ([None, {"id": 7}], 1, 0)
+    assert shared.lease_count("ws") == 1 and shared.lease_count("tok") == 1
+    assert _ask(shared, "b", limits=[3, 2]) == ([None, {"id": 7}], 2, 0)
+    # The token's set is full: refused (its 1-based position), nothing taken, the hit still counted.
+    assert _ask(shared, "c", limits=[3, 2]) == ([None, {"id": 7}], 3, 2)
+    assert shared.lease_count("ws") == 2 and shared.lease_count("tok") == 2
+    shared.lease_release(["ws", "tok"], "a")
+    assert _ask(shared, "d", limits=[3, 2])[2] == 0
+    assert _ask(shared, "e", limits=[2, 5])[2] == 1  # the workspace's set is full
+    assert shared.lease_count("tok") == 2
+
+
+def test_the_folded_script_takes_nothing_for_an_unknown_token_or_over_the_rate_limit(
+    shared: RedisCache,  # noqa: F811
+) -> None:
+    assert _ask(shared, "a", limits=[3, 2]) == (
+        [None, None],
+        None,
+        None,
+    )  # no cached token: no count, no slot
+    assert shared.get("hits") is None and shared.lease_count("ws") == 0
+    shared.set("token", "x", 60)
+    assert _ask(shared, "b", limits=[3, 2], count_limit=1)[1:] == (1, 0)
+    assert _ask(shared, "c", limits=[3, 2], count_limit=1)[1:] == (2, None)  # over the limit: no slot
+    assert shared.lease_count("ws") == 1
+
+
+def test_slots_asked_for_in_the_folded_script_and_acquired_apart_share_the_same_caps(
+    shared: RedisCache,  # noqa: F811
+) -> None:
+    # Two nodes, one folding, one acquiring after routing: the same sets, so the cap is exact across them.
+    other_node = RedisCache(REDIS_URL, {"KEY_PREFIX": shared.key_prefix})
+    shared.set("token", "x", 60)
+    assert _ask(shared, "node-a", limits=[5, 2])[2] == 0
+    assert other_node.lease_acquire(["ws", "tok"], [5, 2], "node-b", 60) == 0
+    assert _ask(shared, "node-a-2", limits=[5, 2])[2] == 2
+    assert other_node.lease_acquire(["ws", "tok"], [5, 2], "node-b-2", 60) == 2
+    shared.lease_release(["ws", "tok"], "node-b")
+    assert _ask(other_node, "node-b-3", limits=[5, 2])[2] == 0
+
+
+def test_a_slot_of_the_folded_script_expires_with_its_lease(shared: RedisCache) -> None:  # noqa: F811
+    shared.set("token", "x", 60)
+    assert _ask(shared, "dead-node-call", limits=[1, 1], ttl=0.3)[2] == 0
+    assert _ask(shared, "other", limits=[1, 1])[2] == 1
+    time.sleep(0.4)
+    assert _ask(shared, "other", limits=[1, 1])[2] == 0
+
+
+def test_slots_asked_early_are_kept_only_when_the_routed_call_needs_those(settings: Any) -> None:
+    asked = inflight.ask(workspace_id=1, token_id=2, ttl_seconds=inflight.lease_seconds(30))
+    assert asked.keys == ("gw:inflight-cap:ws:1", "gw:inflight-cap:token:2")
+    assert asked.fits(workspace_id=1, token_id=2, timeout_seconds=30)
+    assert asked.fits(workspace_id=1, token_id=2, timeout_seconds=10)  # a longer lease than needed
+    assert not asked.fits(workspace_id=1, token_id=2, timeout_seconds=31)  # too short for this server
+    assert not asked.fits(workspace_id=3, token_id=2, timeout_seconds=30)  # the slug now names another
+    assert not asked.fits(workspace_id=1, token_id=4, timeout_seconds=30)
+    assert asked.outcome(0) == inflight.Lease(asked.keys, asked.name)
+    assert asked.outcome(1) == inflight.Refusal("workspace", settings.GATEWAY_MAX_INFLIGHT_PER_WORKSPACE)
+    assert asked.outcome(2) == inflight.Refusal("token", settings.GATEWAY_MAX_INFLIGHT_PER_TOKEN)
+
+
+@pytest.fixture
+def on_redis(settings: Any, shared: RedisCache, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:  # noqa: F811
+    """The whole gateway on Redis (the scale-out setup, token state cached), counting the slot round trips."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "aerostack.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": shared.key_prefix,
+        }
+    }
+    settings.TOKEN_CACHE_SECONDS = 60
+    monkeypatch.setattr(inflight, "HINTS", inflight.Hints())  # nothing learnt before this test
+    calls = {"read_and_count": 0, "read_count_acquire": 0, "lease_acquire": 0, "lease_release": 0}
+    for name in calls:
+        original = getattr(RedisCache, name)
+
+        def counted(
+            self: RedisCache, *args: Any, _name: str = name, _original: Any = original, **kw: Any
+        ) -> Any:
+            calls[_name] += 1
+            return _original(self, *args, **kw)
+
+        monkeypatch.setattr(RedisCache, name, counted)
+    return calls
+
+
+def _call(client: McpTestClient, tool: str = "good__echo") -> Any:
+    return client.request("tools/call", {"name": tool, "arguments": {}})
+
+
+@pytest.mark.django_db
+def test_a_call_takes_its_slots_in_the_first_round_trip_once_the_hints_are_known(
+    team: Team, good: Server, on_redis: dict[str, int]
+) -> None:
+    token = make_token(team.bob)
+    client = McpTestClient(token.raw)
+    client.initialize()
+    assert "result" in messages_of(_call(client))[-1]  # learns the token's id and the lease's length
+    assert on_redis["lease_acquire"] == 1
+    before = dict(on_redis)
+    for _ in range(3):
+        assert "result" in messages_of(_call(client))[-1]
+    assert on_redis["read_count_acquire"] - before["read_count_acquire"] == 3
+    assert on_redis["lease_acquire"] == before["lease_acquire"]  # no round trip of its own
+    assert on_redis["lease_release"] - before["lease_release"] == 3  # each call gives its slots back
+    assert inflight.in_flight(token_id=token.token.pk) == 0
+    assert inflight.in_flight(workspace_id=team.workspace.pk) == 0
+
+
+@pytest.mark.django_db
+def test_a_call_refused_in_the_first_round_trip_is_refused_as_before(
+    team: Team, good: Server, caps: None, on_redis: dict[str, int]
+) -> None:
+    token = make_token(team.bob)
+    client = McpTestClient(token.raw)
+    client.initialize()
+    assert "result" in messages_of(_call(client))[-1]
+    held = [
+        inflight.acquire(workspace_id=team.workspace.pk, token_id=token.token.pk, timeout_seconds=60)
+        for _ in range(2)
+    ]
+    before = on_redis["lease_acquire"]
+    response = _call(client)
+    assert response.status_code == 429 and response["Retry-After"] == "1"
+    assert response.json()["error"]["message"].startswith("Too many tool calls in flight for this token")
+    assert on_redis["lease_acquire"] == before
+    for lease in held:
+        assert isinstance(lease, inflight.Lease)
+        lease.release()
+    assert "result" in messages_of(_call(client))[-1]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"method": "tools/call", "params": {"name": "good__nope", "arguments": {}}},  # unknown tool
+        {"method": "tools/call", "params": {"name": "good__echo", "arguments": []}},  # bad arguments
+        {"method": "ping", "params": {"_meta": {"note": "tools/call"}}},  # names it, is no call
+        {"method": "tools/list", "params": {"cursor": "tools/call"}},  # an error after authentication
+    ],
+    ids=["unknown-tool", "bad-arguments", "ping", "bad-cursor"],
+)
+def test_a_request_that_makes_no_call_gives_the_slots_of_the_first_round_trip_back(
+    team: Team, good: Server, settings: Any, on_redis: dict[str, int], request_body: dict[str, Any]
+) -> None:
+    settings.GATEWAY_MAX_INFLIGHT_PER_TOKEN = 1
+    token = make_token(team.bob)
+    client = McpTestClient(token.raw)
+    client.initialize()
+    assert "result" in messages_of(_call(client))[-1]
+    asked = on_redis["read_count_acquire"]
+    client._next_id += 1
+    client.post({"jsonrpc": "2.0", "id": client._next_id, **request_body})
+    assert on_redis["read_count_acquire"] == asked + 1  # the slot was asked for...
+    assert inflight.in_flight(token_id=token.token.pk) == 0  # ...and given back
+    assert "result" in messages_of(_call(client))[-1]  # so the one slot is free for the next call
+
+
+@pytest.mark.django_db
+def test_a_call_over_the_rate_limit_takes_no_slot(team: Team, good: Server, on_redis: dict[str, int]) -> None:
+    from workspaces.models import Workspace
+
+    Workspace.objects.filter(pk=team.workspace.pk).update(rate_limit_per_minute=4)
+    token = make_token(team.bob)
+    client = McpTestClient(token.raw)
+    client.initialize()  # hits 1 and 2 (initialize, notifications/initialized)
+    assert "result" in messages_of(_call(client))[-1]  # hit 3: learns the hints
+    assert "result" in messages_of(_call(client))[-1]  # hit 4
+    releases = on_redis["lease_release"]
+    assert _call(client).status_code == 429  # hit 5: counted, no slot taken, so none to give back
+    assert on_redis["lease_release"] == releases
+    assert inflight.in_flight(token_id=token.token.pk) == 0

@@ -47,3 +47,49 @@ def test_it_rounds_the_time_left_up() -> None:
     current = window("t", "token-3", 60, now=1_000_000.0)
     following = window("t", "token-3", 60, now=1_000_000.0 + current.reset)
     assert following.key != current.key
+
+
+def _generic_hit(backend: object, key: str, period: int, also_get: str | None) -> tuple[int, object]:
+    """limits.hit's path for caches without hit_window (add + incr + get), on ``backend``."""
+    from django.core.cache.backends.base import BaseCache
+
+    assert isinstance(backend, BaseCache)
+    backend.add(key, 0, period + 1)
+    count = int(backend.incr(key))
+    return count, backend.get(also_get) if also_get is not None else None
+
+
+def test_the_in_process_cache_counts_in_one_step_as_add_incr_get_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aerostack.cache.LocalCache.hit_window (the embedded setup's) against Django's LocMemCache doing what
+    limits.hit does on other caches: the same counts, the same expiry of the window, the same extra value."""
+    import time
+
+    from django.core.cache.backends.locmem import LocMemCache
+
+    from aerostack.cache import LocalCache
+
+    now = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    local = LocalCache("hit-window-test", {})
+    plain = LocMemCache("hit-window-reference", {})
+    assert not hasattr(plain, "hit_window")
+    for backend in (local, plain):
+        backend.clear()
+        backend.set("version", 7, 5)
+    seen: list[tuple[object, object]] = []
+    for step in (
+        0.0,
+        0.5,
+        0.4,
+        1.2,
+        3.0,
+        0.1,
+        4.0,
+    ):  # over the window (2 s with its margin), the version's 5 s
+        now[0] += step
+        seen.append((local.hit_window("k", 1, "version"), _generic_hit(plain, "k", 1, "version")))
+    assert all(mine == reference for mine, reference in seen), seen
+    assert [mine for mine, _ in seen] == [(1, 7), (2, 7), (3, 7), (1, 7), (1, None), (2, None), (1, None)]
+    assert local.hit_window("other", 60) == (1, None)
