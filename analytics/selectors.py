@@ -48,7 +48,7 @@ from django.utils import timezone
 
 from analytics import histogram
 from analytics.models import DroppedUsage, UsageRollup
-from analytics.rollups import PROJECTIONS
+from analytics.rollups import DAY_OF, PROJECTIONS
 from gateway.models import Server, UsageEvent
 from tokens.models import Token
 from workspaces.models import Member
@@ -393,10 +393,58 @@ class _Plan:
     rollup_to: datetime | None  # ... and < this (None: no rollups at all)
     raw_units: tuple[datetime, ...]  # rollup units inside [rollup_from, rollup_to) read raw instead
     raw_intervals: tuple[tuple[datetime, datetime], ...]  # [a, b) read from raw rows
+    # Hour plans: [a, b) spans of whole UTC days inside [rollup_from, rollup_to) read from the day rollups
+    # (analytics.rollups.DAY_OF) instead of their 24 hours; the other hours are read from the hour rollups.
+    day_spans: tuple[tuple[datetime, datetime], ...] = ()
+    hour_spans: tuple[tuple[datetime, datetime], ...] = ()  # the rest of [rollup_from, rollup_to)
 
 
-@lru_cache(maxsize=256)
-def _plan(rng: Range, now: datetime) -> _Plan:
+_DAY = timedelta(days=1)
+
+
+def _with_days(plan: _Plan, rng: Range, bucketed: bool) -> _Plan:
+    """``plan`` reading every whole UTC day that holds no raw unit from the day rollups; for figures per
+    bucket (``bucketed``) only the days no bucket boundary falls inside (a day bucket of a zone whose local
+    midnight is a UTC midnight: UTC, or London in winter), so a day rollup always lies in one bucket."""
+    if plan.granularity != UsageRollup.Granularity.HOUR or plan.rollup_from is None or plan.rollup_to is None:
+        return plan
+    raw = set(plan.raw_units)
+    inner = _boundaries(rng)[1:-1]
+    spans: list[tuple[datetime, datetime]] = []
+    day = _ceil(plan.rollup_from, _DAY)
+    while day + _DAY <= plan.rollup_to:
+        end = day + _DAY
+        usable = not any(day <= moment < end for moment in raw)
+        if usable and bucketed:
+            first = bisect.bisect_right(inner, day)
+            usable = first >= len(inner) or inner[first] >= end
+        if usable:
+            if spans and spans[-1][1] == day:
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((day, end))
+        day = end
+    if not spans:
+        return plan
+    hours: list[tuple[datetime, datetime]] = []
+    moment = plan.rollup_from
+    for a, b in spans:
+        if moment < a:
+            hours.append((moment, a))
+        moment = b
+    if moment < plan.rollup_to:
+        hours.append((moment, plan.rollup_to))
+    return replace(plan, day_spans=tuple(spans), hour_spans=tuple(hours))
+
+
+@lru_cache(maxsize=512)
+def _plan(rng: Range, now: datetime, bucketed: bool = False) -> _Plan:
+    """How to read ``rng``: rollups for whole units, raw rows for cut ones; whole UTC days (those no bucket
+    boundary cuts, with ``bucketed``) from the day rollups."""
+    return _with_days(_units_plan(rng, now), rng, bucketed)
+
+
+def _units_plan(rng: Range, now: datetime) -> _Plan:
     granularity = "minute" if rng.bucket == "minute" else "hour"
     unit = _UNITS[granularity]
     lo, hi = _ceil(rng.start, unit), _floor(rng.end, unit)
@@ -503,15 +551,32 @@ def _rollups(
 ) -> QuerySet[UsageRollup] | None:
     if plan.rollup_from is None or plan.rollup_to is None:
         return None
+    granularity = _granularity(plan, scope, filters, columns)
+    if plan.day_spans:
+        hours = _spans(plan.hour_spans)
+        if plan.raw_units:
+            hours &= ~Q(bucket_start__in=plan.raw_units)
+        within = Q(granularity=DAY_OF[granularity]) & _spans(plan.day_spans)
+        if plan.hour_spans:
+            within |= Q(granularity=granularity) & hours
+        rows = UsageRollup.objects.filter(_common_filters(scope, filters)).filter(within)
+        return rows.filter(CALLS_ONLY) if calls_only else rows
     rows = UsageRollup.objects.filter(
         _common_filters(scope, filters),
-        granularity=_granularity(plan, scope, filters, columns),
+        granularity=granularity,
         bucket_start__gte=plan.rollup_from,
         bucket_start__lt=plan.rollup_to,
     )
     if plan.raw_units:
         rows = rows.exclude(bucket_start__in=plan.raw_units)
     return rows.filter(CALLS_ONLY) if calls_only else rows
+
+
+def _spans(spans: Iterable[tuple[datetime, datetime]]) -> Q:
+    within = Q()
+    for a, b in spans:
+        within |= Q(bucket_start__gte=a, bucket_start__lt=b)
+    return within
 
 
 @dataclass
@@ -557,7 +622,7 @@ def _counts(
     scope: Scope, rng: Range, filters: Filters, dims: Sequence[str], *, calls_only: bool = True
 ) -> dict[Key, _Count]:
     """Calls (or, with calls_only=False, rows of any method), errors and newest times per ``dims``."""
-    plan = _plan(rng, _now_minute())
+    plan = _plan(rng, _now_minute(), BUCKET in dims)
     out: dict[Key, _Count] = {}
     columns = [dim for dim in dims if dim != BUCKET]
     failed = Q(outcome__in=FAILED)
@@ -772,7 +837,7 @@ def _dists(
             for measure in measures:
                 out[measure] = _exact_percentiles(raw_calls, dims, columns, measure, rng)
             return out
-    plan = _plan(rng, _now_minute())
+    plan = _plan(rng, _now_minute(), BUCKET in dims)
     rollups = _rollups(scope, plan, filters, calls_only=True, columns=columns)
     if rollups is not None:
         group = [*columns, "bucket_start"] if BUCKET in dims else columns
