@@ -619,15 +619,22 @@ def _norm(dim: str, value: Any) -> Any:
 
 
 def _counts(
-    scope: Scope, rng: Range, filters: Filters, dims: Sequence[str], *, calls_only: bool = True
+    scope: Scope,
+    rng: Range,
+    filters: Filters,
+    dims: Sequence[str],
+    *,
+    calls_only: bool = True,
+    every: int = 1,
 ) -> dict[Key, _Count]:
-    """Calls (or, with calls_only=False, rows of any method), errors and newest times per ``dims``."""
+    """Calls (or, with calls_only=False, rows of any method), errors and newest times per ``dims``; with
+    ``every``, the ``BUCKET`` dimension is the index of a group of that many consecutive buckets."""
     plan = _plan(rng, _now_minute(), BUCKET in dims)
     out: dict[Key, _Count] = {}
     columns = [dim for dim in dims if dim != BUCKET]
     failed = Q(outcome__in=FAILED)
     if BUCKET in dims:
-        return _bucket_counts(scope, rng, filters, plan, dims, columns, calls_only)
+        return _bucket_counts(scope, rng, filters, plan, dims, columns, calls_only, every)
     rollups = _rollups(scope, plan, filters, calls_only, columns)
     if rollups is not None:
         group = columns
@@ -697,19 +704,19 @@ def _by_bucket(
     fields: Sequence[str],
     aggregates: str,
     each: str | None = None,
-    day_buckets: Range | None = None,
+    edges: Sequence[datetime] | None = None,
 ) -> list[tuple[Any, ...]]:
     """``aggregates`` (SQL over the derived table ``r`` of ``rows``' ``columns``, ``time_column`` and
     ``fields``) grouped by ``columns`` and the unit (``seconds`` long) of ``time_column`` (and, with
     ``each``, a JSON table function joined as ``j``, by ``j.key``): rows of (*columns, unit, [j.key,]
     *aggregates). Units are whole rollup hours or minutes (raw rows: seconds), so each lies in one bucket;
-    the database returns integers, cheap to map to buckets (``_Buckets``)."""
+    the database returns integers, cheap to map to buckets (``_Buckets``). With ``edges`` (the instants where
+    the second and later groups of buckets begin) the group index instead of the unit."""
     connection = connections[rows.db]
     quote = connection.ops.quote_name
-    if day_buckets is not None:
-        # Day buckets: each row's bucket index is worked out once in the inner query (its time against the
-        # local midnights), so the database adds up whole days and one row per day comes back.
-        edges = day_buckets.boundaries()[1:-1]
+    if edges is not None:
+        # Day buckets (or groups of buckets): each row's index is worked out once in the inner query (its
+        # time against the local midnights), so the database adds up whole days: one row per day comes back.
         whens = [When(**{f"{time_column}__lt": edge}, then=Value(i)) for i, edge in enumerate(edges)]
         rows = rows.annotate(bi=Case(*whens, default=Value(len(edges)), output_field=IntegerField()))
         inner, params = rows.order_by().values(*columns, "bi", *fields).query.sql_with_params()
@@ -735,9 +742,12 @@ def _bucket_counts(
     dims: Sequence[str],
     columns: Sequence[str],
     calls_only: bool,
+    every: int = 1,
 ) -> dict[Key, _Count]:
     out: dict[Key, _Count] = {}
     failed = f"outcome IN ({_FAILED_SQL})"
+    # Day buckets, or groups of ``every`` buckets: indexed by the database against the groups' starts.
+    edges = rng.boundaries()[every:-1:every] if rng.bucket == "day" or every > 1 else None
     sources: list[tuple[QuerySet[Any] | None, str, tuple[str, ...], str]] = [
         (
             _rollups(scope, plan, filters, calls_only, columns),
@@ -758,12 +768,11 @@ def _bucket_counts(
             continue
         seconds = unit if time_column == "bucket_start" else 1  # raw rows: cut units, exactly
         buckets = _Buckets(rng, seconds)
-        days = rng if rng.bucket == "day" else None
         for *values, number, n, e, d in _by_bucket(
-            rows, columns, time_column, seconds, fields, aggregates, day_buckets=days
+            rows, columns, time_column, seconds, fields, aggregates, edges=edges
         ):
             found = dict(zip(columns, values, strict=True))
-            index = int(number) if days else buckets.index(number)
+            index = int(number) if edges is not None else buckets.index(number)
             key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
             out.setdefault(key, _Count()).add(_Count(int(n or 0), int(e or 0), float(d or 0.0)))
     return out
@@ -839,6 +848,9 @@ def _dists(
             return out
     plan = _plan(rng, _now_minute(), BUCKET in dims)
     rollups = _rollups(scope, plan, filters, calls_only=True, columns=columns)
+    if rollups is not None and not plan.raw_intervals:
+        # Rollups only: the database adds the histograms up and picks the buckets at the ranks.
+        return _hist_percentiles(rollups, dims, columns, measures, rng)
     if rollups is not None:
         group = [*columns, "bucket_start"] if BUCKET in dims else columns
         for measure in measures:
@@ -944,9 +956,9 @@ def _hist_sums(
         columns = [name for name in group if name != "bucket_start"]
         seconds = int(_UNITS[str(rng.bucket if rng.bucket == "minute" else "hour")].total_seconds())
         buckets = _Buckets(rng, seconds)
-        days = rng if rng.bucket == "day" else None
+        days = rng.boundaries()[1:-1] if rng.bucket == "day" else None
         for *values, number, bin_key, count in _by_bucket(
-            rollups, columns, "bucket_start", seconds, (column,), f"SUM({value})", each, day_buckets=days
+            rollups, columns, "bucket_start", seconds, (column,), f"SUM({value})", each, edges=days
         ):
             found = dict(zip(columns, values, strict=True))
             index = int(number) if days else buckets.index(number)
@@ -968,6 +980,79 @@ def _hist_sums(
             key = _key(dims, row, rng, "bucket_start")
             hist = out.setdefault(key, {})
             hist[str(bin_key)] = hist.get(str(bin_key), 0) + int(count)
+    return out
+
+
+def _hist_percentiles(
+    rollups: QuerySet[UsageRollup],
+    dims: Sequence[str],
+    columns: Sequence[str],
+    measures: Sequence[Measure],
+    rng: Range,
+) -> dict[Measure, dict[Key, _Dist]]:
+    """The nearest-rank ``PERCENTILES`` of each measure per ``dims`` from the rollups' histograms, all in one
+    query: the database adds the sparse histograms up per group (and bucket: the rollup unit, or for day
+    buckets the bucket index), runs a cumulative count over the histogram buckets in order and returns only
+    the histogram bucket each rank falls into, so a few rows per group come back instead of one per
+    histogram bucket (``histogram.percentile`` does the same in Python)."""
+    connection = connections[rollups.db]
+    quote = connection.ops.quote_name
+    postgres = connection.vendor == "postgresql"
+    hist_columns = [_HIST_COLUMN[measure] for measure in measures]
+    rows: QuerySet[Any] = rollups
+    unit = ""
+    days = BUCKET in dims and rng.bucket == "day"
+    seconds = int(_UNITS[str(rng.bucket if rng.bucket == "minute" else "hour")].total_seconds())
+    if days:
+        edges = rng.boundaries()[1:-1]
+        whens = [When(bucket_start__lt=edge, then=Value(i)) for i, edge in enumerate(edges)]
+        rows = rows.annotate(bi=Case(*whens, default=Value(len(edges)), output_field=IntegerField()))
+        inner, params = rows.order_by().values(*columns, "bi", *hist_columns).query.sql_with_params()
+        unit = "r.bi"
+    elif BUCKET in dims:
+        inner, params = (
+            rows.order_by().values(*columns, "bucket_start", *hist_columns).query.sql_with_params()
+        )
+        unit = _unit_sql(connection.vendor, 'r."bucket_start"', seconds)
+    else:
+        inner, params = rows.order_by().values(*columns, *hist_columns).query.sql_with_params()
+    group_sql = [f"r.{quote(name)}" for name in columns] + ([unit] if unit else [])
+    names = [f"g{i}" for i in range(len(group_sql))]
+    select_group = "".join(f"{expr} AS {name}, " for expr, name in zip(group_sql, names, strict=True))
+    by_group = "".join(f"{expr}, " for expr in group_sql)
+    integer = "bigint" if postgres else "integer"
+    each = "jsonb_each_text" if postgres else "json_each"
+    parts = []
+    for index, column in enumerate(hist_columns):
+        # Only quoted column names, Django's compiled SQL and constants are formatted in; values are
+        # parameters (the inner query's, once per measure).
+        parts.append(
+            f"SELECT {index} AS m, {select_group}CAST(j.key AS integer) AS k, "  # noqa: S608
+            f"SUM(CAST(j.value AS {integer})) AS c FROM ({inner}) r CROSS JOIN {each}(r.{quote(column)}) j "
+            f"GROUP BY {by_group}CAST(j.key AS integer)"
+        )
+    partition = "PARTITION BY " + ", ".join(["m", *names])
+    at_rank = " OR ".join(f"(cum * 100 >= {p} * n AND (cum - c) * 100 < {p} * n)" for p in PERCENTILES)
+    sql = (
+        f"SELECT m, {''.join(name + ', ' for name in names)}k, c, cum, n FROM ("  # noqa: S608
+        f"SELECT h.*, SUM(c) OVER ({partition} ORDER BY k ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+        f" AS cum, SUM(c) OVER ({partition}) AS n FROM ({' UNION ALL '.join(parts)}) h) w WHERE {at_rank}"
+    )
+    out: dict[Measure, dict[Key, _Dist]] = {measure: {} for measure in measures}
+    buckets = _Buckets(rng, seconds)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(params) * len(hist_columns))
+        for m, *values, k, c, cum, n in cursor.fetchall():
+            found = dict(zip(columns, values, strict=False))
+            if BUCKET in dims:
+                number = values[-1]
+                index = int(number) if days else buckets.index(number)
+            key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
+            dist = out[measures[m]].setdefault(key, _Dist(exact={}))
+            assert dist.exact is not None
+            for p in PERCENTILES:
+                if cum * 100 >= p * n and (cum - c) * 100 < p * n:
+                    dist.exact[p] = histogram.upper_edge(int(k))
     return out
 
 
@@ -1053,19 +1138,25 @@ def timeline(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[Bu
     return buckets
 
 
-def _spark(per_bucket: dict[int, int], buckets: int) -> list[int]:
-    """Calls per bucket folded into at most SPARK_POINTS points (consecutive buckets added)."""
-    width = max(1, math.ceil(buckets / SPARK_POINTS))
-    points = [0] * math.ceil(buckets / width)
-    for index, calls in per_bucket.items():
-        points[index // width] += calls
+def _spark_width(buckets: int) -> int:
+    """How many consecutive buckets one sparkline point adds up: at most SPARK_POINTS points."""
+    return max(1, math.ceil(buckets / SPARK_POINTS))
+
+
+def _spark(per_point: dict[int, int], buckets: int) -> list[int]:
+    """Calls per point (a group of ``_spark_width`` consecutive buckets), every point present."""
+    points = [0] * math.ceil(buckets / _spark_width(buckets))
+    for index, calls in per_point.items():
+        points[index] += calls
     return points
 
 
 def tools(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[ToolRow]:
     """Per tool (the exposed name), most called first."""
     dims = ("exposed_name", "server_slug", "tool")
-    counts = _counts(scope, rng, filters, (*dims, BUCKET))
+    buckets = len(rng.boundaries()) - 1
+    # Counted per sparkline point: the database adds up the buckets of each point.
+    counts = _counts(scope, rng, filters, (*dims, BUCKET), every=_spark_width(buckets))
     per_tool: dict[Key, _Count] = {}
     per_bucket: dict[str, dict[int, int]] = {}
     names: dict[str, tuple[str, str]] = {}
@@ -1077,7 +1168,6 @@ def tools(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[ToolR
             names[exposed] = (slug, tool)
     total = sum(count.calls for count in per_tool.values())
     dists = _dists(scope, rng, filters, ("exposed_name",), total)["duration"]
-    buckets = len(rng.boundaries()) - 1
     rows = []
     for (exposed,), count in per_tool.items():
         dist = dists.get((exposed,), _Dist(values=[]))

@@ -20,10 +20,11 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 
-from analytics import rollups, selectors
+from analytics import histogram, rollups, selectors
 from analytics.models import UsageRollup
 from analytics.selectors import Filters, Range, Scope
 from gateway import usage
+from gateway.models import UsageEvent
 from tests.analytics.test_rollups import _actual, _expected_from_raw
 from tests.conftest import Team
 
@@ -205,3 +206,68 @@ def test_the_migration_builds_day_rollups_from_the_hour_rollups_once(team: Team)
     for key in expected:
         assert actual[key] == expected[key], key
     assert sum(v["calls"] for k, v in actual.items() if k[1] == "d_tot") == 450
+
+
+def _edge(values: list[float], p: int) -> float | None:
+    """What a histogram percentile must be: the upper edge of the bucket holding the exact one."""
+    exact = histogram.exact_percentile(values, p)
+    return None if exact is None else round(histogram.upper_edge(histogram.bucket_index(exact)), 3)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("name", ["30 days UTC", "4 days UTC (hour buckets)", "30 days New York (DST)"])
+def test_histogram_percentiles_picked_by_the_database_are_those_of_the_raw_rows(
+    logged: Team, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setattr(selectors, "EXACT_PERCENTILE_MAX_CALLS", 0)
+    rng = RANGES[name]
+    scope = Scope(logged.workspace.pk, None)
+    calls = list(
+        UsageEvent.objects.filter(
+            workspace_id=logged.workspace.pk,
+            created_at__gte=rng.start,
+            created_at__lt=rng.end,
+            method="tools/call",
+            outcome__in=selectors.CALL_OUTCOMES,
+        )
+    )
+    assert len(calls) > 100
+    durations = [row.duration_ms for row in calls]
+    overview = selectors.overview_only(scope, rng)
+    assert (overview.p50_ms, overview.p95_ms) == (_edge(durations, 50), _edge(durations, 95))
+    for bucket in selectors.timeline(scope, rng):
+        inside = [row.duration_ms for row in calls if bucket.start <= row.created_at < bucket.end]
+        assert bucket.p95_ms == _edge(inside, 95), bucket.start
+    for tool in selectors.tools(scope, rng):
+        mine = [row.duration_ms for row in calls if row.exposed_name == tool.exposed_name]
+        assert (tool.p50_ms, tool.p95_ms) == (_edge(mine, 50), _edge(mine, 95)), tool.exposed_name
+    for server in selectors.servers(scope, rng):
+        rows = [row for row in calls if row.server_id == server.server_id]  # grouped by the server's id
+        timed = [row for row in rows if row.upstream_ms is not None]
+        upstream = [row.upstream_ms for row in timed if row.upstream_ms is not None]
+        gateway = [max(row.duration_ms - (row.upstream_ms or 0.0), 0.0) for row in timed]
+        assert (server.p50_ms, server.p95_ms) == (
+            _edge([row.duration_ms for row in rows], 50),
+            _edge([row.duration_ms for row in rows], 95),
+        )
+        assert (server.upstream_p50_ms, server.upstream_p95_ms) == (_edge(upstream, 50), _edge(upstream, 95))
+        assert (server.gateway_p50_ms, server.gateway_p95_ms) == (_edge(gateway, 50), _edge(gateway, 95))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "name", ["30 days UTC", "hours, cut inside hours", "4 days UTC (hour buckets)", "30 days Kolkata"]
+)
+def test_a_sparkline_point_adds_up_its_buckets(logged: Team, name: str) -> None:
+    """The Tools table's sparklines are counted per point by the database (a 7-day range: 7 hour buckets
+    a point): each point is the sum of its buckets' calls in the tool's own timeline."""
+    rng = RANGES[name]
+    scope = Scope(logged.workspace.pk, None)
+    buckets = len(rng.boundaries()) - 1
+    width = max(1, -(-buckets // selectors.SPARK_POINTS))
+    assert width > 1 or buckets <= selectors.SPARK_POINTS
+    for tool in selectors.tools(scope, rng):
+        per_bucket = [b.calls for b in selectors.timeline(scope, rng, Filters(tool=tool.exposed_name))]
+        expected = [sum(per_bucket[i : i + width]) for i in range(0, buckets, width)]
+        assert tool.spark == expected, tool.exposed_name
+        assert sum(tool.spark) == tool.calls
