@@ -78,13 +78,13 @@ def prune(
         granularity__in=[UsageRollup.Granularity.MINUTE, *DAY_GRANULARITIES]
     ).filter(bucket_start__lte=hour_end)
     day_end = now - HOUR_ROLLUP_RETENTION - timedelta(days=1)
-    days = UsageRollup.objects.filter(granularity__in=DAY_GRANULARITIES, bucket_start__lte=day_end)
+    day_rows = UsageRollup.objects.filter(granularity__in=DAY_GRANULARITIES, bucket_start__lte=day_end)
     dropped = DroppedUsage.objects.filter(day__lt=(now - HOUR_ROLLUP_RETENTION).date())
     return PruneResult(
         raw_rows=raw,
         minute_rollups=_delete_in_batches(minutes, batch_size, pause),
         hour_rollups=_delete_in_batches(hours, batch_size, pause),
-        day_rollups=_delete_in_batches(days, batch_size, pause),
+        day_rollups=_delete_in_batches(day_rows, batch_size, pause),
         dropped_counts=_delete_in_batches(dropped, batch_size, pause),
         raw_cutoff=raw_cutoff,
     )

@@ -35,6 +35,8 @@ import binascii
 import bisect
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
@@ -1189,12 +1191,41 @@ def tools(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[ToolR
     return sorted(rows, key=lambda row: (-row.calls, row.exposed_name))
 
 
+_ONE_VIEW: ContextVar[dict[Any, Any] | None] = ContextVar("analytics_one_view", default=None)
+
+
+@contextmanager
+def one_view() -> Iterator[None]:
+    """Inside the block, the figures of one page view share the reads they have in common (the Members and
+    Tokens tables: one read per member, token and tool). Nothing outlives the block: the next view reads
+    afresh, so a call that lands in the rollups shows up in the next view."""
+    token = _ONE_VIEW.set({})
+    try:
+        yield
+    finally:
+        _ONE_VIEW.reset(token)
+
+
+def _owner_tool_counts(scope: Scope, rng: Range, filters: Filters) -> dict[Key, _Count]:
+    """Calls per (member, token, tool): what the Members and Tokens tables are both folded from."""
+    shared = _ONE_VIEW.get()
+    key = ("owner_tools", scope, rng, filters)
+    if shared is not None and key in shared:
+        return dict(shared[key])
+    counts = _counts(scope, rng, filters, ("member_id", "token_id", "exposed_name"))
+    if shared is not None:
+        shared[key] = counts
+    return counts
+
+
 def _top_tools(
     scope: Scope, rng: Range, filters: Filters, dim: str
 ) -> tuple[dict[Any, _Count], dict[Any, list[tuple[str, int]]]]:
     per_owner: dict[Any, _Count] = {}
     per_tool: dict[Any, dict[str, int]] = {}
-    for (owner, exposed), count in _counts(scope, rng, filters, (dim, "exposed_name")).items():
+    position = 0 if dim == "member_id" else 1
+    for key, count in _owner_tool_counts(scope, rng, filters).items():
+        owner, exposed = key[position], key[2]
         per_owner.setdefault(owner, _Count()).add(count)
         tally = per_tool.setdefault(owner, {})
         tally[exposed] = tally.get(exposed, 0) + count.calls
