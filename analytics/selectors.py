@@ -1022,23 +1022,27 @@ def _hist_percentiles(
     names = [f"g{i}" for i in range(len(group_sql))]
     select_group = "".join(f"{expr} AS {name}, " for expr, name in zip(group_sql, names, strict=True))
     by_group = "".join(f"{expr}, " for expr in group_sql)
-    integer = "bigint" if postgres else "integer"
+    # PostgreSQL's SUM of bigint is numeric, slow in the window sums below: one rollup's count of one
+    # histogram bucket fits an integer (whose SUM is a bigint), and the running sums are doubles (exact up
+    # to 2^53 calls).
     each = "jsonb_each_text" if postgres else "json_each"
+    running = "CAST(c AS double precision)" if postgres else "c"
     parts = []
     for index, column in enumerate(hist_columns):
         # Only quoted column names, Django's compiled SQL and constants are formatted in; values are
         # parameters (the inner query's, once per measure).
         parts.append(
             f"SELECT {index} AS m, {select_group}CAST(j.key AS integer) AS k, "  # noqa: S608
-            f"SUM(CAST(j.value AS {integer})) AS c FROM ({inner}) r CROSS JOIN {each}(r.{quote(column)}) j "
+            f"SUM(CAST(j.value AS integer)) AS c FROM ({inner}) r CROSS JOIN {each}(r.{quote(column)}) j "
             f"GROUP BY {by_group}CAST(j.key AS integer)"
         )
     partition = "PARTITION BY " + ", ".join(["m", *names])
     at_rank = " OR ".join(f"(cum * 100 >= {p} * n AND (cum - c) * 100 < {p} * n)" for p in PERCENTILES)
     sql = (
         f"SELECT m, {''.join(name + ', ' for name in names)}k, c, cum, n FROM ("  # noqa: S608
-        f"SELECT h.*, SUM(c) OVER ({partition} ORDER BY k ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
-        f" AS cum, SUM(c) OVER ({partition}) AS n FROM ({' UNION ALL '.join(parts)}) h) w WHERE {at_rank}"
+        f"SELECT h.*, SUM({running}) OVER ({partition} ORDER BY k ROWS BETWEEN UNBOUNDED PRECEDING"
+        f" AND CURRENT ROW) AS cum, SUM({running}) OVER ({partition}) AS n"
+        f" FROM ({' UNION ALL '.join(parts)}) h) w WHERE {at_rank}"
     )
     out: dict[Measure, dict[Key, _Dist]] = {measure: {} for measure in measures}
     buckets = _Buckets(rng, seconds)
