@@ -17,7 +17,7 @@ NONE_ID = 0
 
 
 class UsageRollup(models.Model):
-    """Counts, sums and latency histograms of the usage rows of one key in one UTC hour or minute.
+    """Counts, sums and latency histograms of the usage rows of one key in one UTC minute, hour or day.
 
     The key is every dimension the Analytics tab filters or groups by. Histograms are sparse JSON objects
     over ``analytics.histogram.EDGES_MS`` (see there): ``duration_hist`` of ``duration_ms``, and for the rows
@@ -36,10 +36,19 @@ class UsageRollup(models.Model):
         HOUR_SERVER = "h_srv", "Hour, per server"
         HOUR_CLIENT = "h_cli", "Hour, per client"
         HOUR_TOKEN = "h_tok", "Hour, per token"
+        # Day rollups (analytics.rollups.DAY_OF): the hour rollup and each hour projection again per UTC day,
+        # for the whole UTC days inside a range that no bucket boundary cuts (a 30-day range reads 30 rows
+        # per key, not 720).
+        DAY = "day", "Day"
+        DAY_TOTAL = "d_tot", "Day, totals"
+        DAY_TOOL = "d_tool", "Day, per tool"
+        DAY_SERVER = "d_srv", "Day, per server"
+        DAY_CLIENT = "d_cli", "Day, per client"
+        DAY_TOKEN = "d_tok", "Day, per token"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="usage_rollups")
     granularity = models.CharField(max_length=6, choices=Granularity.choices)
-    bucket_start = models.DateTimeField()  # UTC, truncated to the minute or the hour
+    bucket_start = models.DateTimeField()  # UTC, truncated to the minute, the hour or the day
     # Plain ids, not foreign keys: a rollup outlives a deleted member, token or server (0 = none).
     member_id = models.BigIntegerField(default=NONE_ID)
     token_id = models.BigIntegerField(default=NONE_ID)

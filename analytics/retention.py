@@ -1,5 +1,5 @@
 """Retention of the usage log: raw rows ``USAGE_RETENTION_DAYS`` (default 90), minute rollups 48 hours, hour
-rollups (with their projections) and dropped-row counts 400 days.
+and day rollups (with their projections) and dropped-row counts 400 days.
 
 Deletes run in batches of primary keys, each its own short transaction (autocommit), so a large backlog
 never holds a long lock on the usage table and the gateway's writer keeps inserting meanwhile. Charts built
@@ -20,6 +20,7 @@ from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from analytics.models import DroppedUsage, UsageRollup
+from analytics.rollups import DAY_GRANULARITIES
 from gateway.models import UsageEvent
 
 MINUTE_ROLLUP_RETENTION = timedelta(hours=48)
@@ -34,6 +35,7 @@ class PruneResult:
     hour_rollups: int
     dropped_counts: int
     raw_cutoff: datetime
+    day_rollups: int = 0
 
 
 def _delete_in_batches(rows: QuerySet[Model], batch_size: int, pause: float) -> int:
@@ -69,15 +71,20 @@ def prune(
         granularity=UsageRollup.Granularity.MINUTE, bucket_start__lte=minute_end
     )
     hour_end = now - HOUR_ROLLUP_RETENTION - timedelta(hours=1)
-    # Hour rollups and their projections (analytics.rollups.PROJECTIONS): every granularity but minutes.
-    hours = UsageRollup.objects.exclude(granularity=UsageRollup.Granularity.MINUTE).filter(
-        bucket_start__lte=hour_end
-    )
+    # Hour rollups and their projections (analytics.rollups.PROJECTIONS): every granularity but minutes
+    # and days. Day rollups (analytics.rollups.DAY_OF) the same 400 days, each kept until its day has ended
+    # before the limit.
+    hours = UsageRollup.objects.exclude(
+        granularity__in=[UsageRollup.Granularity.MINUTE, *DAY_GRANULARITIES]
+    ).filter(bucket_start__lte=hour_end)
+    day_end = now - HOUR_ROLLUP_RETENTION - timedelta(days=1)
+    day_rows = UsageRollup.objects.filter(granularity__in=DAY_GRANULARITIES, bucket_start__lte=day_end)
     dropped = DroppedUsage.objects.filter(day__lt=(now - HOUR_ROLLUP_RETENTION).date())
     return PruneResult(
         raw_rows=raw,
         minute_rollups=_delete_in_batches(minutes, batch_size, pause),
         hour_rollups=_delete_in_batches(hours, batch_size, pause),
+        day_rollups=_delete_in_batches(day_rows, batch_size, pause),
         dropped_counts=_delete_in_batches(dropped, batch_size, pause),
         raw_cutoff=raw_cutoff,
     )

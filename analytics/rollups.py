@@ -38,6 +38,17 @@ PROJECTIONS: dict[str, tuple[int, ...]] = {
     _G.HOUR_CLIENT: (6, 7, 8, 9),
     _G.HOUR_TOKEN: (0, 1, 6, 9),
 }
+# Day rollups: the hour rollup and each hour projection again per UTC day, with the same dimensions kept.
+DAY_OF: dict[str, str] = {
+    _G.HOUR: _G.DAY,
+    _G.HOUR_TOTAL: _G.DAY_TOTAL,
+    _G.HOUR_TOOL: _G.DAY_TOOL,
+    _G.HOUR_SERVER: _G.DAY_SERVER,
+    _G.HOUR_CLIENT: _G.DAY_CLIENT,
+    _G.HOUR_TOKEN: _G.DAY_TOKEN,
+}
+DAY_PROJECTIONS: dict[str, tuple[int, ...]] = {DAY_OF[name]: kept for name, kept in PROJECTIONS.items()}
+DAY_GRANULARITIES: tuple[str, ...] = tuple(DAY_OF.values())
 _ID_POSITIONS = (0, 1, 2)
 _BLANK = tuple(NONE_ID if i in _ID_POSITIONS else "" for i in range(10))  # a dropped dimension's value
 
@@ -68,6 +79,8 @@ class Aggregate:
 
 def bucket_start(at: datetime, granularity: str) -> datetime:
     utc = at.astimezone(UTC)
+    if granularity in DAY_GRANULARITIES:
+        return utc.replace(hour=0, minute=0, second=0, microsecond=0)
     if granularity == UsageRollup.Granularity.HOUR:
         return utc.replace(minute=0, second=0, microsecond=0)
     return utc.replace(second=0, microsecond=0)
@@ -104,10 +117,15 @@ def aggregate(
             (row.workspace_id, granularity, bucket_start(row.created_at, granularity), *rest)
             for granularity in granularities
         ]
-        if with_projections:  # every hour row also counts in the hour projections
+        if with_projections:  # every hour row also counts in the hour projections and the day rollups
             hour = bucket_start(row.created_at, UsageRollup.Granularity.HOUR)
+            day = hour.replace(hour=0)
             keys += [
                 (row.workspace_id, name, hour, *project(rest, kept)) for name, kept in PROJECTIONS.items()
+            ]
+            keys.append((row.workspace_id, UsageRollup.Granularity.DAY, day, *rest))
+            keys += [
+                (row.workspace_id, name, day, *project(rest, kept)) for name, kept in DAY_PROJECTIONS.items()
             ]
         # What the row adds, worked out once for all of its keys.
         duration, upstream, created, failed = (

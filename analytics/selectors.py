@@ -35,6 +35,8 @@ import binascii
 import bisect
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
@@ -48,7 +50,7 @@ from django.utils import timezone
 
 from analytics import histogram
 from analytics.models import DroppedUsage, UsageRollup
-from analytics.rollups import PROJECTIONS
+from analytics.rollups import DAY_OF, PROJECTIONS
 from gateway.models import Server, UsageEvent
 from tokens.models import Token
 from workspaces.models import Member
@@ -393,10 +395,58 @@ class _Plan:
     rollup_to: datetime | None  # ... and < this (None: no rollups at all)
     raw_units: tuple[datetime, ...]  # rollup units inside [rollup_from, rollup_to) read raw instead
     raw_intervals: tuple[tuple[datetime, datetime], ...]  # [a, b) read from raw rows
+    # Hour plans: [a, b) spans of whole UTC days inside [rollup_from, rollup_to) read from the day rollups
+    # (analytics.rollups.DAY_OF) instead of their 24 hours; the other hours are read from the hour rollups.
+    day_spans: tuple[tuple[datetime, datetime], ...] = ()
+    hour_spans: tuple[tuple[datetime, datetime], ...] = ()  # the rest of [rollup_from, rollup_to)
 
 
-@lru_cache(maxsize=256)
-def _plan(rng: Range, now: datetime) -> _Plan:
+_DAY = timedelta(days=1)
+
+
+def _with_days(plan: _Plan, rng: Range, bucketed: bool) -> _Plan:
+    """``plan`` reading every whole UTC day that holds no raw unit from the day rollups; for figures per
+    bucket (``bucketed``) only the days no bucket boundary falls inside (a day bucket of a zone whose local
+    midnight is a UTC midnight: UTC, or London in winter), so a day rollup always lies in one bucket."""
+    if plan.granularity != UsageRollup.Granularity.HOUR or plan.rollup_from is None or plan.rollup_to is None:
+        return plan
+    raw = set(plan.raw_units)
+    inner = _boundaries(rng)[1:-1]
+    spans: list[tuple[datetime, datetime]] = []
+    day = _ceil(plan.rollup_from, _DAY)
+    while day + _DAY <= plan.rollup_to:
+        end = day + _DAY
+        usable = not any(day <= moment < end for moment in raw)
+        if usable and bucketed:
+            first = bisect.bisect_right(inner, day)
+            usable = first >= len(inner) or inner[first] >= end
+        if usable:
+            if spans and spans[-1][1] == day:
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((day, end))
+        day = end
+    if not spans:
+        return plan
+    hours: list[tuple[datetime, datetime]] = []
+    moment = plan.rollup_from
+    for a, b in spans:
+        if moment < a:
+            hours.append((moment, a))
+        moment = b
+    if moment < plan.rollup_to:
+        hours.append((moment, plan.rollup_to))
+    return replace(plan, day_spans=tuple(spans), hour_spans=tuple(hours))
+
+
+@lru_cache(maxsize=512)
+def _plan(rng: Range, now: datetime, bucketed: bool = False) -> _Plan:
+    """How to read ``rng``: rollups for whole units, raw rows for cut ones; whole UTC days (those no bucket
+    boundary cuts, with ``bucketed``) from the day rollups."""
+    return _with_days(_units_plan(rng, now), rng, bucketed)
+
+
+def _units_plan(rng: Range, now: datetime) -> _Plan:
     granularity = "minute" if rng.bucket == "minute" else "hour"
     unit = _UNITS[granularity]
     lo, hi = _ceil(rng.start, unit), _floor(rng.end, unit)
@@ -503,15 +553,32 @@ def _rollups(
 ) -> QuerySet[UsageRollup] | None:
     if plan.rollup_from is None or plan.rollup_to is None:
         return None
+    granularity = _granularity(plan, scope, filters, columns)
+    if plan.day_spans:
+        hours = _spans(plan.hour_spans)
+        if plan.raw_units:
+            hours &= ~Q(bucket_start__in=plan.raw_units)
+        within = Q(granularity=DAY_OF[granularity]) & _spans(plan.day_spans)
+        if plan.hour_spans:
+            within |= Q(granularity=granularity) & hours
+        rows = UsageRollup.objects.filter(_common_filters(scope, filters)).filter(within)
+        return rows.filter(CALLS_ONLY) if calls_only else rows
     rows = UsageRollup.objects.filter(
         _common_filters(scope, filters),
-        granularity=_granularity(plan, scope, filters, columns),
+        granularity=granularity,
         bucket_start__gte=plan.rollup_from,
         bucket_start__lt=plan.rollup_to,
     )
     if plan.raw_units:
         rows = rows.exclude(bucket_start__in=plan.raw_units)
     return rows.filter(CALLS_ONLY) if calls_only else rows
+
+
+def _spans(spans: Iterable[tuple[datetime, datetime]]) -> Q:
+    within = Q()
+    for a, b in spans:
+        within |= Q(bucket_start__gte=a, bucket_start__lt=b)
+    return within
 
 
 @dataclass
@@ -554,15 +621,22 @@ def _norm(dim: str, value: Any) -> Any:
 
 
 def _counts(
-    scope: Scope, rng: Range, filters: Filters, dims: Sequence[str], *, calls_only: bool = True
+    scope: Scope,
+    rng: Range,
+    filters: Filters,
+    dims: Sequence[str],
+    *,
+    calls_only: bool = True,
+    every: int = 1,
 ) -> dict[Key, _Count]:
-    """Calls (or, with calls_only=False, rows of any method), errors and newest times per ``dims``."""
-    plan = _plan(rng, _now_minute())
+    """Calls (or, with calls_only=False, rows of any method), errors and newest times per ``dims``; with
+    ``every``, the ``BUCKET`` dimension is the index of a group of that many consecutive buckets."""
+    plan = _plan(rng, _now_minute(), BUCKET in dims)
     out: dict[Key, _Count] = {}
     columns = [dim for dim in dims if dim != BUCKET]
     failed = Q(outcome__in=FAILED)
     if BUCKET in dims:
-        return _bucket_counts(scope, rng, filters, plan, dims, columns, calls_only)
+        return _bucket_counts(scope, rng, filters, plan, dims, columns, calls_only, every)
     rollups = _rollups(scope, plan, filters, calls_only, columns)
     if rollups is not None:
         group = columns
@@ -632,19 +706,19 @@ def _by_bucket(
     fields: Sequence[str],
     aggregates: str,
     each: str | None = None,
-    day_buckets: Range | None = None,
+    edges: Sequence[datetime] | None = None,
 ) -> list[tuple[Any, ...]]:
     """``aggregates`` (SQL over the derived table ``r`` of ``rows``' ``columns``, ``time_column`` and
     ``fields``) grouped by ``columns`` and the unit (``seconds`` long) of ``time_column`` (and, with
     ``each``, a JSON table function joined as ``j``, by ``j.key``): rows of (*columns, unit, [j.key,]
     *aggregates). Units are whole rollup hours or minutes (raw rows: seconds), so each lies in one bucket;
-    the database returns integers, cheap to map to buckets (``_Buckets``)."""
+    the database returns integers, cheap to map to buckets (``_Buckets``). With ``edges`` (the instants where
+    the second and later groups of buckets begin) the group index instead of the unit."""
     connection = connections[rows.db]
     quote = connection.ops.quote_name
-    if day_buckets is not None:
-        # Day buckets: each row's bucket index is worked out once in the inner query (its time against the
-        # local midnights), so the database adds up whole days and one row per day comes back.
-        edges = day_buckets.boundaries()[1:-1]
+    if edges is not None:
+        # Day buckets (or groups of buckets): each row's index is worked out once in the inner query (its
+        # time against the local midnights), so the database adds up whole days: one row per day comes back.
         whens = [When(**{f"{time_column}__lt": edge}, then=Value(i)) for i, edge in enumerate(edges)]
         rows = rows.annotate(bi=Case(*whens, default=Value(len(edges)), output_field=IntegerField()))
         inner, params = rows.order_by().values(*columns, "bi", *fields).query.sql_with_params()
@@ -670,9 +744,12 @@ def _bucket_counts(
     dims: Sequence[str],
     columns: Sequence[str],
     calls_only: bool,
+    every: int = 1,
 ) -> dict[Key, _Count]:
     out: dict[Key, _Count] = {}
     failed = f"outcome IN ({_FAILED_SQL})"
+    # Day buckets, or groups of ``every`` buckets: indexed by the database against the groups' starts.
+    edges = rng.boundaries()[every:-1:every] if rng.bucket == "day" or every > 1 else None
     sources: list[tuple[QuerySet[Any] | None, str, tuple[str, ...], str]] = [
         (
             _rollups(scope, plan, filters, calls_only, columns),
@@ -693,12 +770,11 @@ def _bucket_counts(
             continue
         seconds = unit if time_column == "bucket_start" else 1  # raw rows: cut units, exactly
         buckets = _Buckets(rng, seconds)
-        days = rng if rng.bucket == "day" else None
         for *values, number, n, e, d in _by_bucket(
-            rows, columns, time_column, seconds, fields, aggregates, day_buckets=days
+            rows, columns, time_column, seconds, fields, aggregates, edges=edges
         ):
             found = dict(zip(columns, values, strict=True))
-            index = int(number) if days else buckets.index(number)
+            index = int(number) if edges is not None else buckets.index(number)
             key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
             out.setdefault(key, _Count()).add(_Count(int(n or 0), int(e or 0), float(d or 0.0)))
     return out
@@ -772,8 +848,11 @@ def _dists(
             for measure in measures:
                 out[measure] = _exact_percentiles(raw_calls, dims, columns, measure, rng)
             return out
-    plan = _plan(rng, _now_minute())
+    plan = _plan(rng, _now_minute(), BUCKET in dims)
     rollups = _rollups(scope, plan, filters, calls_only=True, columns=columns)
+    if rollups is not None and not plan.raw_intervals:
+        # Rollups only: the database adds the histograms up and picks the buckets at the ranks.
+        return _hist_percentiles(rollups, dims, columns, measures, rng)
     if rollups is not None:
         group = [*columns, "bucket_start"] if BUCKET in dims else columns
         for measure in measures:
@@ -879,9 +958,9 @@ def _hist_sums(
         columns = [name for name in group if name != "bucket_start"]
         seconds = int(_UNITS[str(rng.bucket if rng.bucket == "minute" else "hour")].total_seconds())
         buckets = _Buckets(rng, seconds)
-        days = rng if rng.bucket == "day" else None
+        days = rng.boundaries()[1:-1] if rng.bucket == "day" else None
         for *values, number, bin_key, count in _by_bucket(
-            rollups, columns, "bucket_start", seconds, (column,), f"SUM({value})", each, day_buckets=days
+            rollups, columns, "bucket_start", seconds, (column,), f"SUM({value})", each, edges=days
         ):
             found = dict(zip(columns, values, strict=True))
             index = int(number) if days else buckets.index(number)
@@ -903,6 +982,83 @@ def _hist_sums(
             key = _key(dims, row, rng, "bucket_start")
             hist = out.setdefault(key, {})
             hist[str(bin_key)] = hist.get(str(bin_key), 0) + int(count)
+    return out
+
+
+def _hist_percentiles(
+    rollups: QuerySet[UsageRollup],
+    dims: Sequence[str],
+    columns: Sequence[str],
+    measures: Sequence[Measure],
+    rng: Range,
+) -> dict[Measure, dict[Key, _Dist]]:
+    """The nearest-rank ``PERCENTILES`` of each measure per ``dims`` from the rollups' histograms, all in one
+    query: the database adds the sparse histograms up per group (and bucket: the rollup unit, or for day
+    buckets the bucket index), runs a cumulative count over the histogram buckets in order and returns only
+    the histogram bucket each rank falls into, so a few rows per group come back instead of one per
+    histogram bucket (``histogram.percentile`` does the same in Python)."""
+    connection = connections[rollups.db]
+    quote = connection.ops.quote_name
+    postgres = connection.vendor == "postgresql"
+    hist_columns = [_HIST_COLUMN[measure] for measure in measures]
+    rows: QuerySet[Any] = rollups
+    unit = ""
+    days = BUCKET in dims and rng.bucket == "day"
+    seconds = int(_UNITS[str(rng.bucket if rng.bucket == "minute" else "hour")].total_seconds())
+    if days:
+        edges = rng.boundaries()[1:-1]
+        whens = [When(bucket_start__lt=edge, then=Value(i)) for i, edge in enumerate(edges)]
+        rows = rows.annotate(bi=Case(*whens, default=Value(len(edges)), output_field=IntegerField()))
+        inner, params = rows.order_by().values(*columns, "bi", *hist_columns).query.sql_with_params()
+        unit = "r.bi"
+    elif BUCKET in dims:
+        inner, params = (
+            rows.order_by().values(*columns, "bucket_start", *hist_columns).query.sql_with_params()
+        )
+        unit = _unit_sql(connection.vendor, 'r."bucket_start"', seconds)
+    else:
+        inner, params = rows.order_by().values(*columns, *hist_columns).query.sql_with_params()
+    group_sql = [f"r.{quote(name)}" for name in columns] + ([unit] if unit else [])
+    names = [f"g{i}" for i in range(len(group_sql))]
+    select_group = "".join(f"{expr} AS {name}, " for expr, name in zip(group_sql, names, strict=True))
+    by_group = "".join(f"{expr}, " for expr in group_sql)
+    # PostgreSQL's SUM of bigint is numeric, slow in the window sums below: one rollup's count of one
+    # histogram bucket fits an integer (whose SUM is a bigint), and the running sums are doubles (exact up
+    # to 2^53 calls).
+    each = "jsonb_each_text" if postgres else "json_each"
+    running = "CAST(c AS double precision)" if postgres else "c"
+    parts = []
+    for index, column in enumerate(hist_columns):
+        # Only quoted column names, Django's compiled SQL and constants are formatted in; values are
+        # parameters (the inner query's, once per measure).
+        parts.append(
+            f"SELECT {index} AS m, {select_group}CAST(j.key AS integer) AS k, "  # noqa: S608
+            f"SUM(CAST(j.value AS integer)) AS c FROM ({inner}) r CROSS JOIN {each}(r.{quote(column)}) j "
+            f"GROUP BY {by_group}CAST(j.key AS integer)"
+        )
+    partition = "PARTITION BY " + ", ".join(["m", *names])
+    at_rank = " OR ".join(f"(cum * 100 >= {p} * n AND (cum - c) * 100 < {p} * n)" for p in PERCENTILES)
+    sql = (
+        f"SELECT m, {''.join(name + ', ' for name in names)}k, c, cum, n FROM ("  # noqa: S608
+        f"SELECT h.*, SUM({running}) OVER ({partition} ORDER BY k ROWS BETWEEN UNBOUNDED PRECEDING"
+        f" AND CURRENT ROW) AS cum, SUM({running}) OVER ({partition}) AS n"
+        f" FROM ({' UNION ALL '.join(parts)}) h) w WHERE {at_rank}"
+    )
+    out: dict[Measure, dict[Key, _Dist]] = {measure: {} for measure in measures}
+    buckets = _Buckets(rng, seconds)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(params) * len(hist_columns))
+        for m, *values, k, c, cum, n in cursor.fetchall():
+            found = dict(zip(columns, values, strict=False))
+            if BUCKET in dims:
+                number = values[-1]
+                index = int(number) if days else buckets.index(number)
+            key = tuple(index if dim == BUCKET else _norm(dim, found[dim]) for dim in dims)
+            dist = out[measures[m]].setdefault(key, _Dist(exact={}))
+            assert dist.exact is not None
+            for p in PERCENTILES:
+                if cum * 100 >= p * n and (cum - c) * 100 < p * n:
+                    dist.exact[p] = histogram.upper_edge(int(k))
     return out
 
 
@@ -988,19 +1144,25 @@ def timeline(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[Bu
     return buckets
 
 
-def _spark(per_bucket: dict[int, int], buckets: int) -> list[int]:
-    """Calls per bucket folded into at most SPARK_POINTS points (consecutive buckets added)."""
-    width = max(1, math.ceil(buckets / SPARK_POINTS))
-    points = [0] * math.ceil(buckets / width)
-    for index, calls in per_bucket.items():
-        points[index // width] += calls
+def _spark_width(buckets: int) -> int:
+    """How many consecutive buckets one sparkline point adds up: at most SPARK_POINTS points."""
+    return max(1, math.ceil(buckets / SPARK_POINTS))
+
+
+def _spark(per_point: dict[int, int], buckets: int) -> list[int]:
+    """Calls per point (a group of ``_spark_width`` consecutive buckets), every point present."""
+    points = [0] * math.ceil(buckets / _spark_width(buckets))
+    for index, calls in per_point.items():
+        points[index] += calls
     return points
 
 
 def tools(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[ToolRow]:
     """Per tool (the exposed name), most called first."""
     dims = ("exposed_name", "server_slug", "tool")
-    counts = _counts(scope, rng, filters, (*dims, BUCKET))
+    buckets = len(rng.boundaries()) - 1
+    # Counted per sparkline point: the database adds up the buckets of each point.
+    counts = _counts(scope, rng, filters, (*dims, BUCKET), every=_spark_width(buckets))
     per_tool: dict[Key, _Count] = {}
     per_bucket: dict[str, dict[int, int]] = {}
     names: dict[str, tuple[str, str]] = {}
@@ -1012,7 +1174,6 @@ def tools(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[ToolR
             names[exposed] = (slug, tool)
     total = sum(count.calls for count in per_tool.values())
     dists = _dists(scope, rng, filters, ("exposed_name",), total)["duration"]
-    buckets = len(rng.boundaries()) - 1
     rows = []
     for (exposed,), count in per_tool.items():
         dist = dists.get((exposed,), _Dist(values=[]))
@@ -1034,12 +1195,41 @@ def tools(scope: Scope, rng: Range, filters: Filters = NO_FILTERS) -> list[ToolR
     return sorted(rows, key=lambda row: (-row.calls, row.exposed_name))
 
 
+_ONE_VIEW: ContextVar[dict[Any, Any] | None] = ContextVar("analytics_one_view", default=None)
+
+
+@contextmanager
+def one_view() -> Iterator[None]:
+    """Inside the block, the figures of one page view share the reads they have in common (the Members and
+    Tokens tables: one read per member, token and tool). Nothing outlives the block: the next view reads
+    afresh, so a call that lands in the rollups shows up in the next view."""
+    token = _ONE_VIEW.set({})
+    try:
+        yield
+    finally:
+        _ONE_VIEW.reset(token)
+
+
+def _owner_tool_counts(scope: Scope, rng: Range, filters: Filters) -> dict[Key, _Count]:
+    """Calls per (member, token, tool): what the Members and Tokens tables are both folded from."""
+    shared = _ONE_VIEW.get()
+    key = ("owner_tools", scope, rng, filters)
+    if shared is not None and key in shared:
+        return dict(shared[key])
+    counts = _counts(scope, rng, filters, ("member_id", "token_id", "exposed_name"))
+    if shared is not None:
+        shared[key] = counts
+    return counts
+
+
 def _top_tools(
     scope: Scope, rng: Range, filters: Filters, dim: str
 ) -> tuple[dict[Any, _Count], dict[Any, list[tuple[str, int]]]]:
     per_owner: dict[Any, _Count] = {}
     per_tool: dict[Any, dict[str, int]] = {}
-    for (owner, exposed), count in _counts(scope, rng, filters, (dim, "exposed_name")).items():
+    position = 0 if dim == "member_id" else 1
+    for key, count in _owner_tool_counts(scope, rng, filters).items():
+        owner, exposed = key[position], key[2]
         per_owner.setdefault(owner, _Count()).add(count)
         tally = per_tool.setdefault(owner, {})
         tally[exposed] = tally.get(exposed, 0) + count.calls

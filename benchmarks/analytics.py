@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ("24h", "7d", "30d", "1h")
 BENCH_DB = "aerostack_bench_analytics"
+EMPTY_NAME = "Empty floor"  # a workspace without usage (--floor)
 MEMBERS = 20
 TOKENS_PER_MEMBER = 2
 SERVERS = 5
@@ -91,7 +92,7 @@ def uptime() -> str:
         return "uptime unavailable"
 
 
-def setup_django_drop(database_url: str | None) -> None:
+def setup_django_drop(database_url: str | None, name: str = BENCH_DB) -> None:
     from django.db import connections
 
     connections.close_all()
@@ -99,12 +100,12 @@ def setup_django_drop(database_url: str | None) -> None:
         import psycopg
 
         with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     else:
         shutil.rmtree(ROOT / "var" / "bench-analytics", ignore_errors=True)
 
 
-def setup_django(database_url: str | None, keep: bool) -> Callable[[], None]:
+def setup_django(database_url: str | None, keep: bool, name: str = BENCH_DB) -> Callable[[], None]:
     """Point Django at a scratch database before it starts; returns the clean-up."""
     data_dir = ROOT / "var" / "bench-analytics"
     if data_dir.exists() and not keep:
@@ -119,7 +120,6 @@ def setup_django(database_url: str | None, keep: bool) -> Callable[[], None]:
     if database_url:
         import psycopg
 
-        name = BENCH_DB
         parts = urlsplit(database_url)
         try:
             psycopg.connect(database_url, connect_timeout=5).close()
@@ -447,21 +447,56 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def measure(world: dict[str, Any], renders: int, presets: tuple[str, ...]) -> list[dict[str, Any]]:
+def _empty_workspace(owner: Any) -> str:
+    """The slug of a workspace of the same owner without any usage: the page's floor (every query, chart and
+    table of the tab, over nothing)."""
+    from workspaces.models import Workspace
+    from workspaces.services import workspace_create
+
+    existing = Workspace.objects.filter(name=EMPTY_NAME).first()
+    return (existing or workspace_create(name=EMPTY_NAME, owner=owner)).slug
+
+
+def _selectors(workspace_id: int, preset: str) -> None:
+    """Every selector of one page view of the tab (as its view calls them, in UTC like the bench's tab)."""
+    from analytics import selectors
+
+    scope = selectors.Scope(workspace_id, None)
+    rng = selectors.Range.preset(preset, ZoneInfo("UTC"))
+    one_view = getattr(selectors, "one_view", contextlib.nullcontext)
+    with one_view():
+        for figure in (
+            selectors.overview,
+            selectors.timeline,
+            selectors.tools,
+            selectors.members,
+            selectors.tokens,
+            selectors.servers,
+            selectors.clients,
+            selectors.calls_page,
+        ):
+            figure(scope, rng)
+        selectors.dropped(scope, rng)
+
+
+def measure(
+    world: dict[str, Any], renders: int, presets: tuple[str, ...], floor: bool = False
+) -> list[dict[str, Any]]:
+    """Per preset the whole tab's median and p95; with ``floor``, in the same loop (each render followed by
+    the others, so they share the machine's state), the selectors alone and the tab of an empty workspace."""
     from django.test import Client
     from django.urls import NoReverseMatch, reverse
-
-    from analytics import selectors
 
     try:
         url = reverse("analytics", args=[world["slug"]])
     except NoReverseMatch:
         url = None
+    empty_url = reverse("analytics", args=[_empty_workspace(world["owner"])]) if url and floor else None
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(world["owner"])
     results = []
     for preset in presets:
-        times = []
+        times: dict[str, list[float]] = {"tab": [], "selectors": [], "empty": []}
         size = 0
         for attempt in range(renders + 1):  # the first is a warm-up
             began = time.perf_counter()
@@ -471,34 +506,31 @@ def measure(world: dict[str, Any], renders: int, presets: tuple[str, ...]) -> li
                     raise SystemExit(f"{url}?range={preset}: HTTP {response.status_code}")
                 size = len(response.content)
             else:
-                scope = selectors.Scope(world["workspace_id"], None)
-                rng = selectors.Range.preset(preset, ZoneInfo("Europe/Berlin"))
-                for figure in (
-                    selectors.overview,
-                    selectors.timeline,
-                    selectors.tools,
-                    selectors.members,
-                    selectors.tokens,
-                    selectors.servers,
-                    selectors.clients,
-                    selectors.calls_page,
-                ):
-                    figure(scope, rng)
-                selectors.dropped(scope, rng)
+                _selectors(world["workspace_id"], preset)
+            tab = (time.perf_counter() - began) * 1000
             if attempt:
-                times.append((time.perf_counter() - began) * 1000)
-        results.append(
-            {
-                "preset": preset,
-                "what": "whole tab (HTTP through the test client)"
-                if url
-                else "every selector of one page view",
-                "median_ms": statistics.median(times),
-                "p95_ms": _pct(times, 95),
-                "renders": renders,
-                "kib": size // 1024,
-            }
-        )
+                times["tab"].append(tab)
+            if empty_url:
+                began = time.perf_counter()
+                _selectors(world["workspace_id"], preset)
+                middle = time.perf_counter()
+                if client.get(empty_url, {"range": preset}).status_code != 200:
+                    raise SystemExit(f"{empty_url}?range={preset}: not 200")
+                if attempt:
+                    times["selectors"].append((middle - began) * 1000)
+                    times["empty"].append((time.perf_counter() - middle) * 1000)
+        result = {
+            "preset": preset,
+            "what": "whole tab (HTTP through the test client)" if url else "every selector of one page view",
+            "median_ms": statistics.median(times["tab"]),
+            "p95_ms": _pct(times["tab"], 95),
+            "renders": renders,
+            "kib": size // 1024,
+        }
+        if empty_url:
+            result["selectors_ms"] = statistics.median(times["selectors"])
+            result["empty_ms"] = statistics.median(times["empty"])
+        results.append(result)
     return results
 
 
@@ -511,9 +543,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=None, help="postgres://... (default: SQLite)")
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the seeded database")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time, in the same loop, every selector alone and the tab of a workspace without usage",
+    )
+    parser.add_argument(
+        "--scratch-db",
+        default=BENCH_DB,
+        help=f"name of the scratch PostgreSQL database (default {BENCH_DB}; dropped and created again)",
+    )
     args = parser.parse_args(argv)
     print(f"uptime before: {uptime()}")
-    drop = setup_django(args.database_url, args.keep)
+    drop = setup_django(args.database_url, args.keep, args.scratch_db)
     failed = True
     try:
         from django.db import connection
@@ -545,17 +587,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"{int(figures['rollup_rows']):,} rollup rows in {figures['seed_s']:.1f} s ({steps})"
             )
         check_rollups(int(world["workspace_id"]))
-        for result in measure(world, args.renders, tuple(args.presets.split(","))):
+        for result in measure(world, args.renders, tuple(args.presets.split(",")), args.floor):
             print(
                 f"{vendor} {result['preset']:>3}: {result['what']}: median {result['median_ms']:.1f} ms, "
                 f"p95 {result['p95_ms']:.1f} ms over {result['renders']} renders"
                 + (f" ({result['kib']} KiB)" if result["kib"] else "")
+                + (
+                    f"; selectors alone {result['selectors_ms']:.1f} ms, the tab of an empty workspace "
+                    f"{result['empty_ms']:.1f} ms (medians)"
+                    if "empty_ms" in result
+                    else ""
+                )
             )
         failed = False
     finally:
         if failed and args.keep:  # never reuse a half-seeded database
             args.keep = False
-            setup_django_drop(args.database_url)
+            setup_django_drop(args.database_url, args.scratch_db)
         drop()
     print(f"uptime after: {uptime()}")
     sys.stdout.flush()

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from analytics.models import DroppedUsage, UsageRollup
 from analytics.retention import prune
+from analytics.rollups import DAY_GRANULARITIES
 from gateway import usage
 from gateway.models import UsageEvent
 from tests.conftest import Team
@@ -91,11 +92,20 @@ def test_it_deletes_what_is_past_retention_and_keeps_hour_rollup_charts(
     team: Team, seeded: dict[str, Any]
 ) -> None:
     hour_cutoff = NOW - timedelta(days=400)
-    # Hour rollups and their projections: every granularity but minutes.
-    kept_hours = UsageRollup.objects.exclude(granularity="minute").filter(bucket_start__gte=hour_cutoff)
-    old_hours = UsageRollup.objects.exclude(granularity="minute").filter(bucket_start__lt=hour_cutoff).count()
+    # Hour rollups and their projections: every granularity but minutes and days.
+    hour_rollups = UsageRollup.objects.exclude(granularity__in=["minute", *DAY_GRANULARITIES])
+    kept_hours = hour_rollups.filter(bucket_start__gte=hour_cutoff)
+    old_hours = hour_rollups.filter(bucket_start__lt=hour_cutoff).count()
     assert old_hours >= 2 and kept_hours.filter(granularity="h_tot").exists()
     before_hours = _snapshot(kept_hours)
+    # Day rollups: a day that ends inside the 400 days is kept whole (that of the 399d 23h rows starts
+    # before the limit); the 401-day-old day goes.
+    day_rollups = UsageRollup.objects.filter(granularity__in=DAY_GRANULARITIES)
+    kept_days = day_rollups.filter(bucket_start__gt=hour_cutoff - timedelta(days=1))
+    old_days = day_rollups.filter(bucket_start__lte=hour_cutoff - timedelta(days=1)).count()
+    assert old_days == 2 * len(DAY_GRANULARITIES)  # ok and tool_error of the 401-day-old day
+    assert kept_days.filter(granularity="d_tot", bucket_start__lt=hour_cutoff).exists()
+    before_days = _snapshot(kept_days)
     before_chart = _daily_calls()
     minute_cutoff = NOW - timedelta(hours=48)
     before_minutes = _snapshot(
@@ -112,7 +122,10 @@ def test_it_deletes_what_is_past_retention_and_keeps_hour_rollup_charts(
     # Hour rollups inside 400 days unchanged, field for field; the 401-day-old one went.
     assert _snapshot(kept_hours) == before_hours
     assert result.hour_rollups == old_hours  # ok and tool_error of the 401-day-old hour, and projections
-    assert not UsageRollup.objects.filter(bucket_start__lt=hour_cutoff).exists()
+    assert not hour_rollups.filter(bucket_start__lt=hour_cutoff).exists()
+    assert _snapshot(kept_days) == before_days
+    assert result.day_rollups == old_days
+    assert not day_rollups.filter(bucket_start__lte=hour_cutoff - timedelta(days=1)).exists()
     chart = _daily_calls()
     assert chart == Counter(
         {day: calls for day, calls in before_chart.items() if day >= hour_cutoff.date().isoformat()}
@@ -129,7 +142,9 @@ def test_it_deletes_what_is_past_retention_and_keeps_hour_rollup_charts(
     # Idempotent: a second run finds nothing more to delete and changes nothing.
     again = prune(now=NOW, retention_days=90)
     assert (again.raw_rows, again.minute_rollups, again.hour_rollups, again.dropped_counts) == (0, 0, 0, 0)
+    assert again.day_rollups == 0
     assert _snapshot(kept_hours) == before_hours
+    assert _snapshot(kept_days) == before_days
 
 
 @pytest.mark.django_db(transaction=True)

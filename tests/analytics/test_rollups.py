@@ -69,6 +69,11 @@ def _expected_from_raw() -> dict[tuple[Any, ...], dict[str, Any]]:
         groups[(row.workspace_id, "hour", hour, *rest)].append(row)
         for name, kept in rollups.PROJECTIONS.items():  # narrower hour rollups for unfiltered figures
             groups[(row.workspace_id, name, hour, *rollups.project(rest, kept))].append(row)
+        day = hour.replace(hour=0)  # and the same again per UTC day
+        groups[(row.workspace_id, "day", day, *rest)].append(row)
+        for name, kept in rollups.PROJECTIONS.items():
+            day_name = rollups.DAY_OF[name]
+            groups[(row.workspace_id, day_name, day, *rollups.project(rest, kept))].append(row)
     expected = {}
     for key, rows in groups.items():
         timed = [row for row in rows if row.upstream_ms is not None]
@@ -127,13 +132,16 @@ def test_rollups_equal_the_raw_rows_written_in_many_batches(team: Team) -> None:
     assert actual.keys() == expected.keys()
     for key in expected:
         assert actual[key] == expected[key], key
-    # Both granularities hold every row of a workspace.
-    for granularity in ("minute", "hour"):
+    # Every granularity holds every row of a workspace.
+    for granularity in UsageRollup.Granularity.values:
         calls = sum(r.calls for r in UsageRollup.objects.filter(granularity=granularity))
-        assert calls == len(rows) - 1
-    # The minute buckets of 23:58 .. 00:02 and the hours 23:00 and 00:00 (the next day).
+        assert calls == len(rows) - 1, granularity
+    # The minute buckets of 23:58 .. 00:02, the hours 23:00 and 00:00 (the next day), and those two days.
     hours = set(UsageRollup.objects.filter(granularity="hour").values_list("bucket_start", flat=True))
     assert hours == {datetime(2026, 11, 30, 23, tzinfo=UTC), datetime(2026, 12, 1, 0, tzinfo=UTC)}
+    for granularity in rollups.DAY_GRANULARITIES:
+        days = set(UsageRollup.objects.filter(granularity=granularity).values_list("bucket_start", flat=True))
+        assert days == {datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)}, granularity
 
 
 @pytest.mark.django_db(transaction=True)
@@ -185,7 +193,7 @@ def test_concurrent_writers_never_lose_a_count(team: Team) -> None:
     assert not errors, errors
     total = writers * batches * size
     assert UsageEvent.objects.count() == total
-    for granularity in ("minute", "hour"):
+    for granularity in ("minute", "hour", "day", "d_tot", "d_tool"):
         rollups = UsageRollup.objects.filter(granularity=granularity)
         assert sum(r.calls for r in rollups) == total
         assert sum(histogram.count(r.duration_hist) for r in rollups) == total

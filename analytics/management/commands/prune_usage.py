@@ -39,5 +39,6 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Deleted {result.raw_rows} usage rows older than {result.raw_cutoff:%Y-%m-%d %H:%M} UTC, "
                 f"{result.minute_rollups} minute rollups, {result.hour_rollups} hour rollups, "
+                f"{result.day_rollups} day rollups, "
                 f"{result.dropped_counts} dropped-row counts."
             )
