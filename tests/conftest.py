@@ -15,6 +15,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.test import Client
 
 from tests.factories import PASSWORD, MemberFactory, UserFactory, WorkspaceFactory
+from tests.migrating import migrator  # noqa: F401  (the fixture, shared by every migration test)
 from workspaces.models import Member, Workspace
 
 

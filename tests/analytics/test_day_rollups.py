@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 
 from analytics import histogram, rollups, selectors
@@ -27,6 +26,7 @@ from gateway import usage
 from gateway.models import UsageEvent
 from tests.analytics.test_rollups import _actual, _expected_from_raw
 from tests.conftest import Team
+from tests.migrating import Migrator
 
 UTC_ZONE = ZoneInfo("UTC")
 NEW_YORK = ZoneInfo("America/New_York")  # clocks forward on 8 March 2026: a 23-hour local day
@@ -177,27 +177,20 @@ def test_the_plan_reads_whole_utc_days_from_day_rollups_and_the_rest_from_hours(
 # -- the backfill of existing installs ------------------------------------------------------------------------
 
 BEFORE = [("analytics", "0003_backfill_rollups")]
-LATEST = [("analytics", "0004_day_rollups")]
-
-
-def _migrate(targets: list[tuple[str, str]]) -> None:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_migration_builds_day_rollups_from_the_hour_rollups_once(team: Team) -> None:
+def test_the_migration_builds_day_rollups_from_the_hour_rollups_once(team: Team, migrator: Migrator) -> None:
     writer = usage._Writer()
     writer.write(_rows(team, 400, seed=11))
-    _migrate(BEFORE)  # backwards: the day rows go
+    migrator.migrate(BEFORE)  # backwards: the day rows go
     assert not UsageRollup.objects.filter(granularity__in=rollups.DAY_GRANULARITIES).exists()
     assert UsageRollup.objects.filter(granularity="h_tot").exists()
     # Rows written meanwhile by the current writer (the 0003 backfill does the same) leave day rows that
     # the migration must not count twice.
     writer.write(_rows(team, 50, seed=12))
     assert UsageRollup.objects.filter(granularity="d_tot").exists()
-    _migrate(LATEST)
+    migrator.latest()
     expected = {
         key: value for key, value in _expected_from_raw().items() if key[1] in rollups.DAY_GRANULARITIES
     }

@@ -5,32 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from analytics import histogram
+from tests.migrating import Migrator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BEFORE = [("gateway", "0002_server_features_and_expose_names")]  # the last state before ours
 AFTER = [("gateway", "0004_usage_keyset_indexes")]
 
 
-def _latest() -> list[tuple[str, str]]:
-    """Every app at its newest migration: where later tests on this worker expect the schema (a fixed
-    target here would leave newer migrations of the gateway unapplied)."""
-    return MigrationExecutor(connection).loader.graph.leaf_nodes()
-
-
-def _migrate(targets: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
-def test_old_rows_get_one_meaning_per_column() -> None:
-    old = _migrate(BEFORE)
+def test_old_rows_get_one_meaning_per_column(migrator: Migrator) -> None:
+    old = migrator.migrate(BEFORE)
     workspace = old.get_model("workspaces", "Workspace").objects.create(name="W", slug="w")
     server = old.get_model("gateway", "Server").objects.create(
         workspace=workspace, slug="fs", name="Files", url="http://127.0.0.1:1/mcp"
@@ -57,7 +43,7 @@ def test_old_rows_get_one_meaning_per_column() -> None:
     # a name at the column's limit
     row("long", server=server, server_slug="fs", tool="t" * 200, method="tools/call")
 
-    new = _migrate(AFTER)
+    new = migrator.migrate(AFTER)
     rows = {
         r.detail: (r.server_slug, r.tool, r.exposed_name)
         for r in new.get_model("gateway", "UsageEvent").objects.all()
@@ -76,25 +62,23 @@ def test_old_rows_get_one_meaning_per_column() -> None:
     assert set(new.get_model("gateway", "UsageEvent").objects.values_list("upstream_ms", "client_name")) == {
         (None, "")
     }
-    _migrate(_latest())
 
 
-def test_a_like_wildcard_in_the_slug_does_not_match_other_rows() -> None:
+def test_a_like_wildcard_in_the_slug_does_not_match_other_rows(migrator: Migrator) -> None:
     # "_" is a LIKE wildcard: slug "a-b" must not match a tool "aXb__..." and the prefix test must be literal.
-    old = _migrate(BEFORE)
+    old = migrator.migrate(BEFORE)
     workspace = old.get_model("workspaces", "Workspace").objects.create(name="W", slug="w")
     usage = old.get_model("gateway", "UsageEvent")
     at = datetime(2026, 11, 30, 12, tzinfo=UTC)
     usage.objects.create(workspace=workspace, created_at=at, outcome="ok", server_slug="a-b", tool="a-b__t")
     usage.objects.create(workspace=workspace, created_at=at, outcome="ok", server_slug="a-b", tool="x_t")
-    new = _migrate(AFTER)
+    new = migrator.migrate(AFTER)
     got = sorted(new.get_model("gateway", "UsageEvent").objects.values_list("tool", "exposed_name"))
     assert got == [("t", "a-b__t"), ("x_t", "a-b__x_t")]
-    _migrate(_latest())
 
 
-def test_rows_recorded_before_rollups_are_rolled_up_once() -> None:
-    old = _migrate(BEFORE)
+def test_rows_recorded_before_rollups_are_rolled_up_once(migrator: Migrator) -> None:
+    old = migrator.migrate(BEFORE)
     workspace = old.get_model("workspaces", "Workspace").objects.create(name="W", slug="w")
     usage = old.get_model("gateway", "UsageEvent")
     now = timezone.now()
@@ -115,7 +99,7 @@ def test_rows_recorded_before_rollups_are_rolled_up_once() -> None:
             detail="boom" if outcome != "ok" else "",
         )
     usage.objects.create(created_at=now, outcome="unauthorized")  # no workspace: not rolled up
-    new = _migrate(_latest())
+    new = migrator.latest()
     rollup = new.get_model("analytics", "UsageRollup")
     hours = rollup.objects.filter(granularity="hour")
     minutes = rollup.objects.filter(granularity="minute")

@@ -4,15 +4,14 @@ and what earlier errors quoted of their keys is masked; backwards restores the p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from gateway.crypto import decrypt
+from tests.migrating import Migrator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BEFORE = [("gateway", "0005_merge_features_and_usage")]
@@ -22,13 +21,6 @@ KEYED = f"https://mcp.example.com/{KEY}/mcp?api_key=tok3n-Zq8Xw"
 PLAIN = "http://127.0.0.1:9/mcp"
 
 
-def _migrate(targets: list[tuple[str, str]]) -> Any:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 def _raw_rows() -> str:
     with connection.cursor() as cursor:
         cursor.execute("SELECT * FROM gateway_server")
@@ -36,9 +28,9 @@ def _raw_rows() -> str:
 
 
 @pytest.fixture
-def old_servers() -> Iterator[Any]:
-    """Two servers stored by the code before the migration (plain ``url`` column); the latest schema after."""
-    old = _migrate(BEFORE)
+def old_servers(migrator: Migrator) -> Migrator:
+    """Two servers stored by the code before the migration (plain ``url`` column)."""
+    old = migrator.migrate(BEFORE)
     workspace = old.get_model("workspaces", "Workspace").objects.create(name="W", slug="w")
     server = old.get_model("gateway", "Server")
     quoted = f"keyed refused initialize: no such key in /{KEY}/mcp (-32001)"
@@ -50,15 +42,11 @@ def old_servers() -> Iterator[Any]:
         workspace=workspace, server=keyed, created_at=timezone.now(), outcome="upstream_error", detail=quoted
     )
     assert KEY in _raw_rows()  # the search below looks at a row that held the key
-    try:
-        yield
-    finally:
-        _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+    return migrator
 
 
-@pytest.mark.usefixtures("old_servers")
-def test_forwards_encrypts_every_url_and_backwards_restores_it() -> None:
-    new = _migrate(AFTER)
+def test_forwards_encrypts_every_url_and_backwards_restores_it(old_servers: Migrator) -> None:
+    new = old_servers.migrate(AFTER)
     assert KEY not in _raw_rows() and "tok3n-Zq8Xw" not in _raw_rows()
     assert KEY not in repr(list(new.get_model("gateway", "UsageEvent").objects.values()))
     rows = {s.slug: s for s in new.get_model("gateway", "Server").objects.all()}
@@ -68,20 +56,21 @@ def test_forwards_encrypts_every_url_and_backwards_restores_it() -> None:
         "keyed": "https://mcp.example.com/••••/mcp?api_key=••••",
         "plain": PLAIN,
     }
-    back = _migrate(BEFORE)
+    back = old_servers.migrate(BEFORE)
     assert dict(back.get_model("gateway", "Server").objects.values_list("slug", "url")) == {
         "keyed": KEYED,
         "plain": PLAIN,
     }
 
 
-@pytest.mark.usefixtures("old_servers")
-def test_backwards_refuses_when_the_keys_changed_and_loses_nothing(settings: Any) -> None:
-    _migrate(AFTER)
+def test_backwards_refuses_when_the_keys_changed_and_loses_nothing(
+    old_servers: Migrator, settings: Any
+) -> None:
+    old_servers.migrate(AFTER)
     original = settings.ENCRYPTION_KEYS
     settings.ENCRYPTION_KEYS = ["bm90LXRoZS1rZXktdGhhdC1lbmNyeXB0ZWQtaXQtMTI="]
     with pytest.raises(RuntimeError, match="the upstream URL cannot be decrypted"):
-        _migrate(BEFORE)
+        old_servers.migrate(BEFORE)
     settings.ENCRYPTION_KEYS = original
-    rows = _migrate(AFTER).get_model("gateway", "Server").objects.order_by("slug")
+    rows = old_servers.migrate(AFTER).get_model("gateway", "Server").objects.order_by("slug")
     assert [decrypt(s.url_encrypted) for s in rows] == [KEYED, PLAIN]
