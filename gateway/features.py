@@ -288,12 +288,12 @@ class _Call:
             body = self.forward(target, params)
             if "result" in body:
                 subscribers_change(target.server.id, target.upstream, session_id, target.exposed)
-                _hold(target, +1)
+                _hold(target, True)
             return body
         remaining = subscribers_change(target.server.id, target.upstream, session_id, None)
         if remaining:  # other sessions of this node still want its updates: the upstream keeps it
             return protocol.result_body(self.id, {})
-        _hold(target, 0)
+        _hold(target, False)
         return self.forward(target, params)
 
     # -- the upstream --------------------------------------------------------------------------------------
@@ -375,8 +375,9 @@ def node_id() -> str:
     return _node[1]
 
 
-def _hold(target: Target, change: int) -> None:
-    """Keep (+1) or let go (0: no local subscriber left) the upstream session's GET stream for the URI."""
+def _hold(target: Target, keep: bool) -> None:
+    """Keep (a subscription was just made on the upstream's current session) or let go (no local
+    subscriber left) the upstream session's GET stream for the URI."""
     if target.server.config is None:
         return
     from gateway import standalone  # it imports the relay, which imports this module's neighbours
@@ -385,8 +386,8 @@ def _hold(target: Target, change: int) -> None:
     if upstream.era == "modern":  # 2026-07-28 upstreams have no standalone stream
         return
     reader = standalone.of(upstream)
-    if change > 0:
-        reader.hold(target.upstream)
+    if keep:
+        reader.hold(target.upstream, upstream.session_id)
     else:
         reader.unhold(target.upstream)
 

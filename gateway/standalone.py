@@ -31,6 +31,10 @@ workspace's list (``catalog.invalidate``).
 Resource subscriptions: while clients hold subscriptions made through this node (``hold`` / ``unhold``,
 from gateway/features.py) the stream stays open without calls, because an upstream sends
 ``notifications/resources/updated`` there; each update goes to the sessions subscribed through this node.
+An upstream that forgets the session (it restarted, or ended it: 404 on the GET or on a call) forgets its
+subscriptions with it: the session is re-initialized and the held URIs are subscribed again on the new one
+before the stream is read; while the upstream is unreachable the reader keeps trying (every
+``HELD_RETRY_SECONDS`` at most), since no call may come to open the stream again.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import time
 
 from gateway import bus, catalog, live, protocol
 from gateway.relay import CallRelay, log_message
-from gateway.upstream import READ_CHUNK, UpstreamError, UpstreamSession
+from gateway.upstream import READ_CHUNK, UpstreamError, UpstreamSession, session_ended
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ STANDALONE_LINGER_SECONDS = 5.0
 REFUSED_RETRY_SECONDS = 300.0
 OPEN_TIMEOUT_SECONDS = 2.0
 HELD_READ_SECONDS = 300.0
+HELD_RETRY_SECONDS = 5.0  # the longest wait between attempts to open a stream held by subscriptions
 LIST_CHANGED = {f"notifications/{name}/list_changed": name for name in live.LISTS}
 
 
@@ -65,9 +70,15 @@ class Standalone:
         self._idle_since = time.monotonic()
         self._reader: threading.Thread | None = None
         self._refused_until = 0.0
-        self._last_event_id: str | None = None
+        # The last event id read, and the upstream session it belongs to: event ids are a session's, so a
+        # new session's stream is opened without one (the TypeScript SDK would replay the old id's stream
+        # on it instead of making it the session's standalone stream).
+        self._last_event: tuple[str | None, str] | None = None
         self._opened = threading.Event()
-        self._held: set[str] = set()  # upstream URIs subscribed through this node: the stream stays open
+        # Upstream URIs subscribed through this node (the stream stays open while there are any), each with
+        # the upstream session it was subscribed on: a session the upstream forgot (404, re-initialized)
+        # forgot its subscriptions too, and the reader subscribes them again on the new one.
+        self._held: dict[str, str | None] = {}
 
     # -- calls --------------------------------------------------------------------------------------------
     def enter(self, call: CallRelay | None) -> None:
@@ -86,11 +97,12 @@ class Standalone:
             self._reader.start()
         self._opened.wait(OPEN_TIMEOUT_SECONDS)
 
-    def hold(self, uri: str) -> None:
-        """A client subscribed to ``uri`` through this node: keep the stream open (the upstream sends
-        ``notifications/resources/updated`` there) until ``unhold``; open it now if it is not."""
+    def hold(self, uri: str, session_id: str | None) -> None:
+        """A client subscribed to ``uri`` through this node, on upstream session ``session_id``: keep the
+        stream open (the upstream sends ``notifications/resources/updated`` there) until ``unhold``; open it
+        now if it is not."""
         with self._lock:
-            self._held.add(uri)
+            self._held[uri] = session_id
             if self._reader is not None or time.monotonic() < self._refused_until:
                 return
             self._opened.clear()
@@ -100,7 +112,7 @@ class Standalone:
     def unhold(self, uri: str) -> None:
         with self._lock:
             if uri in self._held:
-                self._held.discard(uri)
+                del self._held[uri]
                 if not self._held and self._in_flight <= 0:
                     self._idle_since = time.monotonic()
 
@@ -111,6 +123,10 @@ class Standalone:
                 self._calls.pop(id(call), None)
             if self._in_flight <= 0:
                 self._idle_since = time.monotonic()
+
+    def _holding(self) -> bool:
+        with self._lock:
+            return bool(self._held)
 
     def _idle(self) -> bool:
         with self._lock:
@@ -147,8 +163,8 @@ class Standalone:
             headers["Mcp-Session-Id"] = session_id
         if upstream.protocol_version:
             headers["MCP-Protocol-Version"] = upstream.protocol_version
-        if self._last_event_id:
-            headers["Last-Event-ID"] = self._last_event_id
+        if self._last_event is not None and self._last_event[0] == session_id:
+            headers["Last-Event-ID"] = self._last_event[1]
         try:
             if connection.sock is not None:
                 # Held by subscriptions only, the stream may stay silent for long: no re-open every linger.
@@ -161,6 +177,14 @@ class Standalone:
             logger.info("the GET stream of %s failed: %s", upstream.config.slug, exc)
             return None
         content_type = (response.getheader("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if session_id and response.status >= 400 and session_ended(response.status, _snippet(response)):
+            # The upstream forgot the session (it restarted, or ended it): a new one, then the stream again.
+            connection.close()
+            try:
+                upstream._reinitialize(session_id, time.monotonic() + upstream.config.timeout)
+            except UpstreamError as exc:
+                logger.info("cannot renew the session of %s: %s", upstream.config.slug, exc)
+            return None
         if response.status != 200 or content_type != "text/event-stream":
             connection.close()
             logger.info("%s offers no GET stream (HTTP %s)", upstream.config.slug, response.status)
@@ -188,13 +212,16 @@ class Standalone:
                 failures += 1
                 if time.monotonic() < self._refused_until:
                     return
-                if failures == 3:  # not reachable now: calls go on without it for a while
+                if failures >= 3 and not self._holding():  # not reachable now: calls go on without it a while
                     self._refused_until = time.monotonic() + STANDALONE_LINGER_SECONDS
                     return
-                time.sleep(0.2 * failures)
+                # Held by subscriptions, it keeps trying (no call may come to open it again): the upstream
+                # may be restarting, and its updates must resume when it is back.
+                time.sleep(min(0.2 * failures, HELD_RETRY_SECONDS))
                 continue
             connection, response, session_id = opened
             failures = 0
+            self._resubscribe(session_id)
             parser = protocol.SSEParser()
             try:
                 while not self.upstream._closed and self.upstream.session_id == session_id:
@@ -206,7 +233,7 @@ class Standalone:
                         break
                     for event in parser.feed(chunk):
                         if event.id:
-                            self._last_event_id = event.id
+                            self._last_event = (session_id, event.id)
                         if event.event == "message" and event.data:
                             self._handle(event.data)
                     if self._idle():
@@ -215,6 +242,24 @@ class Standalone:
                 logger.info("the GET stream of %s broke off: %s", self.upstream.config.slug, exc)
             finally:
                 connection.close()
+
+    def _resubscribe(self, session_id: str | None) -> None:
+        """Subscribe again, on the session this stream was opened for, the URIs held since an earlier
+        session: the upstream forgot that session (it answered 404 and was re-initialized, or restarted)
+        and with it their subscriptions, which would otherwise end its updates without a word."""
+        with self._lock:
+            stale = [uri for uri, on in self._held.items() if on != session_id]
+        slug = self.upstream.config.slug
+        for uri in stale:
+            try:
+                self.upstream.request("resources/subscribe", {"uri": uri})
+            except UpstreamError as exc:
+                logger.warning("could not subscribe a resource of %s again: %s", slug, exc)
+                continue
+            with self._lock:
+                if uri in self._held:
+                    self._held[uri] = self.upstream.session_id
+            logger.info("subscribed a resource of %s again, on a new session", slug)
 
     # -- what comes on it ---------------------------------------------------------------------------------
     def _handle(self, data: str) -> None:
@@ -292,6 +337,13 @@ class Standalone:
         finally:
             if not connection.in_atomic_block:
                 connection.close()  # this thread keeps no database connection (nor a pooled one)
+
+
+def _snippet(response: http.client.HTTPResponse) -> str:
+    try:
+        return response.read(300).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        return ""
 
 
 _lock = threading.Lock()

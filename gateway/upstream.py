@@ -756,11 +756,7 @@ class UpstreamSession:
         try:
             if reply.status >= 400:
                 snippet = reply.response.read(300).decode("utf-8", "replace").strip()
-                # The spec says 404 for an ended session; the TypeScript SDK (server-everything) says 400
-                # "No valid session ID provided". Either means: initialize again.
-                if session_id and (
-                    reply.status == 404 or (reply.status == 400 and "session" in snippet.lower())
-                ):
+                if session_id and session_ended(reply.status, snippet):
                     raise _SessionExpired("http", f"{self.config.slug} no longer knows our session")
                 # The body stays in our log: it may echo what the upstream was sent (a credential), and it
                 # loses what it quotes of the URL's secret parts.
@@ -1237,6 +1233,13 @@ def modern_request(
     if name_key is not None and isinstance(params.get(name_key), str):
         headers.append(("Mcp-Name", protocol.encode_header_value(params[name_key])))
     return {**message, "params": params}, tuple(headers)
+
+
+def session_ended(status: int, body: str) -> bool:
+    """Whether an upstream's error answer to a request on a session means that it no longer knows the
+    session: initialize again. The spec says 404; the TypeScript SDK (server-everything) says 400 "No valid
+    session ID provided"."""
+    return status == 404 or (status == 400 and "session" in body.lower())
 
 
 def legacy_shaped(response: dict[str, Any], *, input_required: bool = False) -> dict[str, Any]:

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
-from mcp import Client, types
-from mcp.client.streamable_http import streamable_http_client
+from mcp import types
 from mcp.types import PromptReference, ResourceTemplateReference
 
 from gateway import protocol
 from tests.conftest import need
+from tests.e2e.clients import sdk_client
 from tests.e2e.upstreams import (
     E2E_DIR,
     ensure_node_modules,
@@ -85,12 +84,7 @@ def stack() -> Iterator[Stack]:
 
 
 async def _use(url: str, token: str, mode: str) -> dict[str, Any]:
-    async with (
-        httpx2.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30.0, read=60.0)
-        ) as http,
-        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
-    ):
+    async with sdk_client(url, token, mode=mode) as client:
         resources = [str(r.uri) for r in (await client.list_resources()).resources]
         templates = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
         listed = (await client.list_prompts()).prompts
@@ -246,14 +240,7 @@ def test_a_subscribed_client_receives_the_upstreams_resource_updates(stack: Stac
                 updated.append(str(message.params.uri))
                 arrived.set()
 
-        async with (
-            httpx2.AsyncClient(
-                headers={"Authorization": f"Bearer {stack.token}"}, timeout=httpx2.Timeout(30.0, read=60.0)
-            ) as http,
-            Client(
-                streamable_http_client(stack.url, http_client=http), mode="legacy", message_handler=on_message
-            ) as client,
-        ):
+        async with sdk_client(stack.url, stack.token, message_handler=on_message) as client:
             await client.subscribe_resource(uri)
             await client.call_tool("ev__toggle-subscriber-updates", {})  # on
             try:

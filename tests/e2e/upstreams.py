@@ -284,8 +284,9 @@ def ensure_node_modules(timeout: float = 300) -> None:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def start_everything_server(timeout: float = 30) -> RunningUpstream:
-    """Start the pinned server-everything over streamable HTTP on 127.0.0.1 (env: PATH and PORT only)."""
+def start_everything_server(timeout: float = 30, port: int | None = None) -> RunningUpstream:
+    """Start the pinned server-everything over streamable HTTP on 127.0.0.1 (env: PATH and PORT only);
+    ``port``: on that port (an upstream restarted where the gateway knows it), else on a free one."""
     ensure_node_modules()
     node = shutil.which("node")
     if node is None:
@@ -295,6 +296,9 @@ def start_everything_server(timeout: float = 30) -> RunningUpstream:
         argv = [node, "-r", str(LOOPBACK_PRELOAD), str(EVERYTHING_ENTRY), "streamableHttp"]
         return argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PORT": str(port)}
 
+    if port is not None:
+        argv, env = argv_env(port)
+        return _spawn("server-everything", argv, env=env, cwd=E2E_DIR, port=port, timeout=timeout)
     return _start_with_retries("server-everything", argv_env, E2E_DIR, timeout)
 
 

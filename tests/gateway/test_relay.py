@@ -216,3 +216,37 @@ def test_a_get_stream_request_of_several_clients_calls_is_refused(upstream: Upst
     before = relay.ACTIVE.count
     stream._handle('{"jsonrpc": "2.0", "id": 5, "method": "sampling/createMessage", "params": {}}')
     assert relay.ACTIVE.count == before  # refused (answered upstream at once), nothing waits
+
+
+def test_a_held_stream_whose_session_the_upstream_forgot_renews_it_and_subscribes_again(
+    upstream: UpstreamSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK server answers the GET of a session it does not know with 404: the reader re-initializes
+    (not "offers no GET stream", which would stop it for REFUSED_RETRY_SECONDS), opens the stream on the new
+    session without the old session's Last-Event-ID, and subscribes the held URI again there."""
+    upstream.ensure_initialized()
+    asked: list[tuple[str, dict[str, Any] | None, str | None]] = []
+    real_request = upstream.request
+
+    def request(method: str, params: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        asked.append((method, params, upstream.session_id))
+        return real_request(method, params, **kwargs)
+
+    monkeypatch.setattr(upstream, "request", request)
+    forgotten = "0123456789abcdef0123456789abcdef"
+    upstream.session_id = forgotten  # as after the upstream's restart
+    stream = standalone.of(upstream)
+    stream._last_event = (forgotten, "old-event-7")
+    stream.hold("notes://readme", forgotten)
+    deadline = time.monotonic() + 10
+    while not asked and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert asked, "the held URI was not subscribed again"
+        method, params, on = asked[0]
+        assert (method, params) == ("resources/subscribe", {"uri": "notes://readme"})
+        assert on not in (None, forgotten) and on == upstream.session_id
+        assert stream._refused_until == 0.0  # a forgotten session is not "offers no GET stream"
+    finally:
+        stream.unhold("notes://readme")
+        upstream.end()
