@@ -280,8 +280,13 @@ class CallRelay:
         ``reachable``: False when the client has no GET stream open to receive it."""
         method = str(incoming.get("method"))
         params = incoming.get("params")
-        capable = refusal(self.session.client_capabilities, method, params, True) is None
-        if standalone and not reachable and capable:
+        # Only a request the client could answer is refused for want of a GET stream (checked on that path
+        # only: a call's own stream is reachable); any other gets the refusal that says why.
+        if (
+            standalone
+            and not reachable
+            and refusal(self.session.client_capabilities, method, params, True) is None
+        ):
             why: str | None = (
                 f"The client has no GET stream open: {method}, which the upstream sent outside the call's "
                 "response stream, cannot reach it"
