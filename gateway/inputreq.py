@@ -55,6 +55,9 @@ STATE_TTL_SECONDS = 3600  # a wrapped upstream requestState is accepted for this
 HELD_KEY = "gw:held:{}"  # the shared-cache entry of a held round: it is still waiting for its retry
 INPUT_CHANNEL = "input:{}"  # the retry's answers, for the node holding the upstream call
 REPLY_CHANNEL = "input-reply:{}"  # what the upstream did next, for the node serving the retry
+# How long a retry waits for the node holding the call to say it has the answers: a node that died (or
+# restarted) holding it says nothing, and the retry is told so at once rather than at the call's timeout.
+RECEIVED_SECONDS = 5.0
 
 
 class _Call(Protocol):
@@ -411,6 +414,7 @@ class Held:
                     self._give_up()
                     return
                 reply_to = retry.get("reply")
+                bus.publish(REPLY_CHANNEL.format(reply_to), {"kind": "received"})
                 answer = (retry.get("responses") or {}).get(self._key)
                 if isinstance(answer, dict):
                     reply = {"jsonrpc": "2.0", "id": self._request["id"], "result": answer}
@@ -492,7 +496,12 @@ def resume(state: State, params: dict[str, Any], request_id: protocol.RequestId)
         bus.publish(
             INPUT_CHANNEL.format(state.held), {"responses": responses, "reply": reply, "token": state.token}
         )
-        outcome = inbox.get(max(float(entry.get("until", 0)) - time.time(), 0.0) + 1.0)
+        outcome = inbox.get(RECEIVED_SECONDS)
+        if outcome is None:  # nobody holds the call any more: its node is gone
+            logger.warning("a retry found no node holding its call (round of token %s)", state.token)
+            return _tool_error(request_id, "The gateway node holding this call is gone: call the tool again")
+        if outcome.get("kind") == "received":
+            outcome = inbox.get(max(float(entry.get("until", 0)) - time.time(), 0.0) + 1.0)
     if outcome is None:
         return _tool_error(request_id, "The upstream did not go on within the call's timeout")
     if outcome.get("kind") == "input_required":

@@ -9,9 +9,10 @@ import time
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.test import override_settings
 
-from gateway import crypto, inputreq, protocol
+from gateway import bus, crypto, inputreq, protocol
 
 STATE = inputreq.State(
     kind="upstream", token=7, workspace=3, tool="mo__greet_me", server=11, upstream_state="the-upstream's-own"
@@ -106,3 +107,23 @@ def test_a_missing_capability_is_named_in_the_error() -> None:
     assert body["error"]["code"] == -32021 and body["error"]["data"] == {
         "requiredCapabilities": {"sampling": {}}
     }
+
+
+def test_a_retry_whose_holding_node_is_gone_is_told_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round's cache entry outlives a node that died holding the call: nobody says it received the
+    retry's answers, so the retry ends after RECEIVED_SECONDS with an error saying so, not at the call's
+    timeout (60 s here) with "did not go on"."""
+    monkeypatch.setattr(inputreq, "RECEIVED_SECONDS", 0.3)
+    held = "round-of-a-dead-node"
+    cache.set(inputreq.HELD_KEY.format(held), {"until": time.time() + 60}, 60)
+    state = inputreq.State(kind="held", token=7, workspace=1, tool="py__ask", server=1, held=held)
+    published: list[dict[str, Any]] = []
+    with bus.listening(inputreq.INPUT_CHANNEL.format(held)) as inbox:  # the round's channel, nobody answering
+        body = inputreq.resume(state, {"inputResponses": {"aerostack-1": {"action": "cancel"}}}, 5)
+        message = inbox.get(1.0)
+        if message is not None:
+            published.append(message)
+    assert body["id"] == 5
+    assert body["result"]["isError"] is True
+    assert "node holding this call is gone" in body["result"]["content"][0]["text"]
+    assert published and published[0]["responses"] == {"aerostack-1": {"action": "cancel"}}
