@@ -1463,34 +1463,39 @@ def dropped(scope: Scope, rng: Range) -> int:
 # ------------------------------------------------------------------- the Members and Tokens tabs' columns
 
 
-def _hour_rollups_of(outer_field: str, column: str) -> QuerySet[UsageRollup]:
+# Whole-history figures of the Members and Tokens tabs come from the per-token day rollups (member_id and
+# token_id are kept in them): the same calls and newest rows as the hour rollups, a 24th of the rows to read
+# (one day row per token, method and outcome instead of one per hour). Day rows are kept 400 days like hour
+# rows, each until its whole day is past them.
+_TOKEN_DAYS = UsageRollup.Granularity.DAY_TOKEN
+
+
+def _token_days_of(outer_field: str, column: str) -> QuerySet[UsageRollup]:
     return UsageRollup.objects.filter(
-        workspace_id=OuterRef("workspace_id"),
-        granularity=UsageRollup.Granularity.HOUR_TOKEN,  # member_id and token_id are kept in it
-        **{column: OuterRef(outer_field)},
+        workspace_id=OuterRef("workspace_id"), granularity=_TOKEN_DAYS, **{column: OuterRef(outer_field)}
     ).order_by()
 
 
 def member_calls_subquery() -> Subquery:
-    """For a Member queryset's annotate: the member's calls (this module's definition) in the hour rollups,
-    i.e. in the 400 days the rollups keep: what the Analytics tab shows for the member over its longest range.
-    None (not 0) when there are none."""
-    rows = _hour_rollups_of("pk", "member_id").filter(CALLS_ONLY)
+    """For a Member queryset's annotate: the member's calls (this module's definition) in the rollups, i.e.
+    in the 400 days they keep: what the Analytics tab shows for the member over its longest range. None (not
+    0) when there are none."""
+    rows = _token_days_of("pk", "member_id").filter(CALLS_ONLY)
     return Subquery(rows.values("member_id").annotate(v=Sum("calls")).values("v"))
 
 
 def member_last_row_subquery() -> Subquery:
     """The newest usage row of the member, of any method or outcome (the rollups' ``last_at``)."""
-    rows = _hour_rollups_of("pk", "member_id")
+    rows = _token_days_of("pk", "member_id")
     return Subquery(rows.values("member_id").annotate(v=Max("last_at")).values("v"))
 
 
 def token_last_rows(workspace_id: int, token_ids: Iterable[int]) -> dict[int, datetime]:
-    """The newest usage row of each token (any method or outcome), from the hour rollups: one query."""
+    """The newest usage row of each token (any method or outcome), from the rollups: one query."""
     rows = (
         UsageRollup.objects.filter(
             workspace_id=workspace_id,
-            granularity=UsageRollup.Granularity.HOUR_TOKEN,
+            granularity=_TOKEN_DAYS,
             token_id__in=list(token_ids),
         )
         .order_by()

@@ -264,3 +264,24 @@ def test_a_sparkline_point_adds_up_its_buckets(logged: Team, name: str) -> None:
         expected = [sum(per_bucket[i : i + width]) for i in range(0, buckets, width)]
         assert tool.spark == expected, tool.exposed_name
         assert sum(tool.spark) == tool.calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_members_tab_agrees_with_the_raw_rows_and_the_analytics_tab(logged: Team) -> None:
+    """The Members tab's "Tool calls" and "Last active" (read from the per-token day rollups) are the member's
+    calls and newest row in the raw rows, and its calls are the Analytics tab's for a range holding them all."""
+    from workspaces.selectors import member_rows
+
+    tab = {row.member.pk: row for row in member_rows(logged.workspace)}
+    whole = Range.custom(date(2026, 2, 19), date(2026, 4, 10), UTC_ZONE)
+    analytics = {
+        row.member_id: row.calls for row in selectors.members(Scope(logged.workspace.pk, None), whole)
+    }
+    for member in (logged.alice, logged.bob, logged.amy):
+        raw = UsageEvent.objects.filter(member_id=member.pk)
+        calls = raw.filter(selectors.CALLS_ONLY).count()
+        assert calls > 100
+        assert tab[member.pk].tool_calls == calls == analytics[member.pk]
+        assert (
+            tab[member.pk].last_active == raw.order_by("-created_at").values_list("created_at", flat=True)[0]
+        )
