@@ -82,10 +82,13 @@ class State:
     kind: str  # "upstream": wraps a modern upstream's own state; "held": names a held round (case 3)
     token: int
     workspace: int
-    tool: str  # the exposed name the client called
+    tool: str  # what the client asked for: the exposed tool or prompt name, or the resource URI
     server: int
     upstream_state: str | None = None
     held: str | None = None
+    # The request it answers (protocol.INPUT_REQUIRED_METHODS): no tool's state opens a prompt of its name.
+    # States minted before prompts/get and resources/read had input requests carry none: tools/call.
+    method: str = "tools/call"
 
     def seal(self) -> str:
         return crypto.seal(json.dumps(asdict(self), separators=(",", ":")), STATE_PURPOSE)
@@ -95,11 +98,21 @@ def _invalid(request_id: protocol.RequestId | None, why: str) -> protocol.Protoc
     return protocol.ProtocolError(400, protocol.INVALID_PARAMS, f"Invalid requestState: {why}", request_id)
 
 
+_NAMED = {"tools/call": "tool", "prompts/get": "prompt", "resources/read": "resource"}
+
+
 def state_of(
-    params: dict[str, Any], *, token_id: int, workspace_id: int, name: str, request_id: protocol.RequestId
+    params: dict[str, Any],
+    *,
+    token_id: int,
+    workspace_id: int,
+    name: str,
+    request_id: protocol.RequestId,
+    method: str = "tools/call",
 ) -> State | None:
-    """The gateway's state a retry carries (None without ``requestState``); a state the gateway did not mint
-    for this token, workspace and tool (forged, altered, expired, foreign) raises a 400 + -32602."""
+    """The gateway's state a retry of ``method`` carries (None without ``requestState``); a state the gateway
+    did not mint for this token, workspace, method and ``name`` (the tool or prompt name, or the resource URI:
+    forged, altered, expired, foreign) raises a 400 + -32602."""
     raw = params.get("requestState")
     responses = params.get("inputResponses")
     if responses is not None and not (
@@ -119,13 +132,15 @@ def state_of(
         raise _invalid(request_id, "not one this gateway issued") from None
     if state.token != token_id or state.workspace != workspace_id:
         raise _invalid(request_id, "issued to another token")
+    if state.method != method:
+        raise _invalid(request_id, f"issued for {state.method}, not {method}")
     if state.tool != name:
-        raise _invalid(request_id, f"issued for another tool, not {name}")
+        raise _invalid(request_id, f"issued for another {_NAMED.get(method, 'request')}, not {name}")
     return state
 
 
 def upstream_params(state: State | None, params: dict[str, Any]) -> dict[str, Any]:
-    """What a retry adds to the upstream's ``tools/call``: the client's answers, the upstream's own state."""
+    """What a retry adds to the upstream's request: the client's answers, the upstream's own state."""
     extra: dict[str, Any] = {}
     if isinstance(params.get("inputResponses"), dict):
         extra["inputResponses"] = params["inputResponses"]
@@ -178,15 +193,9 @@ def _tool_error(request_id: protocol.RequestId, text: str) -> dict[str, Any]:
 
 # -- 1. modern client, modern upstream -----------------------------------------------------------------------
 def for_modern_client(call: _Call, response: dict[str, Any]) -> dict[str, Any]:
-    """A modern upstream's ``input_required`` answer (legacy-shaped ``response``) for a modern client: the
-    input requests as they are, the upstream's state wrapped in the gateway's; -32021 at once when the client
-    lacks a capability they need."""
-    result: dict[str, Any] = response["result"]
-    requests = input_requests(result)
-    refused = refusal(call.session.client_capabilities, requests)
-    if refused is not None:
-        return missing_capability(call.request_id, *refused)
-    upstream_state = result.get("requestState")
+    """A modern upstream's ``input_required`` answer to a ``tools/call`` (legacy-shaped ``response``) for a
+    modern client (``ask_modern_client``)."""
+    upstream_state = response["result"].get("requestState")
     state = State(
         kind="upstream",
         token=call.session.token_id,
@@ -195,22 +204,39 @@ def for_modern_client(call: _Call, response: dict[str, Any]) -> dict[str, Any]:
         server=call.target.server.id,
         upstream_state=upstream_state if isinstance(upstream_state, str) else None,
     )
+    return ask_modern_client(call.request_id, call.session.client_capabilities, state, response["result"])
+
+
+def ask_modern_client(
+    request_id: protocol.RequestId, capabilities: dict[str, Any], state: State, result: dict[str, Any]
+) -> dict[str, Any]:
+    """A modern upstream's ``input_required`` ``result`` (of ``tools/call``, ``prompts/get`` or
+    ``resources/read``) for a modern client: the input requests as they are, the upstream's state wrapped in
+    the gateway's (``state``, sealed here); -32021 at once when the client lacks a capability they need."""
+    requests = input_requests(result)
+    refused = refusal(capabilities, requests)
+    if refused is not None:
+        return missing_capability(request_id, *refused)
     answer: dict[str, Any] = {"resultType": "input_required", "requestState": state.seal()}
     if requests:
         answer["inputRequests"] = requests
-    return protocol.result_body(call.request_id, answer)
+    return protocol.result_body(request_id, answer)
 
 
 # -- 2. legacy client, modern upstream -----------------------------------------------------------------------
 def rounds(
-    call: _Call,
     messages: Iterator[dict[str, Any]],
     asker: Callable[[], relay.CallRelay],
     resend: Callable[[dict[str, Any], str | None], Iterator[dict[str, Any]]],
+    *,
+    deadline: float,
+    failure: Callable[[protocol.RequestId, str], dict[str, Any]],
 ) -> Iterator[dict[str, Any]]:
     """The upstream's messages for a legacy client, with every ``input_required`` answered by the client:
-    its input requests are yielded as relayed requests (``relay.Relayed``) for the call's SSE stream, the
-    answers awaited, and the upstream called again (``resend``) until it answers for good."""
+    its input requests are yielded as relayed requests (``relay.Relayed``) for the request's SSE stream, the
+    answers awaited (until ``deadline``, a ``time.monotonic()``), and the upstream called again (``resend``)
+    until it answers for good. What goes wrong on the way ends it with ``failure(id, why)``: a tool error for
+    ``tools/call``, a JSON-RPC error for ``prompts/get`` and ``resources/read``."""
     current = messages
     try:
         for round_ in range(1, MAX_ROUNDS + 2):
@@ -229,31 +255,28 @@ def rounds(
                 return
             assert isinstance(result, dict)
             if round_ > MAX_ROUNDS:
-                yield _tool_error(final["id"], f"The upstream asked for input more than {MAX_ROUNDS} times")
+                yield failure(final["id"], f"The upstream asked for input more than {MAX_ROUNDS} times")
                 return
             answers: queue.Queue[dict[str, Any]] = queue.Queue()
             relayed: list[relay.Relayed] = []
             for key, request in input_requests(result).items():
                 asked = asker().ask(key, request["method"], request.get("params"), answers.put)
                 if isinstance(asked, str):
-                    yield _tool_error(final["id"], asked)
+                    yield failure(final["id"], asked)
                     return
                 relayed.append(asked)
             yield from relayed
             responses: dict[str, Any] = {}
-            deadline = call.started_monotonic + call.upstream.config.timeout + 1.0
             while len(responses) < len(relayed):
                 try:
                     answer = answers.get(timeout=max(deadline - time.monotonic(), 0.0))
                 except queue.Empty:
-                    yield _tool_error(final["id"], "The client did not answer within the call's timeout")
+                    yield failure(final["id"], "The client did not answer within the call's timeout")
                     return
                 if not isinstance(answer.get("result"), dict):
                     error = answer.get("error")
                     text = error.get("message") if isinstance(error, dict) else None
-                    yield _tool_error(
-                        final["id"], f"The client could not give the input: {text or 'no answer'}"
-                    )
+                    yield failure(final["id"], f"The client could not give the input: {text or 'no answer'}")
                     return
                 responses[str(answer["id"])] = answer["result"]
             current.close()  # type: ignore[attr-defined]

@@ -331,3 +331,195 @@ def test_a_held_call_waits_for_the_retry_only_until_its_timeout(stack: Stack) ->
     )
     assert "('timeout', 'the client did not answer elicitation/create in time')" in rows
     assert "('ok', '')" in rows
+
+
+# -- prompts/get and resources/read that ask for input (a modern upstream's prompt and resource template) ------
+INTRODUCE = "mo__introduce"  # the prompt, exposed as <server>__<prompt>
+LETTER = "aerostack://mo/letters://spring"  # the resource, in the gateway's URI scheme
+
+
+def _features(url: str, token: str, mode: str, **callbacks: Any) -> list[tuple[str, str]]:
+    """The text of ``mo__introduce`` and of ``LETTER`` (or the JSON-RPC error) through the SDK client."""
+
+    async def main() -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        async with _client(url, token, mode, **callbacks) as client:
+            assert client.protocol_version == (MODERN if mode == MODERN else "2025-11-25")
+            try:
+                prompt = await client.get_prompt(INTRODUCE)
+                content = prompt.messages[0].content
+                out.append(("ok", content.text if isinstance(content, types.TextContent) else "?"))
+            except MCPError as exc:
+                out.append(("error", f"{exc.error.code}: {exc.error.message}"))
+            try:
+                read = await client.read_resource(LETTER)
+                (item,) = read.contents
+                assert item.uri == LETTER  # the contents name the URI the client knows
+                out.append(("ok", item.text if isinstance(item, types.TextResourceContents) else "?"))
+            except MCPError as exc:
+                out.append(("error", f"{exc.error.code}: {exc.error.message}"))
+        return out
+
+    return anyio.run(main)
+
+
+@pytest.mark.parametrize("mode", [MODERN, "legacy"])
+def test_a_modern_upstreams_prompt_and_resource_ask_the_client_and_get_its_answers(
+    stack: Stack, mode: str
+) -> None:
+    out = _features(stack.url, stack.tokens[0], mode, elicitation_callback=_elicit, sampling_callback=_sample)
+    assert out == [
+        ("ok", "Introduce Ada to the team."),  # elicited; the prompt's own requestState came back to it
+        ("ok", "A letter about spring: short (18)"),  # "Write about spring", sampled by the client
+    ]
+
+
+@pytest.mark.parametrize("mode", [MODERN, "legacy"])
+def test_without_the_capability_a_prompt_or_resource_that_asks_fails_at_once(stack: Stack, mode: str) -> None:
+    started = time.monotonic()
+    out = _features(stack.url, stack.tokens[1], mode, elicitation_callback=_elicit)  # no sampling
+    bare = _features(stack.url, stack.tokens[1], mode)  # no capabilities at all
+    assert time.monotonic() - started < 10  # the server's timeout is 20 s: nothing waited for it
+    assert out[0] == ("ok", "Introduce Ada to the team.")
+    code = "-32021" if mode == MODERN else "-32000"  # MissingRequiredClientCapability in 2026-07-28
+    assert out[1][0] == "error" and out[1][1].startswith(f"{code}: ") and "sampling" in out[1][1], out
+    assert bare[0][0] == "error" and bare[0][1].startswith(f"{code}: ") and "elicitation" in bare[0][1], bare
+
+
+def request(
+    port: int,
+    slug: str,
+    token: str,
+    method: str,
+    params: dict[str, Any],
+    request_id: int = 1,
+    accept: str = "application/json",
+) -> tuple[int, str, bytes]:
+    """A raw 2026-07-28 (``_meta`` in ``params``) or legacy request: its status, content type and body."""
+    name = params.get("name", params.get("uri", ""))
+    message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "Accept": accept,
+        "MCP-Protocol-Version": MODERN if "_meta" in params else "2025-11-25",
+        "Mcp-Method": method,
+        "Mcp-Name": name,
+    }
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", f"/ws/{slug}", body=json.dumps(message), headers=headers)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type") or "", response.read()
+    finally:
+        connection.close()
+
+
+def modern(port: int, slug: str, token: str, method: str, params: dict[str, Any], request_id: int = 1) -> Any:
+    capabilities = {"elicitation": {}, "sampling": {}}
+    status, _, body = request(
+        port, slug, token, method, {**params, "_meta": _envelope(capabilities)}, request_id
+    )
+    return status, json.loads(body)
+
+
+def test_a_prompts_or_resources_request_state_is_bound_to_its_token_workspace_and_name(stack: Stack) -> None:
+    port, token = stack.gateway.port, stack.tokens[3]
+    status, first = modern(port, stack.slug, token, "prompts/get", {"name": INTRODUCE})
+    assert status == 200, first
+    prompt = first["result"]
+    assert prompt["resultType"] == "input_required" and "ttlMs" not in prompt
+    assert prompt["inputRequests"]["name"]["method"] == "elicitation/create"
+    state = prompt["requestState"]
+    assert "introduce" not in base64.urlsafe_b64decode(state + "==").decode(
+        "latin-1"
+    )  # the upstream's, sealed
+    status, read = modern(port, stack.slug, token, "resources/read", {"uri": LETTER})
+    assert status == 200 and read["result"]["resultType"] == "input_required", read
+    resource_state = read["result"]["requestState"]
+    status, tool = call(port, stack.slug, token, "mo__greet_me")
+    tool_state = tool["result"]["requestState"]
+    other_letter = "aerostack://mo/letters://autumn"
+    refusals = {
+        "forged": ("prompts/get", {"name": INTRODUCE, "requestState": "made-up"}),
+        "altered": ("prompts/get", {"name": INTRODUCE, "requestState": state[:-4] + "AAAA"}),
+        "a tool's": ("prompts/get", {"name": INTRODUCE, "requestState": tool_state}),
+        "a prompt's for a tool": ("tools/call", {"name": "mo__greet_me", "requestState": state}),
+        "a prompt's for a resource": ("resources/read", {"uri": LETTER, "requestState": state}),
+        "another resource": ("resources/read", {"uri": other_letter, "requestState": resource_state}),
+        "another prompt": ("prompts/get", {"name": "mo__greet", "requestState": state}),
+        "another token": ("prompts/get", {"name": INTRODUCE, "requestState": state}),
+        "bad responses": ("prompts/get", {"name": INTRODUCE, "requestState": state, "inputResponses": [1]}),
+    }
+    for why, (method, params) in refusals.items():
+        who = stack.tokens[0] if why == "another token" else token
+        status, body = modern(port, stack.slug, who, method, params)
+        assert status == 400, (why, body)
+        message = body["error"]["message"]
+        assert body["error"]["code"] == -32602 and ("requestState" in message or "inputResponses" in message)
+    status, body = modern(
+        port, stack.other, stack.foreign, "prompts/get", {"name": INTRODUCE, "requestState": state}
+    )
+    assert status == 400 and body["error"]["code"] == -32602, body
+    # None of that used anything up: the genuine retries get the upstream's results.
+    answer = {"action": "accept", "content": {"name": "Grace"}}
+    retry = {"name": INTRODUCE, "inputResponses": {"name": answer}, "requestState": state}
+    status, done = modern(port, stack.slug, token, "prompts/get", retry, request_id=2)
+    assert status == 200 and done["id"] == 2, done
+    assert done["result"]["resultType"] == "complete"
+    assert done["result"]["messages"][0]["content"]["text"] == "Introduce Grace to the team."
+    sampled = {"role": "assistant", "content": {"type": "text", "text": "dear"}, "model": "m"}
+    retry = {"uri": LETTER, "inputResponses": {"draft": sampled}, "requestState": resource_state}
+    status, done = modern(port, stack.slug, token, "resources/read", retry, request_id=3)
+    assert status == 200, done
+    assert done["result"]["contents"] == [
+        {"uri": LETTER, "mimeType": "text/plain", "text": "A letter about spring: dear"}
+    ]
+
+
+def test_a_legacy_client_that_takes_only_json_is_told_at_once_why_it_cannot_be_asked(stack: Stack) -> None:
+    port, token = stack.gateway.port, stack.tokens[3]
+    init = {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {"elicitation": {}},
+        "clientInfo": {"name": "raw", "version": "1"},
+    }
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(
+            "POST",
+            f"/ws/{stack.slug}",
+            body=json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream",
+            },
+        )
+        response = connection.getresponse()
+        response.read()
+        session = response.getheader("Mcp-Session-Id") or ""
+    finally:
+        connection.close()
+    assert session
+    message = {"jsonrpc": "2.0", "id": 1, "method": "prompts/get", "params": {"name": INTRODUCE}}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(
+            "POST",
+            f"/ws/{stack.slug}",
+            body=json.dumps(message),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Mcp-Session-Id": session,
+                "MCP-Protocol-Version": "2025-11-25",
+            },
+        )
+        response = connection.getresponse()
+        status, body = response.status, json.loads(response.read())
+    finally:
+        connection.close()
+    assert status == 200 and body["error"]["code"] == -32000, body
+    assert "accepts only JSON replies" in body["error"]["message"]
