@@ -26,8 +26,10 @@ it with the gateway's sealed ``requestState`` (bound to the token, workspace, se
 name or resource URI), and its retry goes to the same upstream with the upstream's own state; a legacy client
 is asked the input requests on the request's SSE stream (``Streamed``: the response becomes a stream then)
 and gets the final result. A client without the capability an input request needs is refused at once
-(-32021 in 2026-07-28, a JSON-RPC error naming the capability for a legacy client). Requests a legacy
-upstream sends on the stream of these methods are refused (only ``tools/call`` holds them).
+(-32021 in 2026-07-28, a JSON-RPC error naming the capability for a legacy client). A legacy upstream's
+request on the reply stream of these methods is asked of a modern client as ``input_required`` while the
+upstream request is held (``inputreq.Held``, as for ``tools/call``); for a legacy client it is refused (no
+relay on these streams), and so is one on the upstream's GET stream (only a ``tools/call`` claims those).
 
 Subscriptions: the client sessions subscribed to an upstream URI are kept in the shared cache (any node
 serves any session); ``resource_updated`` publishes an upstream's ``notifications/resources/updated`` to each
@@ -262,7 +264,11 @@ class _Call:
         target = self.prompt_target(name)
         if target is None:
             raise self._invalid(f"Unknown prompt: {name}")
-        params = {**self._retry_params(target), "name": target.upstream}
+        state = self._state(target)
+        if state is not None and state.kind == "held":  # a retry of a round a legacy upstream's call holds
+            release_connection()
+            return inputreq.resume(state, self.params, self.id)
+        params = {**self._upstream_params(state), "name": target.upstream}
         return self.forward(target, params, tool=target.upstream)
 
     def read(self) -> dict[str, Any] | Streamed:
@@ -283,16 +289,18 @@ class _Call:
                 ]
             return body
 
-        params = {**self._retry_params(target), "uri": target.upstream}
+        state = self._state(target)
+        if state is not None and state.kind == "held":  # a retry of a round a legacy upstream's call holds
+            release_connection()
+            return inputreq.resume(state, self.params, self.id)
+        params = {**self._upstream_params(state), "uri": target.upstream}
         return self.forward(target, params, finish=exposed)
 
-    def _retry_params(self, target: Target) -> dict[str, Any]:
-        """The client's params for the upstream: a 2026-07-28 retry's ``requestState`` opened (a state the
-        gateway did not mint for this token, workspace, method, name or URI and server is a 400 + -32602) and
-        replaced by the upstream's own; what a legacy client sent of these is not passed on."""
-        params = {k: v for k, v in self.params.items() if k not in ("inputResponses", "requestState")}
+    def _state(self, target: Target) -> inputreq.State | None:
+        """The gateway's state a 2026-07-28 retry carries (None without one, or for a legacy client): a state
+        it did not mint for this token, workspace, method, name or URI and server is a 400 + -32602."""
         if self.asker is None or not self.asker.modern:
-            return params
+            return None
         state = inputreq.state_of(
             self.params,
             token_id=self.token.pk,
@@ -305,10 +313,14 @@ class _Call:
             raise protocol.ProtocolError(
                 400, protocol.INVALID_PARAMS, "Invalid requestState: issued for another server", self.id
             )
-        if state is not None and state.kind != "upstream":
-            raise protocol.ProtocolError(
-                400, protocol.INVALID_PARAMS, "Invalid requestState: not one of this request", self.id
-            )
+        return state
+
+    def _upstream_params(self, state: inputreq.State | None) -> dict[str, Any]:
+        """The client's params for the upstream: a retry's answers and the upstream's own state in place of
+        the gateway's (what a legacy client sent of these is not passed on)."""
+        params = {k: v for k, v in self.params.items() if k not in ("inputResponses", "requestState")}
+        if self.asker is None or not self.asker.modern:
+            return params
         return {**params, **inputreq.upstream_params(state, self.params)}
 
     def exposed_uri(self, target: Target, uri: str) -> str:
@@ -390,6 +402,13 @@ class _Call:
         # What a modern upstream is told the client can answer (sampling, elicitation, roots).
         capabilities = asker.session.client_capabilities if asker is not None else None
         upstream = session_for(entry.config)
+        if asker is not None and asker.modern:
+            try:
+                upstream.ensure_initialized()  # its era decides how the client is asked
+            except UpstreamError as exc:
+                return self._failed(entry, tool, exc)
+            if upstream.era != "modern":
+                return self._hold(target, upstream, params, tool, finish, asker)
         try:
             response = _response(upstream.stream(self.method, params, capabilities=capabilities))
         except UpstreamError as exc:
@@ -508,6 +527,45 @@ class _Call:
         release_connection()  # the client may take minutes to answer: no database connection waits with it
         return Streamed(stream(), close)
 
+    def _hold(
+        self,
+        target: Target,
+        upstream: UpstreamSession,
+        params: dict[str, Any],
+        tool: str,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None,
+        asker: Asker,
+    ) -> dict[str, Any]:
+        """A modern client's request on a legacy upstream: a request the upstream sends on the reply stream
+        is asked of the client as ``input_required`` while the upstream request is held open
+        (``inputreq.Held``; its reader thread starts only then, so a request that asks nothing costs none);
+        one the client cannot answer is refused at once, saying why."""
+        held_request = HeldRequest(self, target, upstream, tool, finish, asker.session)
+        feed = inputreq.Feed(self.started_monotonic + upstream.config.timeout + 1.0)
+        held: inputreq.Held | None = None
+        messages = upstream.stream(self.method, params, server_requests=True)
+        parked = False
+        try:
+            for incoming in messages:
+                if "method" not in incoming:
+                    return held_request.finish(incoming)
+                if "id" not in incoming:
+                    continue  # the upstream's notifications (log, progress) are not relayed for these methods
+                if held is None:
+                    held = inputreq.Held(held_request, feed, lambda: None)  # no in-flight lease to give back
+                asked = held.ask(incoming)
+                if asked is not None:
+                    feed.start(messages)  # read on in a thread of its own: this request answers now
+                    held.park()
+                    parked = True
+                    return protocol.result_body(self.id, asked)
+            return held_request.failed(UpstreamError("protocol", "no answer"))
+        except UpstreamError as exc:
+            return held_request.failed(exc)
+        finally:
+            if not parked:
+                messages.close()  # type: ignore[attr-defined]
+
     def _failure(self, entry: catalog.ServerEntry, why: str) -> dict[str, Any]:
         return protocol.error_body(
             self.id, protocol.INTERNAL_ERROR, f"Upstream {entry.slug} failed: {why}", {"server": entry.slug}
@@ -526,6 +584,35 @@ class _Call:
             detail=detail[:300],
             started=self.started,
         )
+
+
+class HeldRequest:
+    """A modern client's ``prompts/get`` or ``resources/read`` on a legacy upstream, as gateway/inputreq.py
+    holds it between the client's rounds (``inputreq._Call``)."""
+
+    def __init__(
+        self,
+        call: _Call,
+        target: Target,
+        upstream: UpstreamSession,
+        tool: str,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None,
+        session: sessions.GatewaySession,
+    ) -> None:
+        self.session = session
+        self.request_id = call.id
+        self.upstream = upstream
+        self.exposed_name = target.exposed
+        self.target = target
+        self.method = call.method
+        self.started_monotonic = call.started_monotonic
+        self._call, self._tool, self._finish = call, tool, finish
+
+    def finish(self, incoming: dict[str, Any]) -> dict[str, Any]:
+        return self._call._finished(self.target.server, self._tool, incoming, self._finish)
+
+    def failed(self, exc: UpstreamError) -> dict[str, Any]:
+        return self._call._failed(self.target.server, self._tool, exc)
 
 
 def _response(messages: Iterator[dict[str, Any]]) -> dict[str, Any]:

@@ -1,31 +1,35 @@
 """Multi round-trip requests (MCP 2026-07-28, ``input_required``) through the gateway, in every era pairing.
 
-In 2026-07-28 a server sends no requests on a stream: it answers ``tools/call`` with an incomplete result
-(``resultType: "input_required"``, ``inputRequests`` keyed by the server, an opaque ``requestState``) and the
-client calls again with ``inputResponses`` under the same keys and the ``requestState`` echoed. Legacy
-clients and upstreams (2025-06-18 / 2025-11-25) instead send ``sampling/createMessage``,
-``elicitation/create`` or ``roots/list`` as server-to-client requests on a stream (gateway/relay.py). The
-gateway translates:
+In 2026-07-28 a server sends no requests on a stream: it answers ``tools/call``, ``prompts/get`` or
+``resources/read`` (``protocol.INPUT_REQUIRED_METHODS``; gateway/features.py serves the latter two) with an
+incomplete result (``resultType: "input_required"``, ``inputRequests`` keyed by the server, an opaque
+``requestState``) and the client calls again with ``inputResponses`` under the same keys and the
+``requestState`` echoed. Legacy clients and upstreams (2025-06-18 / 2025-11-25) instead send
+``sampling/createMessage``, ``elicitation/create`` or ``roots/list`` as server-to-client requests on a stream
+(gateway/relay.py). The gateway translates:
 
 1. Modern client, modern upstream: the upstream's ``input_required`` goes to the client with the input
    requests as they are and the upstream's ``requestState`` wrapped in the gateway's own (``State``, sealed by
-   ``gateway.crypto.seal``: encrypted and authenticated, bound to the token, workspace, exposed tool name and
-   server, and expiring). The client's retry is routed to the same upstream tool with the upstream's state;
-   a state forged, altered, expired or minted for another token, workspace or tool is a 400 with -32602.
-2. Legacy client, modern upstream (``rounds``): each input request becomes a relayed request on the call's SSE
-   stream (``relay.CallRelay.ask``: under a relay id; the client's answer is accepted on any node through
+   ``gateway.crypto.seal``: encrypted and authenticated, bound to the token, workspace, method, exposed name
+   (tool, prompt) or resource URI and server, and expiring). The client's retry is routed to the same upstream
+   tool, prompt or resource with the upstream's state; a state forged, altered, expired or minted for another
+   token, workspace, method or name is a 400 with -32602.
+2. Legacy client, modern upstream (``rounds``): each input request becomes a relayed request on the request's
+   SSE stream (``relay.CallRelay.ask``: under a relay id; the client's answer is accepted on any node through
    ``reply:<relay id>``), the answers are collected and the upstream called again with ``inputResponses`` and
    its ``requestState``, for at most ``MAX_ROUNDS`` rounds, until its final result.
-3. Modern client, legacy upstream (``Held``): the upstream's request (on the call's stream, or on its GET
-   stream: ``relay.CallRelay.divert``) is asked of the client as ``input_required`` while the upstream call
-   stays open, read in a thread of its own (``Feed``). The ``requestState`` names the held round; the retry
-   may land on any node (``resume``): it publishes the answers on ``input:<round>`` and waits on
-   ``input-reply:<its own id>`` for what the upstream does next (its final result, or its next request as a
-   new ``input_required``). A held call waits for the retry until the call's own deadline (the server's
-   timeout) at most; then the upstream's request is answered with an error and everything is let go.
+3. Modern client, legacy upstream (``Held``): the upstream's request (on the request's stream, or for a
+   ``tools/call`` also on its GET stream: ``relay.CallRelay.divert``) is asked of the client as
+   ``input_required`` while the upstream request stays open, read in a thread of its own (``Feed``). The
+   ``requestState`` names the held round; the retry may land on any node (``resume``): it publishes the
+   answers on ``input:<round>`` and waits on ``input-reply:<its own id>`` for what the upstream does next (its
+   final result, or its next request as a new ``input_required``). A held request waits for the retry until
+   its own deadline (the server's timeout) at most; then the upstream's request is answered with an error and
+   everything is let go.
 4. A client that did not declare the capability an input request needs (in its ``_meta`` or at initialize)
-   gets a clear error at once (-32021 MissingRequiredClientCapability for a 2026-07-28 client, a tool error
-   for a legacy one), and a modern upstream is told exactly the capabilities the client declared.
+   gets a clear error at once (-32021 MissingRequiredClientCapability for a 2026-07-28 client; for a legacy
+   one a tool error from ``tools/call``, a JSON-RPC error from ``prompts/get`` / ``resources/read``), and a
+   modern upstream is told exactly the capabilities the client declared.
 """
 
 from __future__ import annotations
@@ -58,13 +62,17 @@ REPLY_CHANNEL = "input-reply:{}"  # what the upstream did next, for the node ser
 
 
 class _Call(Protocol):
-    """What of a routed ``tools/call`` (views._ToolCall) this module works with."""
+    """What of a routed request (a ``tools/call``: views._ToolCall; a ``prompts/get`` or ``resources/read``:
+    features.HeldRequest) this module works with."""
 
     session: Any
     request_id: protocol.RequestId
     upstream: UpstreamSession
-    exposed_name: str
+    exposed_name: str  # the tool or prompt name, or the resource URI, the client asked for
     target: Any
+
+    @property
+    def method(self) -> str: ...
 
     def finish(self, incoming: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -189,6 +197,14 @@ def missing_capability(request_id: protocol.RequestId, why: str, capability: str
 
 def _tool_error(request_id: protocol.RequestId, text: str) -> dict[str, Any]:
     return protocol.result_body(request_id, {"content": [{"type": "text", "text": text}], "isError": True})
+
+
+def failure_body(method: str, request_id: protocol.RequestId, text: str) -> dict[str, Any]:
+    """What went wrong on the way, as ``method`` answers it: a tool error for ``tools/call`` (the model reads
+    it), a JSON-RPC error for ``prompts/get`` and ``resources/read`` (they have no error result)."""
+    if method == "tools/call":
+        return _tool_error(request_id, text)
+    return protocol.error_body(request_id, protocol.SERVER_ERROR, text)
 
 
 # -- 1. modern client, modern upstream -----------------------------------------------------------------------
@@ -398,6 +414,7 @@ class Held:
             tool=self.call.exposed_name,
             server=self.call.target.server.id,
             held=self._round,
+            method=self.call.method,
         )
         request: dict[str, Any] = {"method": method}
         if isinstance(params, dict):
@@ -453,7 +470,9 @@ class Held:
         except Exception:
             logger.exception("a held call of %s failed", self.call.upstream.config.slug)
             if reply_to is not None:
-                failure = _tool_error(self.call.request_id, "The gateway could not go on with the call")
+                failure = failure_body(
+                    self.call.method, self.call.request_id, "The gateway could not go on with the call"
+                )
                 with contextlib.suppress(Exception):
                     bus.publish(REPLY_CHANNEL.format(reply_to), {"kind": "final", "body": failure})
         finally:
@@ -517,7 +536,7 @@ def resume(state: State, params: dict[str, Any], request_id: protocol.RequestId)
         )
         outcome = inbox.get(max(float(entry.get("until", 0)) - time.time(), 0.0) + 1.0)
     if outcome is None:
-        return _tool_error(request_id, "The upstream did not go on within the call's timeout")
+        return failure_body(state.method, request_id, "The upstream did not go on within the call's timeout")
     if outcome.get("kind") == "input_required":
         return protocol.result_body(request_id, outcome["result"])
     body = dict(outcome.get("body") or {})

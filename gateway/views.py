@@ -263,6 +263,7 @@ class _ToolCall:
     upstream_progress: str | None
     started: float
     exposed_name: str = ""  # the name the client called
+    method = "tools/call"  # what gateway/inputreq.py asks it for (not a field)
     # perf_counter() when the upstream exchange began; its length is recorded as the call's upstream_ms.
     upstream_started: float | None = None
     upstream_ms: float | None = None

@@ -79,7 +79,7 @@ def stack() -> Iterator[Stack]:
     try:
         everything = start_everything_server()
         upstreams.append(everything)
-        python = start_python_upstream()
+        python = start_python_upstream("--asking")  # with a prompt and a template that ask the client
         upstreams.append(python)
         modern = start_modern_upstream()
         upstreams.append(modern)
@@ -338,23 +338,25 @@ INTRODUCE = "mo__introduce"  # the prompt, exposed as <server>__<prompt>
 LETTER = "aerostack://mo/letters://spring"  # the resource, in the gateway's URI scheme
 
 
-def _features(url: str, token: str, mode: str, **callbacks: Any) -> list[tuple[str, str]]:
-    """The text of ``mo__introduce`` and of ``LETTER`` (or the JSON-RPC error) through the SDK client."""
+def _features(url: str, token: str, mode: str, server: str = "mo", **callbacks: Any) -> list[tuple[str, str]]:
+    """The text of ``<server>__introduce`` and of ``aerostack://<server>/letters://spring`` (or the JSON-RPC
+    error) through the SDK client."""
+    prompt_name, letter = f"{server}__introduce", f"aerostack://{server}/letters://spring"
 
     async def main() -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         async with _client(url, token, mode, **callbacks) as client:
             assert client.protocol_version == (MODERN if mode == MODERN else "2025-11-25")
             try:
-                prompt = await client.get_prompt(INTRODUCE)
+                prompt = await client.get_prompt(prompt_name)
                 content = prompt.messages[0].content
                 out.append(("ok", content.text if isinstance(content, types.TextContent) else "?"))
             except MCPError as exc:
                 out.append(("error", f"{exc.error.code}: {exc.error.message}"))
             try:
-                read = await client.read_resource(LETTER)
+                read = await client.read_resource(letter)
                 (item,) = read.contents
-                assert item.uri == LETTER  # the contents name the URI the client knows
+                assert item.uri == letter  # the contents name the URI the client knows
                 out.append(("ok", item.text if isinstance(item, types.TextResourceContents) else "?"))
             except MCPError as exc:
                 out.append(("error", f"{exc.error.code}: {exc.error.message}"))
@@ -384,6 +386,45 @@ def test_without_the_capability_a_prompt_or_resource_that_asks_fails_at_once(sta
     code = "-32021" if mode == MODERN else "-32000"  # MissingRequiredClientCapability in 2026-07-28
     assert out[1][0] == "error" and out[1][1].startswith(f"{code}: ") and "sampling" in out[1][1], out
     assert bare[0][0] == "error" and bare[0][1].startswith(f"{code}: ") and "elicitation" in bare[0][1], bare
+
+
+def test_a_legacy_upstreams_prompt_and_resource_ask_a_modern_client_as_input_required(stack: Stack) -> None:
+    # The SDK server in its legacy era: ctx.elicit / create_message on the request's own reply stream.
+    out = _features(
+        stack.url, stack.tokens[2], MODERN, "py", elicitation_callback=_elicit, sampling_callback=_sample
+    )
+    assert out == [("ok", "Introduce Ada to the team."), ("ok", "A letter about spring: short (18)")]
+
+
+def test_without_the_capability_a_legacy_upstreams_request_on_a_prompt_fails_at_once(stack: Stack) -> None:
+    started = time.monotonic()
+    out = _features(stack.url, stack.tokens[1], MODERN, "py", elicitation_callback=_elicit)  # no sampling
+    assert time.monotonic() - started < 10  # the server's timeout is 20 s: nothing waited for it
+    assert out[0] == ("ok", "Introduce Ada to the team.")
+    assert out[1][0] == "error" and "did not declare the sampling capability" in out[1][1], out
+
+
+def test_a_held_prompts_request_state_is_bound_to_its_name(stack: Stack) -> None:
+    port, token = stack.gateway.port, stack.tokens[3]
+    status, first = modern(port, stack.slug, token, "prompts/get", {"name": "py__introduce"})
+    assert status == 200 and first["result"]["resultType"] == "input_required", first
+    ((key, asked),) = first["result"]["inputRequests"].items()
+    assert asked["method"] == "elicitation/create" and asked["params"]["message"] == "What is your name?"
+    state = first["result"]["requestState"]
+    for method, params in [
+        ("prompts/get", {"name": "py__greet", "arguments": {"name": "x"}, "requestState": state}),
+        ("tools/call", {"name": "py__ask_name", "arguments": {}, "requestState": state}),
+        ("prompts/get", {"name": "py__introduce", "requestState": state[:-4] + "AAAA"}),
+    ]:
+        status, body = modern(port, stack.slug, token, method, params)
+        assert status == 400 and body["error"]["code"] == -32602, body
+    answer = {"action": "accept", "content": {"name": "Grace"}}
+    retry = {"name": "py__introduce", "inputResponses": {key: answer}, "requestState": state}
+    status, done = modern(port, stack.slug, token, "prompts/get", retry, request_id=2)
+    assert status == 200 and done["id"] == 2, done
+    assert done["result"]["messages"][0]["content"]["text"] == "Introduce Grace to the team."
+    status, again = modern(port, stack.slug, token, "prompts/get", retry, request_id=3)  # the round is over
+    assert status == 400 and "round is over" in again["error"]["message"], again
 
 
 def request(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,10 +18,21 @@ from gateway import bus, crypto, inflight, inputreq
 from gateway.models import UsageEvent
 from gateway.services import server_create
 from tests.conftest import Team
+from tests.e2e.upstreams import start_python_upstream
 from tests.factories import make_token
 from tests.gateway.test_modern_endpoint import ModernClient
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the held call's own thread writes the usage row
+
+
+@pytest.fixture(scope="module")
+def asking_upstream() -> Iterator[Any]:
+    """The SDK server (legacy era) with a prompt that elicits on its reply stream (py_upstream.py --asking)."""
+    upstream = start_python_upstream("--asking")
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
 
 
 def _input_threads() -> list[str]:
@@ -77,6 +89,49 @@ def test_a_held_call_lets_everything_go_after_its_timeout(
         },
     )
     assert time.monotonic() - started < 1
+    assert late.status_code == 400
+    error = late.json()["error"]
+    assert error["code"] == -32602 and "round is over" in error["message"]
+
+
+@pytest.mark.usefixtures("one_cache_prefix")
+def test_a_held_prompt_lets_everything_go_after_its_timeout(
+    team: Team, asking_upstream: Any, settings: Any
+) -> None:
+    """The same for a prompts/get whose (legacy) upstream asks the client on its reply stream."""
+    settings.GATEWAY_USAGE_ASYNC = False
+    server_create(
+        workspace=team.workspace,
+        actor=team.alice.user,
+        name="Asking",
+        slug="asking",
+        url=asking_upstream.url,
+        timeout_seconds=1,
+    )
+    client = ModernClient(make_token(team.bob).raw)
+    subscribers = bus.subscribers()
+    meta = client.envelope(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
+    response = client.request("prompts/get", {"name": "asking__introduce"}, meta=meta)
+    assert response.status_code == 200, response.content
+    result = response.json()["result"]
+    assert result["resultType"] == "input_required"
+    assert _input_threads() and bus.subscribers() == subscribers + 1
+    deadline = time.monotonic() + 10
+    while (_input_threads() or bus.subscribers() != subscribers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _input_threads() == [] and bus.subscribers() == subscribers
+    row = UsageEvent.objects.get(server_slug="asking", method="prompts/get")
+    assert (row.outcome, row.detail) == ("timeout", "the client did not answer elicitation/create in time")
+    (key,) = result["inputRequests"]
+    late = client.request(
+        "prompts/get",
+        {
+            "name": "asking__introduce",
+            "inputResponses": {key: {"action": "accept", "content": {"name": "Late"}}},
+            "requestState": result["requestState"],
+        },
+        meta=meta,
+    )
     assert late.status_code == 400
     error = late.json()["error"]
     assert error["code"] == -32602 and "round is over" in error["message"]

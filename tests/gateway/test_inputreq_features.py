@@ -134,8 +134,10 @@ def test_a_state_of_another_token_is_refused(team: Team, client: ModernClient) -
     assert "another token" in refusal(ask(other, "prompts/get", {"name": PROMPT, "requestState": state}))
 
 
-def test_a_held_rounds_state_is_no_prompts(team: Team, client: ModernClient, mo_server: Server) -> None:
-    # Only tools/call holds a legacy upstream's request: a "held" state for a prompt is never minted.
+def test_a_held_rounds_state_is_refused_once_its_round_is_over(
+    team: Team, client: ModernClient, mo_server: Server
+) -> None:
+    # A state naming a held round (of a legacy upstream's prompt) that no node holds: told so, at once.
     token = make_token(team.bob)
     held = inputreq.State(
         kind="held",
@@ -143,10 +145,10 @@ def test_a_held_rounds_state_is_no_prompts(team: Team, client: ModernClient, mo_
         workspace=team.workspace.pk,
         tool=PROMPT,
         server=mo_server.pk,
-        held="a-round",
+        held="a-round-no-one-holds",
         method="prompts/get",
     )
-    assert "not one of this request" in refusal(
+    assert "round is over" in refusal(
         ask(ModernClient(token.raw), "prompts/get", {"name": PROMPT, "requestState": held.seal()})
     )
 
