@@ -233,31 +233,45 @@ def _envelope(capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+def request(
+    port: int,
+    slug: str,
+    token: str,
+    method: str,
+    params: dict[str, Any],
+    request_id: int = 1,
+    *,
+    accept: str = "application/json",
+    session: str | None = None,
+) -> tuple[int, http.client.HTTPResponse, bytes]:
+    """A raw request, 2026-07-28 when ``params`` has a ``_meta`` (else legacy, in ``session``): its status,
+    response (for its headers) and body."""
+    message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    modern_era = "_meta" in params
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": accept}
+    if modern_era or session is not None:
+        headers["MCP-Protocol-Version"] = MODERN if modern_era else "2025-11-25"
+    if modern_era:
+        headers["Mcp-Method"] = method
+        headers["Mcp-Name"] = str(params.get("name", params.get("uri", "")))
+    if session is not None:
+        headers["Mcp-Session-Id"] = session
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", f"/ws/{slug}", body=json.dumps(message), headers=headers)
+        response = connection.getresponse()
+        return response.status, response, response.read()
+    finally:
+        connection.close()
+
+
 def call(
     port: int, slug: str, token: str, name: str, extra: dict[str, Any] | None = None, request_id: int = 1
 ) -> tuple[int, dict[str, Any]]:
     """A raw 2026-07-28 tools/call (JSON reply); its status and body."""
     params = {"name": name, "arguments": {}, "_meta": _envelope({"elicitation": {}}), **(extra or {})}
-    message = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request(
-            "POST",
-            f"/ws/{slug}",
-            body=json.dumps(message),
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "MCP-Protocol-Version": MODERN,
-                "Mcp-Method": "tools/call",
-                "Mcp-Name": name,
-            },
-        )
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
+    status, _, body = request(port, slug, token, "tools/call", params, request_id)
+    return status, json.loads(body)
 
 
 def answer(result: dict[str, Any], content: dict[str, Any]) -> dict[str, Any]:
@@ -427,35 +441,6 @@ def test_a_held_prompts_request_state_is_bound_to_its_name(stack: Stack) -> None
     assert status == 400 and "round is over" in again["error"]["message"], again
 
 
-def request(
-    port: int,
-    slug: str,
-    token: str,
-    method: str,
-    params: dict[str, Any],
-    request_id: int = 1,
-    accept: str = "application/json",
-) -> tuple[int, str, bytes]:
-    """A raw 2026-07-28 (``_meta`` in ``params``) or legacy request: its status, content type and body."""
-    name = params.get("name", params.get("uri", ""))
-    message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Content-Type": "application/json",
-        "Accept": accept,
-        "MCP-Protocol-Version": MODERN if "_meta" in params else "2025-11-25",
-        "Mcp-Method": method,
-        "Mcp-Name": name,
-    }
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("POST", f"/ws/{slug}", body=json.dumps(message), headers=headers)
-        response = connection.getresponse()
-        return response.status, response.getheader("Content-Type") or "", response.read()
-    finally:
-        connection.close()
-
-
 def modern(port: int, slug: str, token: str, method: str, params: dict[str, Any], request_id: int = 1) -> Any:
     capabilities = {"elicitation": {}, "sampling": {}}
     status, _, body = request(
@@ -525,42 +510,13 @@ def test_a_legacy_client_that_takes_only_json_is_told_at_once_why_it_cannot_be_a
         "capabilities": {"elicitation": {}},
         "clientInfo": {"name": "raw", "version": "1"},
     }
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request(
-            "POST",
-            f"/ws/{stack.slug}",
-            body=json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}),
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json, text/event-stream",
-            },
-        )
-        response = connection.getresponse()
-        response.read()
-        session = response.getheader("Mcp-Session-Id") or ""
-    finally:
-        connection.close()
-    assert session
-    message = {"jsonrpc": "2.0", "id": 1, "method": "prompts/get", "params": {"name": INTRODUCE}}
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request(
-            "POST",
-            f"/ws/{stack.slug}",
-            body=json.dumps(message),
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "Mcp-Session-Id": session,
-                "MCP-Protocol-Version": "2025-11-25",
-            },
-        )
-        response = connection.getresponse()
-        status, body = response.status, json.loads(response.read())
-    finally:
-        connection.close()
+    accept = "application/json, text/event-stream"
+    status, response, _ = request(port, stack.slug, token, "initialize", init, 0, accept=accept)
+    session = response.getheader("Mcp-Session-Id")
+    assert status == 200 and session
+    status, response, raw = request(
+        port, stack.slug, token, "prompts/get", {"name": INTRODUCE}, session=session
+    )
+    body = json.loads(raw)
     assert status == 200 and body["error"]["code"] == -32000, body
     assert "accepts only JSON replies" in body["error"]["message"]

@@ -1,7 +1,7 @@
-"""A held call (a 2026-07-28 client, a legacy upstream asking it something: gateway/inputreq.py) through
-Django's test client and the real Python SDK server: bounded by the server's timeout, after which nothing of
-it is left (threads, bus subscriptions, the round's cache entry, the in-flight slot), and a late retry is told
-so at once."""
+"""A held call (a 2026-07-28 client, a legacy upstream asking it something in a tools/call or a prompts/get:
+gateway/inputreq.py) through Django's test client and the real Python SDK server: bounded by the server's
+timeout, after which nothing of it is left (threads, bus subscriptions, the round's cache entry, the in-flight
+slot), and a late retry is told so at once."""
 
 from __future__ import annotations
 
@@ -39,16 +39,23 @@ def _input_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("aerostack-input")]
 
 
-def _call(client: ModernClient, extra: dict[str, Any] | None = None) -> Any:
+# What is held: a tools/call (the SDK server's ask_name tool), and a prompts/get (py_upstream.py --asking's
+# introduce prompt): each elicits on its reply stream.
+HELD = {
+    "tools/call": ("py_upstream", {"name": "quick__ask_name", "arguments": {}}),
+    "prompts/get": ("asking_upstream", {"name": "quick__introduce"}),
+}
+
+
+def _call(client: ModernClient, method: str, extra: dict[str, Any] | None = None) -> Any:
     meta = client.envelope(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
-    return client.request(
-        "tools/call", {"name": "quick__ask_name", "arguments": {}, **(extra or {})}, meta=meta
-    )
+    return client.request(method, {**HELD[method][1], **(extra or {})}, meta=meta)
 
 
+@pytest.mark.parametrize("method", list(HELD))
 @pytest.mark.usefixtures("one_cache_prefix")  # the held call's thread uses the test's cache keys too
 def test_a_held_call_lets_everything_go_after_its_timeout(
-    team: Team, py_upstream: Any, settings: Any
+    team: Team, settings: Any, request: pytest.FixtureRequest, method: str
 ) -> None:
     settings.GATEWAY_USAGE_ASYNC = False
     server_create(
@@ -56,13 +63,13 @@ def test_a_held_call_lets_everything_go_after_its_timeout(
         actor=team.alice.user,
         name="Quick",
         slug="quick",
-        url=py_upstream.url,
+        url=request.getfixturevalue(HELD[method][0]).url,
         timeout_seconds=1,
     )
     client = ModernClient(make_token(team.bob).raw)
     subscribers = bus.subscribers()
     slots = dict(inflight._local)  # other tests of this process may have left slots of their own tokens
-    response = _call(client)
+    response = _call(client, method)
     assert response.status_code == 200, response.content
     result = response.json()["result"]
     assert result["resultType"] == "input_required"
@@ -79,59 +86,18 @@ def test_a_held_call_lets_everything_go_after_its_timeout(
     assert cache.get(round_key) is None
     row = UsageEvent.objects.get(server_slug="quick")
     assert (row.outcome, row.detail) == ("timeout", "the client did not answer elicitation/create in time")
+    assert row.method == method
     started = time.monotonic()
     (key,) = result["inputRequests"]
     late = _call(
         client,
+        method,
         {
             "inputResponses": {key: {"action": "accept", "content": {"name": "Late"}}},
             "requestState": result["requestState"],
         },
     )
     assert time.monotonic() - started < 1
-    assert late.status_code == 400
-    error = late.json()["error"]
-    assert error["code"] == -32602 and "round is over" in error["message"]
-
-
-@pytest.mark.usefixtures("one_cache_prefix")
-def test_a_held_prompt_lets_everything_go_after_its_timeout(
-    team: Team, asking_upstream: Any, settings: Any
-) -> None:
-    """The same for a prompts/get whose (legacy) upstream asks the client on its reply stream."""
-    settings.GATEWAY_USAGE_ASYNC = False
-    server_create(
-        workspace=team.workspace,
-        actor=team.alice.user,
-        name="Asking",
-        slug="asking",
-        url=asking_upstream.url,
-        timeout_seconds=1,
-    )
-    client = ModernClient(make_token(team.bob).raw)
-    subscribers = bus.subscribers()
-    meta = client.envelope(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
-    response = client.request("prompts/get", {"name": "asking__introduce"}, meta=meta)
-    assert response.status_code == 200, response.content
-    result = response.json()["result"]
-    assert result["resultType"] == "input_required"
-    assert _input_threads() and bus.subscribers() == subscribers + 1
-    deadline = time.monotonic() + 10
-    while (_input_threads() or bus.subscribers() != subscribers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _input_threads() == [] and bus.subscribers() == subscribers
-    row = UsageEvent.objects.get(server_slug="asking", method="prompts/get")
-    assert (row.outcome, row.detail) == ("timeout", "the client did not answer elicitation/create in time")
-    (key,) = result["inputRequests"]
-    late = client.request(
-        "prompts/get",
-        {
-            "name": "asking__introduce",
-            "inputResponses": {key: {"action": "accept", "content": {"name": "Late"}}},
-            "requestState": result["requestState"],
-        },
-        meta=meta,
-    )
     assert late.status_code == 400
     error = late.json()["error"]
     assert error["code"] == -32602 and "round is over" in error["message"]
