@@ -51,7 +51,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from aerostack.db import release_connection
-from gateway import catalog, inputreq, protocol, relay, sessions
+from gateway import catalog, inflight, inputreq, protocol, relay, sessions
 from gateway.models import Server, UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import scopes as token_scopes
@@ -543,6 +543,7 @@ class _Call:
         held_request = HeldRequest(self, target, upstream, tool, finish, asker.session)
         feed = inputreq.Feed(self.started_monotonic + upstream.config.timeout + 1.0)
         held: inputreq.Held | None = None
+        lease: inflight.Lease | None = None
         messages = upstream.stream(self.method, params, server_requests=True)
         parked = False
         try:
@@ -552,7 +553,18 @@ class _Call:
                 if "id" not in incoming:
                     continue  # the upstream's notifications (log, progress) are not relayed for these methods
                 if held is None:
-                    held = inputreq.Held(held_request, feed, lambda: None)  # no in-flight lease to give back
+                    # Held, it keeps two threads until the client retries: counted in the token's and the
+                    # workspace's in-flight caps as a held tools/call is (a request that asks nothing is not).
+                    slot = inflight.acquire(
+                        workspace_id=self.token.workspace_id,
+                        token_id=self.token.pk,
+                        timeout_seconds=upstream.config.timeout,
+                    )
+                    if isinstance(slot, inflight.Refusal):
+                        upstream.refuse(incoming, upstream.session_id, slot.message)
+                        continue
+                    lease = slot
+                    held = inputreq.Held(held_request, feed, lease.release)
                 asked = held.ask(incoming)
                 if asked is not None:
                     feed.start(messages)  # read on in a thread of its own: this request answers now
@@ -563,8 +575,10 @@ class _Call:
         except UpstreamError as exc:
             return held_request.failed(exc)
         finally:
-            if not parked:
+            if not parked:  # else the held request's own thread lets them go
                 messages.close()  # type: ignore[attr-defined]
+                if lease is not None:
+                    lease.release()
 
     def _failure(self, entry: catalog.ServerEntry, why: str) -> dict[str, Any]:
         return protocol.error_body(

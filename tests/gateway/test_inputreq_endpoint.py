@@ -101,3 +101,35 @@ def test_a_held_call_lets_everything_go_after_its_timeout(
     assert late.status_code == 400
     error = late.json()["error"]
     assert error["code"] == -32602 and "round is over" in error["message"]
+
+
+@pytest.mark.usefixtures("one_cache_prefix")
+def test_a_held_prompt_counts_in_the_tokens_in_flight_cap(
+    team: Team, settings: Any, asking_upstream: Any
+) -> None:
+    settings.GATEWAY_USAGE_ASYNC = False
+    settings.GATEWAY_MAX_INFLIGHT_PER_TOKEN = 1
+    server_create(
+        workspace=team.workspace,
+        actor=team.alice.user,
+        name="Quick",
+        slug="quick",
+        url=asking_upstream.url,
+        timeout_seconds=1,
+    )
+    client = ModernClient(make_token(team.bob).raw)
+    first = _call(client, "prompts/get")
+    assert first.json()["result"]["resultType"] == "input_required"  # held: it has the token's one slot
+    second = _call(client, "prompts/get")  # its upstream's question is refused at once, saying why
+    assert "Too many tool calls in flight for this token" in second.json()["error"]["message"]
+    _wait_for_input_threads()
+    again = _call(client, "prompts/get")  # the first gave its slot back when its round timed out
+    assert again.json()["result"]["resultType"] == "input_required", again.content
+    _wait_for_input_threads()  # its usage row is written before the test's database goes
+
+
+def _wait_for_input_threads() -> None:
+    deadline = time.monotonic() + 10
+    while _input_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _input_threads() == []
