@@ -102,6 +102,7 @@ class Streamed:
     """An answer that is a stream: the requests the client is asked (``relay.Relayed``), then the response.
     ``close`` lets go of what the stream holds, also when it was never read."""
 
+    request_id: protocol.RequestId
     messages: Iterator[dict[str, Any]]
     close: Callable[[], None]
 
@@ -525,7 +526,7 @@ class _Call:
             asking.close()
 
         release_connection()  # the client may take minutes to answer: no database connection waits with it
-        return Streamed(stream(), close)
+        return Streamed(self.id, stream(), close)
 
     def _hold(
         self,

@@ -1130,7 +1130,9 @@ class GatewayView(APIView):
                     yield protocol.encode_sse_event(message)
             except Exception:  # mid-stream the status line is gone: end with an error, never cut off
                 logger.exception("gateway stream failed")
-                failure = protocol.error_body(None, protocol.INTERNAL_ERROR, "The gateway could not relay it")
+                failure = protocol.error_body(
+                    answer.request_id, protocol.INTERNAL_ERROR, "The gateway could not relay the reply"
+                )
                 yield protocol.encode_sse_event(failure)
 
         response = StreamingHttpResponse(_Closing(events(), answer.close), content_type="text/event-stream")
