@@ -542,7 +542,7 @@ class _Call:
         (``inputreq.Held``; its reader thread starts only then, so a request that asks nothing costs none);
         one the client cannot answer is refused at once, saying why."""
         held_request = HeldRequest(self, target, upstream, tool, finish, asker.session)
-        feed = inputreq.Feed(self.started_monotonic + upstream.config.timeout + 1.0)
+        feed: inputreq.Feed | None = None
         held: inputreq.Held | None = None
         lease: inflight.Lease | None = None
         messages = upstream.stream(self.method, params, server_requests=True)
@@ -565,9 +565,11 @@ class _Call:
                         upstream.refuse(incoming, upstream.session_id, slot.message)
                         continue
                     lease = slot
+                    feed = inputreq.Feed(self.started_monotonic + upstream.config.timeout + 1.0)
                     held = inputreq.Held(held_request, feed, lease.release)
                 asked = held.ask(incoming)
                 if asked is not None:
+                    assert feed is not None
                     feed.start(messages)  # read on in a thread of its own: this request answers now
                     held.park()
                     parked = True
