@@ -38,6 +38,7 @@ of them on the bus channel ``session:<id>``, with the URI they subscribed with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -505,7 +506,7 @@ class _Call:
             lambda: asking,
             resend,
             deadline=self.started_monotonic + upstream.config.timeout + 1.0,
-            failure=lambda upstream_id, why: protocol.error_body(upstream_id, protocol.SERVER_ERROR, why),
+            failure=functools.partial(inputreq.failure_body, self.method),
         )
 
         def stream() -> Iterator[dict[str, Any]]:

@@ -99,7 +99,12 @@ class State:
     method: str = "tools/call"
 
     def seal(self) -> str:
-        return crypto.seal(json.dumps(asdict(self), separators=(",", ":")), STATE_PURPOSE)
+        fields = asdict(self)
+        if fields["method"] == "tools/call":
+            # Left out, as before states named their method: a node not yet upgraded (a rolling deploy) still
+            # opens the states of tools/call that upgraded nodes mint.
+            del fields["method"]
+        return crypto.seal(json.dumps(fields, separators=(",", ":")), STATE_PURPOSE)
 
 
 def _invalid(request_id: protocol.RequestId | None, why: str) -> protocol.ProtocolError:

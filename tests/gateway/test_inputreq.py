@@ -157,6 +157,14 @@ def test_a_state_of_another_prompt_or_resource_is_refused() -> None:
     )
 
 
+def test_a_tools_state_is_sealed_as_before_states_named_their_method() -> None:
+    # A node not yet upgraded (rolling deploy) would refuse a field it does not know.
+    assert "method" not in json.loads(crypto.unseal(STATE.seal(), inputreq.STATE_PURPOSE, 60) or "{}")
+    assert json.loads(crypto.unseal(PROMPT_STATE.seal(), inputreq.STATE_PURPOSE, 60) or "{}")["method"] == (
+        "prompts/get"
+    )
+
+
 def test_a_state_minted_before_states_named_their_method_is_a_tools() -> None:
     payload = json.dumps(
         {"kind": "upstream", "token": 7, "workspace": 3, "tool": "mo__greet_me", "server": 11}
