@@ -47,6 +47,18 @@ HELD = {
 }
 
 
+def _quick_server(team: Team, url: str) -> None:
+    """The server ``quick``: a 1 s timeout bounds how long a held call waits for its retry."""
+    server_create(
+        workspace=team.workspace,
+        actor=team.alice.user,
+        name="Quick",
+        slug="quick",
+        url=url,
+        timeout_seconds=1,
+    )
+
+
 def _call(client: ModernClient, method: str, extra: dict[str, Any] | None = None) -> Any:
     meta = client.envelope(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
     return client.request(method, {**HELD[method][1], **(extra or {})}, meta=meta)
@@ -58,14 +70,7 @@ def test_a_held_call_lets_everything_go_after_its_timeout(
     team: Team, settings: Any, request: pytest.FixtureRequest, method: str
 ) -> None:
     settings.GATEWAY_USAGE_ASYNC = False
-    server_create(
-        workspace=team.workspace,
-        actor=team.alice.user,
-        name="Quick",
-        slug="quick",
-        url=request.getfixturevalue(HELD[method][0]).url,
-        timeout_seconds=1,
-    )
+    _quick_server(team, request.getfixturevalue(HELD[method][0]).url)
     client = ModernClient(make_token(team.bob).raw)
     subscribers = bus.subscribers()
     slots = dict(inflight._local)  # other tests of this process may have left slots of their own tokens
@@ -109,14 +114,7 @@ def test_a_held_prompt_counts_in_the_tokens_in_flight_cap(
 ) -> None:
     settings.GATEWAY_USAGE_ASYNC = False
     settings.GATEWAY_MAX_INFLIGHT_PER_TOKEN = 1
-    server_create(
-        workspace=team.workspace,
-        actor=team.alice.user,
-        name="Quick",
-        slug="quick",
-        url=asking_upstream.url,
-        timeout_seconds=1,
-    )
+    _quick_server(team, asking_upstream.url)
     client = ModernClient(make_token(team.bob).raw)
     first = _call(client, "prompts/get")
     assert first.json()["result"]["resultType"] == "input_required"  # held: it has the token's one slot
