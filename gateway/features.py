@@ -20,6 +20,17 @@ it or whose template it fits (``FeatureList.upstream_uri``).
 Scopes: a token sees and uses the resources, templates and prompts of a server only when its scope grants
 that whole server (``tokens.scopes.allows_whole_server``); out of scope is answered exactly as unknown.
 
+Input requests (2026-07-28 multi round-trip requests, gateway/inputreq.py): a modern upstream may answer
+``prompts/get`` or ``resources/read`` with ``input_required``, as it may ``tools/call``. A modern client gets
+it with the gateway's sealed ``requestState`` (bound to the token, workspace, server, method and the prompt
+name or resource URI), and its retry goes to the same upstream with the upstream's own state; a legacy client
+is asked the input requests on the request's SSE stream (``Streamed``: the response becomes a stream then)
+and gets the final result. A client without the capability an input request needs is refused at once
+(-32021 in 2026-07-28, a JSON-RPC error naming the capability for a legacy client). A legacy upstream's
+request on the reply stream of these methods is asked of a modern client as ``input_required`` while the
+upstream request is held (``inputreq.Held``, as for ``tools/call``); for a legacy client it is refused (no
+relay on these streams), and so is one on the upstream's GET stream (only a ``tools/call`` claims those).
+
 Subscriptions: the client sessions subscribed to an upstream URI are kept in the shared cache (any node
 serves any session); ``resource_updated`` publishes an upstream's ``notifications/resources/updated`` to each
 of them on the bus channel ``session:<id>``, with the URI they subscribed with.
@@ -27,21 +38,23 @@ of them on the bus channel ``session:<id>``, with the URI they subscribed with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 
-from gateway import catalog, protocol, sessions
+from aerostack.db import release_connection
+from gateway import catalog, inflight, inputreq, protocol, relay, sessions
 from gateway.models import Server, UsageEvent
-from gateway.upstream import UpstreamError, session_for
+from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import scopes as token_scopes
 from tokens.models import Token
 
@@ -73,6 +86,26 @@ class Target:
     server: catalog.ServerEntry
     upstream: str  # the upstream's own prompt name or URI
     exposed: str  # what the client sent
+
+
+@dataclass(frozen=True)
+class Asker:
+    """The client of a request an upstream may answer with ``input_required`` (``prompts/get``,
+    ``resources/read``): what it can answer and how."""
+
+    session: sessions.GatewaySession  # a legacy session, or the stateless one of a 2026-07-28 request
+    modern: bool  # a 2026-07-28 request: input requests go back as input_required, else on the SSE stream
+    streaming: bool  # it takes a text/event-stream reply (a legacy client can be asked on it)
+
+
+@dataclass
+class Streamed:
+    """An answer that is a stream: the requests the client is asked (``relay.Relayed``), then the response.
+    ``close`` lets go of what the stream holds, also when it was never read."""
+
+    request_id: protocol.RequestId
+    messages: Iterator[dict[str, Any]]
+    close: Callable[[], None]
 
 
 # -- capabilities ------------------------------------------------------------------------------------------
@@ -118,16 +151,18 @@ def answer(
     session_id: str | None,
     current: int | None,
     record: Record,
-) -> bytes | dict[str, Any]:
-    """The response to one request of ``METHODS``: pre-encoded bytes (the lists) or a body to encode.
-    Raises ``protocol.ProtocolError`` for what the client got wrong."""
+    asker: Asker | None = None,
+) -> bytes | dict[str, Any] | Streamed:
+    """The response to one request of ``METHODS``: pre-encoded bytes (the lists), a body to encode, or a
+    stream (a legacy ``asker`` asked for input on the way). Raises ``protocol.ProtocolError`` for what the
+    client got wrong."""
     assert message.id is not None and message.method is not None
     params = message.params or {}
     if message.method in LIST_METHODS:
         protocol.check_list_cursor(params, message.id)
         listed = catalog.scoped_feature_list(token.workspace_id, token.scopes, current=current)
         return listed.result_json(message.method, message.id)
-    call = _Call(message, params, token, current, record)
+    call = _Call(message, params, token, current, record, asker)
     if message.method == "prompts/get":
         return call.prompt()
     if message.method == "resources/read":
@@ -149,6 +184,7 @@ class _Call:
         token: Token,
         current: int | None,
         record: Record,
+        asker: Asker | None = None,
     ) -> None:
         assert message.id is not None and message.method is not None
         self.id: protocol.RequestId = message.id
@@ -157,7 +193,9 @@ class _Call:
         self.token = token
         self.current = current
         self._record = record
+        self.asker = asker
         self.started = time.perf_counter()
+        self.started_monotonic = time.monotonic()
         self._listed: catalog.FeatureList | None = None
 
     # -- what the client named -----------------------------------------------------------------------------
@@ -220,7 +258,7 @@ class _Call:
         )
 
     # -- the methods ---------------------------------------------------------------------------------------
-    def prompt(self) -> dict[str, Any]:
+    def prompt(self) -> dict[str, Any] | Streamed:
         name = self._text("name")
         arguments = self.params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
@@ -228,24 +266,64 @@ class _Call:
         target = self.prompt_target(name)
         if target is None:
             raise self._invalid(f"Unknown prompt: {name}")
-        return self.forward(target, {**self.params, "name": target.upstream}, tool=target.upstream)
+        state = self._state(target)
+        if state is not None and state.kind == "held":  # a retry of a round a legacy upstream's call holds
+            release_connection()
+            return inputreq.resume(state, self.params, self.id)
+        params = {**self._upstream_params(state), "name": target.upstream}
+        return self.forward(target, params, tool=target.upstream)
 
-    def read(self) -> dict[str, Any]:
+    def read(self) -> dict[str, Any] | Streamed:
         uri = self._text("uri")
         target = self.uri_target(uri)
         if target is None:
             raise self._not_found(uri)
-        body = self.forward(target, {**self.params, "uri": target.upstream})
-        result = body.get("result")
-        if isinstance(result, dict) and isinstance(result.get("contents"), list):
-            # The contents name their URIs: in the gateway's scheme, as the client knows them.
-            result["contents"] = [
-                {**item, "uri": self.exposed_uri(target, item["uri"])}
-                if isinstance(item, dict) and isinstance(item.get("uri"), str)
-                else item
-                for item in result["contents"]
-            ]
-        return body
+
+        def exposed(body: dict[str, Any]) -> dict[str, Any]:
+            result = body.get("result")
+            if isinstance(result, dict) and isinstance(result.get("contents"), list):
+                # The contents name their URIs: in the gateway's scheme, as the client knows them.
+                result["contents"] = [
+                    {**item, "uri": self.exposed_uri(target, item["uri"])}
+                    if isinstance(item, dict) and isinstance(item.get("uri"), str)
+                    else item
+                    for item in result["contents"]
+                ]
+            return body
+
+        state = self._state(target)
+        if state is not None and state.kind == "held":  # a retry of a round a legacy upstream's call holds
+            release_connection()
+            return inputreq.resume(state, self.params, self.id)
+        params = {**self._upstream_params(state), "uri": target.upstream}
+        return self.forward(target, params, finish=exposed)
+
+    def _state(self, target: Target) -> inputreq.State | None:
+        """The gateway's state a 2026-07-28 retry carries (None without one, or for a legacy client): a state
+        it did not mint for this token, workspace, method, name or URI and server is a 400 + -32602."""
+        if self.asker is None or not self.asker.modern:
+            return None
+        state = inputreq.state_of(
+            self.params,
+            token_id=self.token.pk,
+            workspace_id=self.token.workspace_id,
+            name=target.exposed,
+            request_id=self.id,
+            method=self.method,
+        )
+        if state is not None and state.server != target.server.id:
+            raise protocol.ProtocolError(
+                400, protocol.INVALID_PARAMS, "Invalid requestState: issued for another server", self.id
+            )
+        return state
+
+    def _upstream_params(self, state: inputreq.State | None) -> dict[str, Any]:
+        """The client's params for the upstream: a retry's answers and the upstream's own state in place of
+        the gateway's (what a legacy client sent of these is not passed on)."""
+        params = {k: v for k, v in self.params.items() if k not in ("inputResponses", "requestState")}
+        if self.asker is None or not self.asker.modern:
+            return params
+        return {**params, **inputreq.upstream_params(state, self.params)}
 
     def exposed_uri(self, target: Target, uri: str) -> str:
         if uri == target.upstream:
@@ -273,7 +351,7 @@ class _Call:
         offers = self.listed.offers.get(target.server.slug)
         if offers is not None and not offers.get("completions"):
             return protocol.result_body(self.id, dict(EMPTY_COMPLETION))  # nothing to complete there
-        return self.forward(target, {**self.params, "ref": upstream_ref})
+        return self.forward_body(target, {**self.params, "ref": upstream_ref})
 
     def subscribe(self, session_id: str, *, subscribe: bool) -> dict[str, Any]:
         uri = self._text("uri")
@@ -285,7 +363,7 @@ class _Call:
             raise self._invalid(f"Server {target.server.slug} does not offer resource subscriptions")
         params = {**self.params, "uri": target.upstream}
         if subscribe:
-            body = self.forward(target, params)
+            body = self.forward_body(target, params)
             if "result" in body:
                 subscribers_change(target.server.id, target.upstream, session_id, target.exposed)
                 _hold(target, True)
@@ -293,12 +371,32 @@ class _Call:
         remaining = subscribers_change(target.server.id, target.upstream, session_id, None)
         if remaining:  # other sessions of this node still want its updates: the upstream keeps it
             return protocol.result_body(self.id, {})
+<<<<<<< HEAD
         _hold(target, False)
         return self.forward(target, params)
+=======
+        _hold(target, 0)
+        return self.forward_body(target, params)
+>>>>>>> mrtr
 
     # -- the upstream --------------------------------------------------------------------------------------
-    def forward(self, target: Target, params: dict[str, Any], *, tool: str = "") -> dict[str, Any]:
-        """Send the request to the target's upstream and turn its answer into the client's."""
+    def forward_body(self, target: Target, params: dict[str, Any]) -> dict[str, Any]:
+        """``forward`` for a method no upstream answers with ``input_required`` (never a stream)."""
+        body = self.forward(target, params)
+        assert isinstance(body, dict)
+        return body
+
+    def forward(
+        self,
+        target: Target,
+        params: dict[str, Any],
+        *,
+        tool: str = "",
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> dict[str, Any] | Streamed:
+        """Send the request to the target's upstream and turn its answer into the client's (``finish``: what
+        the method makes of a result, e.g. resource URIs mapped back); for ``prompts/get`` and
+        ``resources/read`` that may be a ``Streamed`` (a legacy client asked for input on the way)."""
         entry = target.server
         if entry.config is None:
             self.record(Outcome.UPSTREAM_ERROR, entry, tool, entry.problem)
@@ -307,16 +405,37 @@ class _Call:
         if isinstance(meta, dict) and "progressToken" in meta:
             # Progress of these requests is not relayed: the upstream gets no token of the client's.
             params = {**params, "_meta": {k: v for k, v in meta.items() if k != "progressToken"}}
-        response: dict[str, Any] = {}
+        asker = self.asker if self.method in protocol.INPUT_REQUIRED_METHODS else None
+        # What a modern upstream is told the client can answer (sampling, elicitation, roots).
+        capabilities = asker.session.client_capabilities if asker is not None else None
+        upstream = session_for(entry.config)
+        if asker is not None and asker.modern:
+            try:
+                upstream.ensure_initialized()  # its era decides how the client is asked
+            except UpstreamError as exc:
+                return self._failed(entry, tool, exc)
+            if upstream.era != "modern":
+                return self._hold(target, upstream, params, tool, finish, asker)
         try:
-            for incoming in session_for(entry.config).stream(self.method, params):
-                if "method" not in incoming:
-                    response = incoming
+            response = _response(upstream.stream(self.method, params, capabilities=capabilities))
         except UpstreamError as exc:
-            self.record(
-                Outcome.TIMEOUT if exc.kind == "timeout" else Outcome.UPSTREAM_ERROR, entry, tool, exc.message
-            )
-            return self._failure(entry, exc.message)
+            return self._failed(entry, tool, exc)
+        result = response.get("result")
+        if inputreq.is_input_required(result) and asker is not None:
+            assert isinstance(result, dict)
+            if asker.modern:
+                return self._ask_modern(target, result, tool, asker)
+            return self._ask_legacy(target, upstream, params, response, tool, finish, asker)
+        return self._finished(entry, tool, response, finish)
+
+    def _finished(
+        self,
+        entry: catalog.ServerEntry,
+        tool: str,
+        response: dict[str, Any],
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    ) -> dict[str, Any]:
+        """The client's answer for the upstream's response message."""
         if "error" in response:
             error = response["error"] if isinstance(response["error"], dict) else {}
             code = error.get("code")
@@ -326,11 +445,149 @@ class _Call:
                 self.id, code, str(error.get("message") or "Upstream error"), error.get("data")
             )
         result = response.get("result")
-        if not isinstance(result, dict):
+        if not isinstance(result, dict) or inputreq.is_input_required(result):
             self.record(Outcome.UPSTREAM_ERROR, entry, tool, "no result")
             return self._failure(entry, "answered without a result")
         self.record(Outcome.OK, entry, tool)
-        return protocol.result_body(self.id, result)
+        body = protocol.result_body(self.id, result)
+        return finish(body) if finish is not None else body
+
+    def _failed(self, entry: catalog.ServerEntry, tool: str, exc: UpstreamError) -> dict[str, Any]:
+        outcome = Outcome.TIMEOUT if exc.kind == "timeout" else Outcome.UPSTREAM_ERROR
+        self.record(outcome, entry, tool, exc.message)
+        return self._failure(entry, exc.message)
+
+    # -- input requests (2026-07-28 multi round-trip requests, gateway/inputreq.py) -------------------------
+    def _ask_modern(self, target: Target, result: dict[str, Any], tool: str, asker: Asker) -> dict[str, Any]:
+        """The upstream's ``input_required`` for a modern client, its state sealed in the gateway's."""
+        upstream_state = result.get("requestState")
+        state = inputreq.State(
+            kind="upstream",
+            token=self.token.pk,
+            workspace=self.token.workspace_id,
+            tool=target.exposed,
+            server=target.server.id,
+            upstream_state=upstream_state if isinstance(upstream_state, str) else None,
+            method=self.method,
+        )
+        body = inputreq.ask_modern_client(self.id, asker.session.client_capabilities, state, result)
+        self.record(
+            Outcome.BAD_REQUEST if "error" in body else Outcome.OK, target.server, tool, "input required"
+        )
+        return body
+
+    def _ask_legacy(
+        self,
+        target: Target,
+        upstream: UpstreamSession,
+        params: dict[str, Any],
+        response: dict[str, Any],
+        tool: str,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None,
+        asker: Asker,
+    ) -> dict[str, Any] | Streamed:
+        """The upstream's ``input_required`` for a legacy client: refused at once when the client cannot be
+        asked (no capability, or no SSE), else the answer becomes an SSE stream that asks it each round
+        (``inputreq.rounds``) and ends with the final result."""
+        entry = target.server
+        for request in inputreq.input_requests(response["result"]).values():
+            why = relay.refusal(
+                asker.session.client_capabilities, request["method"], request.get("params"), asker.streaming
+            )
+            if why is not None:
+                self.record(Outcome.BAD_REQUEST, entry, tool, why)
+                return protocol.error_body(self.id, protocol.SERVER_ERROR, why)
+        capabilities = asker.session.client_capabilities
+        asking = relay.CallRelay(upstream, asker.session, streaming=True, started=self.started_monotonic)
+
+        def resend(responses: dict[str, Any], state: str | None) -> Iterator[dict[str, Any]]:
+            extra: dict[str, Any] = {"inputResponses": responses}
+            if state is not None:
+                extra["requestState"] = state
+            return upstream.stream(self.method, {**params, **extra}, capabilities=capabilities)
+
+        messages = inputreq.rounds(
+            _once(response),
+            lambda: asking,
+            resend,
+            deadline=self.started_monotonic + upstream.config.timeout + 1.0,
+            failure=functools.partial(inputreq.failure_body, self.method),
+        )
+
+        def stream() -> Iterator[dict[str, Any]]:
+            try:
+                for incoming in messages:
+                    if isinstance(incoming, relay.Relayed):
+                        yield dict(incoming)
+                    elif "method" not in incoming:
+                        yield self._finished(entry, tool, incoming, finish)
+                        return
+                    # the upstream's notifications (log, progress) are not relayed for these methods
+                yield self._failure(entry, "answered without a result")
+            except UpstreamError as exc:
+                yield self._failed(entry, tool, exc)
+
+        def close() -> None:
+            messages.close()  # type: ignore[attr-defined]
+            asking.close()
+
+        release_connection()  # the client may take minutes to answer: no database connection waits with it
+        return Streamed(self.id, stream(), close)
+
+    def _hold(
+        self,
+        target: Target,
+        upstream: UpstreamSession,
+        params: dict[str, Any],
+        tool: str,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None,
+        asker: Asker,
+    ) -> dict[str, Any]:
+        """A modern client's request on a legacy upstream: a request the upstream sends on the reply stream
+        is asked of the client as ``input_required`` while the upstream request is held open
+        (``inputreq.Held``; its reader thread starts only then, so a request that asks nothing costs none);
+        one the client cannot answer is refused at once, saying why."""
+        held_request = HeldRequest(self, target, upstream, tool, finish, asker.session)
+        feed: inputreq.Feed | None = None
+        held: inputreq.Held | None = None
+        lease: inflight.Lease | None = None
+        messages = upstream.stream(self.method, params, server_requests=True)
+        parked = False
+        try:
+            for incoming in messages:
+                if "method" not in incoming:
+                    return held_request.finish(incoming)
+                if "id" not in incoming:
+                    continue  # the upstream's notifications (log, progress) are not relayed for these methods
+                if held is None:
+                    # Held, it keeps two threads until the client retries: counted in the token's and the
+                    # workspace's in-flight caps as a held tools/call is (a request that asks nothing is not).
+                    slot = inflight.acquire(
+                        workspace_id=self.token.workspace_id,
+                        token_id=self.token.pk,
+                        timeout_seconds=upstream.config.timeout,
+                    )
+                    if isinstance(slot, inflight.Refusal):
+                        upstream.refuse(incoming, upstream.session_id, slot.message)
+                        continue
+                    lease = slot
+                    feed = inputreq.Feed(self.started_monotonic + upstream.config.timeout + 1.0)
+                    held = inputreq.Held(held_request, feed, lease.release)
+                asked = held.ask(incoming)
+                if asked is not None:
+                    assert feed is not None
+                    feed.start(messages)  # read on in a thread of its own: this request answers now
+                    held.park()
+                    parked = True
+                    return protocol.result_body(self.id, asked)
+            return held_request.failed(UpstreamError("protocol", "no answer"))
+        except UpstreamError as exc:
+            return held_request.failed(exc)
+        finally:
+            if not parked:  # else the held request's own thread lets them go
+                messages.close()  # type: ignore[attr-defined]
+                if lease is not None:
+                    lease.release()
 
     def _failure(self, entry: catalog.ServerEntry, why: str) -> dict[str, Any]:
         return protocol.error_body(
@@ -350,6 +607,48 @@ class _Call:
             detail=detail[:300],
             started=self.started,
         )
+
+
+class HeldRequest:
+    """A modern client's ``prompts/get`` or ``resources/read`` on a legacy upstream, as gateway/inputreq.py
+    holds it between the client's rounds (``inputreq._Call``)."""
+
+    def __init__(
+        self,
+        call: _Call,
+        target: Target,
+        upstream: UpstreamSession,
+        tool: str,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None,
+        session: sessions.GatewaySession,
+    ) -> None:
+        self.session = session
+        self.request_id = call.id
+        self.upstream = upstream
+        self.exposed_name = target.exposed
+        self.target = target
+        self.method = call.method
+        self.started_monotonic = call.started_monotonic
+        self._call, self._tool, self._finish = call, tool, finish
+
+    def finish(self, incoming: dict[str, Any]) -> dict[str, Any]:
+        return self._call._finished(self.target.server, self._tool, incoming, self._finish)
+
+    def failed(self, exc: UpstreamError) -> dict[str, Any]:
+        return self._call._failed(self.target.server, self._tool, exc)
+
+
+def _response(messages: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    """The response message of an upstream exchange, read to its end (its notifications are dropped)."""
+    response: dict[str, Any] = {}
+    for incoming in messages:
+        if "method" not in incoming:
+            response = incoming
+    return response
+
+
+def _once(message: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield message
 
 
 # -- subscriptions ---------------------------------------------------------------------------------------

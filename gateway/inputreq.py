@@ -1,31 +1,35 @@
 """Multi round-trip requests (MCP 2026-07-28, ``input_required``) through the gateway, in every era pairing.
 
-In 2026-07-28 a server sends no requests on a stream: it answers ``tools/call`` with an incomplete result
-(``resultType: "input_required"``, ``inputRequests`` keyed by the server, an opaque ``requestState``) and the
-client calls again with ``inputResponses`` under the same keys and the ``requestState`` echoed. Legacy
-clients and upstreams (2025-06-18 / 2025-11-25) instead send ``sampling/createMessage``,
-``elicitation/create`` or ``roots/list`` as server-to-client requests on a stream (gateway/relay.py). The
-gateway translates:
+In 2026-07-28 a server sends no requests on a stream: it answers ``tools/call``, ``prompts/get`` or
+``resources/read`` (``protocol.INPUT_REQUIRED_METHODS``; gateway/features.py serves the latter two) with an
+incomplete result (``resultType: "input_required"``, ``inputRequests`` keyed by the server, an opaque
+``requestState``) and the client calls again with ``inputResponses`` under the same keys and the
+``requestState`` echoed. Legacy clients and upstreams (2025-06-18 / 2025-11-25) instead send
+``sampling/createMessage``, ``elicitation/create`` or ``roots/list`` as server-to-client requests on a stream
+(gateway/relay.py). The gateway translates:
 
 1. Modern client, modern upstream: the upstream's ``input_required`` goes to the client with the input
    requests as they are and the upstream's ``requestState`` wrapped in the gateway's own (``State``, sealed by
-   ``gateway.crypto.seal``: encrypted and authenticated, bound to the token, workspace, exposed tool name and
-   server, and expiring). The client's retry is routed to the same upstream tool with the upstream's state;
-   a state forged, altered, expired or minted for another token, workspace or tool is a 400 with -32602.
-2. Legacy client, modern upstream (``rounds``): each input request becomes a relayed request on the call's SSE
-   stream (``relay.CallRelay.ask``: under a relay id; the client's answer is accepted on any node through
+   ``gateway.crypto.seal``: encrypted and authenticated, bound to the token, workspace, method, exposed name
+   (tool, prompt) or resource URI and server, and expiring). The client's retry is routed to the same upstream
+   tool, prompt or resource with the upstream's state; a state forged, altered, expired or minted for another
+   token, workspace, method or name is a 400 with -32602.
+2. Legacy client, modern upstream (``rounds``): each input request becomes a relayed request on the request's
+   SSE stream (``relay.CallRelay.ask``: under a relay id; the client's answer is accepted on any node through
    ``reply:<relay id>``), the answers are collected and the upstream called again with ``inputResponses`` and
    its ``requestState``, for at most ``MAX_ROUNDS`` rounds, until its final result.
-3. Modern client, legacy upstream (``Held``): the upstream's request (on the call's stream, or on its GET
-   stream: ``relay.CallRelay.divert``) is asked of the client as ``input_required`` while the upstream call
-   stays open, read in a thread of its own (``Feed``). The ``requestState`` names the held round; the retry
-   may land on any node (``resume``): it publishes the answers on ``input:<round>`` and waits on
-   ``input-reply:<its own id>`` for what the upstream does next (its final result, or its next request as a
-   new ``input_required``). A held call waits for the retry until the call's own deadline (the server's
-   timeout) at most; then the upstream's request is answered with an error and everything is let go.
+3. Modern client, legacy upstream (``Held``): the upstream's request (on the request's stream, or for a
+   ``tools/call`` also on its GET stream: ``relay.CallRelay.divert``) is asked of the client as
+   ``input_required`` while the upstream request stays open, read in a thread of its own (``Feed``). The
+   ``requestState`` names the held round; the retry may land on any node (``resume``): it publishes the
+   answers on ``input:<round>`` and waits on ``input-reply:<its own id>`` for what the upstream does next (its
+   final result, or its next request as a new ``input_required``). A held request waits for the retry until
+   its own deadline (the server's timeout) at most; then the upstream's request is answered with an error and
+   everything is let go.
 4. A client that did not declare the capability an input request needs (in its ``_meta`` or at initialize)
-   gets a clear error at once (-32021 MissingRequiredClientCapability for a 2026-07-28 client, a tool error
-   for a legacy one), and a modern upstream is told exactly the capabilities the client declared.
+   gets a clear error at once (-32021 MissingRequiredClientCapability for a 2026-07-28 client; for a legacy
+   one a tool error from ``tools/call``, a JSON-RPC error from ``prompts/get`` / ``resources/read``), and a
+   modern upstream is told exactly the capabilities the client declared.
 """
 
 from __future__ import annotations
@@ -61,13 +65,17 @@ RECEIVED_SECONDS = 5.0
 
 
 class _Call(Protocol):
-    """What of a routed ``tools/call`` (views._ToolCall) this module works with."""
+    """What of a routed request (a ``tools/call``: views._ToolCall; a ``prompts/get`` or ``resources/read``:
+    features.HeldRequest) this module works with."""
 
     session: Any
     request_id: protocol.RequestId
     upstream: UpstreamSession
-    exposed_name: str
+    exposed_name: str  # the tool or prompt name, or the resource URI, the client asked for
     target: Any
+
+    @property
+    def method(self) -> str: ...
 
     def finish(self, incoming: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -85,24 +93,42 @@ class State:
     kind: str  # "upstream": wraps a modern upstream's own state; "held": names a held round (case 3)
     token: int
     workspace: int
-    tool: str  # the exposed name the client called
+    tool: str  # what the client asked for: the exposed tool or prompt name, or the resource URI
     server: int
     upstream_state: str | None = None
     held: str | None = None
+    # The request it answers (protocol.INPUT_REQUIRED_METHODS): no tool's state opens a prompt of its name.
+    # States minted before prompts/get and resources/read had input requests carry none: tools/call.
+    method: str = "tools/call"
 
     def seal(self) -> str:
-        return crypto.seal(json.dumps(asdict(self), separators=(",", ":")), STATE_PURPOSE)
+        fields = asdict(self)
+        if fields["method"] == "tools/call":
+            # Left out, as before states named their method: a node not yet upgraded (a rolling deploy) still
+            # opens the states of tools/call that upgraded nodes mint.
+            del fields["method"]
+        return crypto.seal(json.dumps(fields, separators=(",", ":")), STATE_PURPOSE)
 
 
 def _invalid(request_id: protocol.RequestId | None, why: str) -> protocol.ProtocolError:
     return protocol.ProtocolError(400, protocol.INVALID_PARAMS, f"Invalid requestState: {why}", request_id)
 
 
+_NAMED = {"tools/call": "tool", "prompts/get": "prompt", "resources/read": "resource"}
+
+
 def state_of(
-    params: dict[str, Any], *, token_id: int, workspace_id: int, name: str, request_id: protocol.RequestId
+    params: dict[str, Any],
+    *,
+    token_id: int,
+    workspace_id: int,
+    name: str,
+    request_id: protocol.RequestId,
+    method: str = "tools/call",
 ) -> State | None:
-    """The gateway's state a retry carries (None without ``requestState``); a state the gateway did not mint
-    for this token, workspace and tool (forged, altered, expired, foreign) raises a 400 + -32602."""
+    """The gateway's state a retry of ``method`` carries (None without ``requestState``); a state the gateway
+    did not mint for this token, workspace, method and ``name`` (the tool or prompt name, or the resource URI:
+    forged, altered, expired, foreign) raises a 400 + -32602."""
     raw = params.get("requestState")
     responses = params.get("inputResponses")
     if responses is not None and not (
@@ -122,13 +148,15 @@ def state_of(
         raise _invalid(request_id, "not one this gateway issued") from None
     if state.token != token_id or state.workspace != workspace_id:
         raise _invalid(request_id, "issued to another token")
+    if state.method != method:
+        raise _invalid(request_id, f"issued for {state.method}, not {method}")
     if state.tool != name:
-        raise _invalid(request_id, f"issued for another tool, not {name}")
+        raise _invalid(request_id, f"issued for another {_NAMED.get(method, 'request')}, not {name}")
     return state
 
 
 def upstream_params(state: State | None, params: dict[str, Any]) -> dict[str, Any]:
-    """What a retry adds to the upstream's ``tools/call``: the client's answers, the upstream's own state."""
+    """What a retry adds to the upstream's request: the client's answers, the upstream's own state."""
     extra: dict[str, Any] = {}
     if isinstance(params.get("inputResponses"), dict):
         extra["inputResponses"] = params["inputResponses"]
@@ -179,17 +207,19 @@ def _tool_error(request_id: protocol.RequestId, text: str) -> dict[str, Any]:
     return protocol.result_body(request_id, {"content": [{"type": "text", "text": text}], "isError": True})
 
 
+def failure_body(method: str, request_id: protocol.RequestId, text: str) -> dict[str, Any]:
+    """What went wrong on the way, as ``method`` answers it: a tool error for ``tools/call`` (the model reads
+    it), a JSON-RPC error for ``prompts/get`` and ``resources/read`` (they have no error result)."""
+    if method == "tools/call":
+        return _tool_error(request_id, text)
+    return protocol.error_body(request_id, protocol.SERVER_ERROR, text)
+
+
 # -- 1. modern client, modern upstream -----------------------------------------------------------------------
 def for_modern_client(call: _Call, response: dict[str, Any]) -> dict[str, Any]:
-    """A modern upstream's ``input_required`` answer (legacy-shaped ``response``) for a modern client: the
-    input requests as they are, the upstream's state wrapped in the gateway's; -32021 at once when the client
-    lacks a capability they need."""
-    result: dict[str, Any] = response["result"]
-    requests = input_requests(result)
-    refused = refusal(call.session.client_capabilities, requests)
-    if refused is not None:
-        return missing_capability(call.request_id, *refused)
-    upstream_state = result.get("requestState")
+    """A modern upstream's ``input_required`` answer to a ``tools/call`` (legacy-shaped ``response``) for a
+    modern client (``ask_modern_client``)."""
+    upstream_state = response["result"].get("requestState")
     state = State(
         kind="upstream",
         token=call.session.token_id,
@@ -198,22 +228,39 @@ def for_modern_client(call: _Call, response: dict[str, Any]) -> dict[str, Any]:
         server=call.target.server.id,
         upstream_state=upstream_state if isinstance(upstream_state, str) else None,
     )
+    return ask_modern_client(call.request_id, call.session.client_capabilities, state, response["result"])
+
+
+def ask_modern_client(
+    request_id: protocol.RequestId, capabilities: dict[str, Any], state: State, result: dict[str, Any]
+) -> dict[str, Any]:
+    """A modern upstream's ``input_required`` ``result`` (of ``tools/call``, ``prompts/get`` or
+    ``resources/read``) for a modern client: the input requests as they are, the upstream's state wrapped in
+    the gateway's (``state``, sealed here); -32021 at once when the client lacks a capability they need."""
+    requests = input_requests(result)
+    refused = refusal(capabilities, requests)
+    if refused is not None:
+        return missing_capability(request_id, *refused)
     answer: dict[str, Any] = {"resultType": "input_required", "requestState": state.seal()}
     if requests:
         answer["inputRequests"] = requests
-    return protocol.result_body(call.request_id, answer)
+    return protocol.result_body(request_id, answer)
 
 
 # -- 2. legacy client, modern upstream -----------------------------------------------------------------------
 def rounds(
-    call: _Call,
     messages: Iterator[dict[str, Any]],
     asker: Callable[[], relay.CallRelay],
     resend: Callable[[dict[str, Any], str | None], Iterator[dict[str, Any]]],
+    *,
+    deadline: float,
+    failure: Callable[[protocol.RequestId, str], dict[str, Any]],
 ) -> Iterator[dict[str, Any]]:
     """The upstream's messages for a legacy client, with every ``input_required`` answered by the client:
-    its input requests are yielded as relayed requests (``relay.Relayed``) for the call's SSE stream, the
-    answers awaited, and the upstream called again (``resend``) until it answers for good."""
+    its input requests are yielded as relayed requests (``relay.Relayed``) for the request's SSE stream, the
+    answers awaited (until ``deadline``, a ``time.monotonic()``), and the upstream called again (``resend``)
+    until it answers for good. What goes wrong on the way ends it with ``failure(id, why)``: a tool error for
+    ``tools/call``, a JSON-RPC error for ``prompts/get`` and ``resources/read``."""
     current = messages
     try:
         for round_ in range(1, MAX_ROUNDS + 2):
@@ -232,31 +279,28 @@ def rounds(
                 return
             assert isinstance(result, dict)
             if round_ > MAX_ROUNDS:
-                yield _tool_error(final["id"], f"The upstream asked for input more than {MAX_ROUNDS} times")
+                yield failure(final["id"], f"The upstream asked for input more than {MAX_ROUNDS} times")
                 return
             answers: queue.Queue[dict[str, Any]] = queue.Queue()
             relayed: list[relay.Relayed] = []
             for key, request in input_requests(result).items():
                 asked = asker().ask(key, request["method"], request.get("params"), answers.put)
                 if isinstance(asked, str):
-                    yield _tool_error(final["id"], asked)
+                    yield failure(final["id"], asked)
                     return
                 relayed.append(asked)
             yield from relayed
             responses: dict[str, Any] = {}
-            deadline = call.started_monotonic + call.upstream.config.timeout + 1.0
             while len(responses) < len(relayed):
                 try:
                     answer = answers.get(timeout=max(deadline - time.monotonic(), 0.0))
                 except queue.Empty:
-                    yield _tool_error(final["id"], "The client did not answer within the call's timeout")
+                    yield failure(final["id"], "The client did not answer within the call's timeout")
                     return
                 if not isinstance(answer.get("result"), dict):
                     error = answer.get("error")
                     text = error.get("message") if isinstance(error, dict) else None
-                    yield _tool_error(
-                        final["id"], f"The client could not give the input: {text or 'no answer'}"
-                    )
+                    yield failure(final["id"], f"The client could not give the input: {text or 'no answer'}")
                     return
                 responses[str(answer["id"])] = answer["result"]
             current.close()  # type: ignore[attr-defined]
@@ -378,6 +422,7 @@ class Held:
             tool=self.call.exposed_name,
             server=self.call.target.server.id,
             held=self._round,
+            method=self.call.method,
         )
         request: dict[str, Any] = {"method": method}
         if isinstance(params, dict):
@@ -434,7 +479,9 @@ class Held:
         except Exception:
             logger.exception("a held call of %s failed", self.call.upstream.config.slug)
             if reply_to is not None:
-                failure = _tool_error(self.call.request_id, "The gateway could not go on with the call")
+                failure = failure_body(
+                    self.call.method, self.call.request_id, "The gateway could not go on with the call"
+                )
                 with contextlib.suppress(Exception):
                     bus.publish(REPLY_CHANNEL.format(reply_to), {"kind": "final", "body": failure})
         finally:
@@ -503,7 +550,7 @@ def resume(state: State, params: dict[str, Any], request_id: protocol.RequestId)
         if outcome.get("kind") == "received":
             outcome = inbox.get(max(float(entry.get("until", 0)) - time.time(), 0.0) + 1.0)
     if outcome is None:
-        return _tool_error(request_id, "The upstream did not go on within the call's timeout")
+        return failure_body(state.method, request_id, "The upstream did not go on within the call's timeout")
     if outcome.get("kind") == "input_required":
         return protocol.result_body(request_id, outcome["result"])
     body = dict(outcome.get("body") or {})

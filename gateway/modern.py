@@ -87,7 +87,8 @@ class Exchange:
             **(meta if isinstance(meta, dict) else {}),
             protocol.META_SERVER_INFO: self.server_info,
         }
-        if self.method in LIST_METHODS:
+        if self.method in LIST_METHODS and shaped["resultType"] == "complete":
+            # (an input_required answer to resources/read is no CacheableResult: nothing to keep)
             shaped["ttlMs"] = ttl_ms(ttl_until)
             shaped["cacheScope"] = self.cache_scope
         return shaped

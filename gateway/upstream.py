@@ -798,11 +798,12 @@ class UpstreamSession:
         ``Mcp-Name`` (the upstream's own name) headers; what comes back is translated to the legacy shape the
         gateway's handlers work with (``legacy_shaped``). A refusal that says the era changed (a version it no
         longer serves, or a 4xx without a JSON-RPC error) re-probes the upstream (``_SessionExpired``). An
-        ``input_required`` answer to ``tools/call`` is kept as it is (gateway/inputreq.py answers it)."""
+        ``input_required`` answer to ``tools/call``, ``prompts/get`` or ``resources/read`` is kept as it is
+        (gateway/inputreq.py answers it)."""
         if "id" not in message:
             return  # 2026-07-28 has no client notifications over HTTP: closing a stream cancels
         body, routing = modern_request(message, capabilities)
-        rounds = message["method"] == "tools/call"
+        rounds = message["method"] in protocol.INPUT_REQUIRED_METHODS
         for attempt in range(2):
             params = body["params"]
             mirrored: list[tuple[str, str]] = []
@@ -1246,8 +1247,8 @@ def legacy_shaped(response: dict[str, Any], *, input_required: bool = False) -> 
     """A modern upstream's response as the gateway's handlers (and legacy clients) know it: without
     ``resultType`` / ``ttlMs`` / ``cacheScope`` and the upstream's identity. An ``input_required`` result
     (2026-07-28 multi round-trip) is kept, ``resultType`` and all, where the caller answers it
-    (``input_required``: a ``tools/call``, gateway/inputreq.py); elsewhere (``prompts/get``,
-    ``resources/read``) a tool error says that the gateway does not relay it there."""
+    (``input_required``: a ``tools/call``, ``prompts/get`` or ``resources/read``, gateway/inputreq.py);
+    elsewhere (no other request may ask for input) an error result says that the gateway does not relay it."""
     result = response.get("result")
     if not isinstance(result, dict):
         error = response.get("error")
@@ -1275,7 +1276,10 @@ def legacy_shaped(response: dict[str, Any], *, input_required: bool = False) -> 
             else set()
         )
         asked_for = ", ".join(methods) or kind
-        text = f"The upstream asked for input, which the gateway relays for tools/call only ({asked_for})"
+        text = (
+            "The upstream asked for input, which the gateway relays for tools/call, prompts/get and "
+            f"resources/read only ({asked_for})"
+        )
         shaped = {"content": [{"type": "text", "text": text}], "isError": True}
     return {**response, "result": shaped}
 

@@ -263,6 +263,7 @@ class _ToolCall:
     upstream_progress: str | None
     started: float
     exposed_name: str = ""  # the name the client called
+    method = "tools/call"  # what gateway/inputreq.py asks it for (not a field)
     # perf_counter() when the upstream exchange began; its length is recorded as the call's upstream_ms.
     upstream_started: float | None = None
     upstream_ms: float | None = None
@@ -815,9 +816,21 @@ class GatewayView(APIView):
         if message.method == "tools/call":
             return self._call_tool(ctx, session, message)
         if message.method in features.METHODS:
-            answer = features.answer(
-                message, token=token, session_id=session.id, current=ctx.catalog_version, record=ctx.record
+            asker = features.Asker(
+                session=session,
+                modern=ctx.modern is not None,
+                streaming=protocol.accepts_sse(ctx.request.META.get("HTTP_ACCEPT")),
             )
+            answer = features.answer(
+                message,
+                token=token,
+                session_id=session.id,
+                current=ctx.catalog_version,
+                record=ctx.record,
+                asker=asker,
+            )
+            if isinstance(answer, features.Streamed):  # a legacy client is asked for input on its stream
+                return self._stream_answer(ctx, answer)
             expiry = modern.list_expiry(ctx, message.method)  # None on the legacy path
             if isinstance(answer, bytes):
                 return ctx.reply_encoded(answer, ttl_until=expiry)
@@ -979,7 +992,13 @@ class GatewayView(APIView):
 
         messages = send({})
         if ctx.modern is None:  # a modern upstream's input_required, asked of a legacy client on its stream
-            messages = inputreq.rounds(call, messages, call.client_relay, resend)
+            messages = inputreq.rounds(
+                messages,
+                call.client_relay,
+                resend,
+                deadline=call.started_monotonic + target.server.config.timeout + 1.0,
+                failure=_failure_result,
+            )
         lease = self._slot(ctx, token, target.server.config.timeout)
         if isinstance(lease, inflight.Refusal):
             # At once, never queued: a client over its cap must not tie up the gateway waiting for a slot.
@@ -1094,6 +1113,29 @@ class GatewayView(APIView):
             call.abandoned()  # a no-op unless a modern client closed the stream before the outcome
 
         response = StreamingHttpResponse(_Closing(events(), ended), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        for name, value in ctx.headers.items():
+            response[name] = value
+        return response
+
+    @staticmethod
+    def _stream_answer(ctx: _Context, answer: features.Streamed) -> StreamingHttpResponse:
+        """A ``prompts/get`` or ``resources/read`` whose upstream asks a legacy client for input: the
+        requests for the client, then the response, on one SSE stream."""
+
+        def events() -> Iterator[bytes]:
+            try:
+                for message in answer.messages:
+                    yield protocol.encode_sse_event(message)
+            except Exception:  # mid-stream the status line is gone: end with an error, never cut off
+                logger.exception("gateway stream failed")
+                failure = protocol.error_body(
+                    answer.request_id, protocol.INTERNAL_ERROR, "The gateway could not relay the reply"
+                )
+                yield protocol.encode_sse_event(failure)
+
+        response = StreamingHttpResponse(_Closing(events(), answer.close), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         for name, value in ctx.headers.items():

@@ -17,6 +17,11 @@ math.mul) plus ``where(region)``, whose ``region`` parameter is mirrored into ``
     greet_me() -> "hello <name>"            one elicitation (form) round
     summarize(text) -> "summary: <reply>"   one sampling/createMessage round
     visit() -> "<name> lives in <city>"     two rounds: the city question names the answer to the first
+and a prompt and a resource template that ask the same way (the SDK has no ``Resolve`` for those: their
+functions return an ``InputRequiredResult`` themselves and read the retry's ``ctx.input_responses`` and
+``ctx.request_state``, the lowest SDK layer that lets them):
+    introduce (prompt) -> "Introduce <name> to the team."   one elicitation round, with a requestState
+    letters://{topic} (resource template) -> "A letter about <topic>: <reply>"   one sampling round
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Annotated, Any
 
 import uvicorn
 from mcp import types
-from mcp.server.mcpserver import Elicit, Resolve, Sample
+from mcp.server.mcpserver import Context, Elicit, Resolve, Sample
 from pydantic import BaseModel, Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -119,6 +124,40 @@ def add_input_tools(server: Any) -> None:
         return f"{who.name} lives in {where.city}"
 
 
+INTRODUCE_STATE = "introduce:asked-name"  # the prompt's own requestState: the retry must bring it back
+
+
+def add_input_features(server: Any) -> None:
+    """A prompt and a resource template that need the client's input, each in one input_required round."""
+
+    @server.prompt(description="Introduce the user (asks their name: elicitation, one round).")
+    def introduce(ctx: Context) -> Any:
+        answer = (ctx.input_responses or {}).get("name")
+        if isinstance(answer, types.ElicitResult) and ctx.request_state == INTRODUCE_STATE:
+            name = (answer.content or {}).get("name", "?") if answer.action == "accept" else "nobody"
+            return f"Introduce {name} to the team."
+        schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+        question = types.ElicitRequestFormParams(message="What is your name?", requested_schema=schema)
+        return types.InputRequiredResult(
+            input_requests={"name": types.ElicitRequest(params=question)}, request_state=INTRODUCE_STATE
+        )
+
+    @server.resource("letters://{topic}", name="letter", description="A letter the client's model writes.")
+    def letter(topic: str, ctx: Context) -> Any:
+        reply = (ctx.input_responses or {}).get("draft")
+        if isinstance(reply, types.CreateMessageResult):
+            content = reply.content
+            said = content.text if isinstance(content, types.TextContent) else "?"
+            return f"A letter about {topic}: {said}"
+        message = types.SamplingMessage(
+            role="user", content=types.TextContent(type="text", text=f"Write about {topic}")
+        )
+        request = types.CreateMessageRequest(
+            params=types.CreateMessageRequestParams(messages=[message], max_tokens=50)
+        )
+        return types.InputRequiredResult(input_requests={"draft": request})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         return f"ran in {region}"
 
     add_input_tools(server)
+    add_input_features(server)
     app = server.streamable_http_app(streamable_http_path=PATH, host=HOST)
     uvicorn.run(gate(app), host=HOST, port=args.port, log_level="warning")
 

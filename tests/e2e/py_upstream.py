@@ -35,6 +35,10 @@ Resources, templates, prompts, completion:
     greet(name)                      a prompt: "Say hello to <name>."
     review.code(language)            a dotted prompt name
     completion/complete              names for greet's `name` (alice, albert, bob) and topics for the template
+
+With --asking, also a prompt and a resource template that ask the client on the request's own stream:
+    introduce (prompt)               elicitation/create: "Introduce <name> to the team."
+    letters://{topic} (template)     sampling/createMessage: "A letter about <topic>: <reply>"
 """
 
 from __future__ import annotations
@@ -177,6 +181,30 @@ def build_server(name: str = "aerostack-py-upstream") -> MCPServer:
     return server
 
 
+def add_asking_features(server: MCPServer) -> None:
+    """A prompt and a resource template whose functions ask the client (legacy era: requests on the stream)."""
+
+    class Name(BaseModel):
+        name: str
+
+    @server.prompt(description="Introduce the user (asks their name: elicitation).")
+    async def introduce(ctx: Context) -> str:
+        answer = await ctx.elicit("What is your name?", Name)
+        name = answer.data.name if answer.action == "accept" and answer.data is not None else "nobody"
+        return f"Introduce {name} to the team."
+
+    @server.resource("letters://{topic}", name="letter", description="A letter the client's model writes.")
+    async def letter(topic: str, ctx: Context) -> str:
+        message = types.SamplingMessage(
+            role="user", content=types.TextContent(type="text", text=f"Write about {topic}")
+        )
+        result = await ctx.session.create_message(
+            messages=[message], max_tokens=50, related_request_id=ctx.request_id
+        )
+        said = result.content.text if isinstance(result.content, types.TextContent) else "?"
+        return f"A letter about {topic}: {said}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -188,9 +216,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json-response", action="store_true", help="reply application/json instead of SSE")
     parser.add_argument("--name", default="aerostack-py-upstream", help="serverInfo.name")
     parser.add_argument("--path", default=PATH, help="the endpoint's path (default /mcp)")
+    parser.add_argument(
+        "--asking", action="store_true", help="add a prompt and a template that ask the client"
+    )
     args = parser.parse_args(argv)
 
     server = build_server(args.name)
+    if args.asking:
+        add_asking_features(server)
     server.run(
         "streamable-http",
         host=HOST,

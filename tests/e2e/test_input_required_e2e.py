@@ -79,7 +79,7 @@ def stack() -> Iterator[Stack]:
     try:
         everything = start_everything_server()
         upstreams.append(everything)
-        python = start_python_upstream()
+        python = start_python_upstream("--asking")  # with a prompt and a template that ask the client
         upstreams.append(python)
         modern = start_modern_upstream()
         upstreams.append(modern)
@@ -233,31 +233,45 @@ def _envelope(capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+def request(
+    port: int,
+    slug: str,
+    token: str,
+    method: str,
+    params: dict[str, Any],
+    request_id: int = 1,
+    *,
+    accept: str = "application/json",
+    session: str | None = None,
+) -> tuple[int, http.client.HTTPResponse, bytes]:
+    """A raw request, 2026-07-28 when ``params`` has a ``_meta`` (else legacy, in ``session``): its status,
+    response (for its headers) and body."""
+    message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    modern_era = "_meta" in params
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": accept}
+    if modern_era or session is not None:
+        headers["MCP-Protocol-Version"] = MODERN if modern_era else "2025-11-25"
+    if modern_era:
+        headers["Mcp-Method"] = method
+        headers["Mcp-Name"] = str(params.get("name", params.get("uri", "")))
+    if session is not None:
+        headers["Mcp-Session-Id"] = session
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", f"/ws/{slug}", body=json.dumps(message), headers=headers)
+        response = connection.getresponse()
+        return response.status, response, response.read()
+    finally:
+        connection.close()
+
+
 def call(
     port: int, slug: str, token: str, name: str, extra: dict[str, Any] | None = None, request_id: int = 1
 ) -> tuple[int, dict[str, Any]]:
     """A raw 2026-07-28 tools/call (JSON reply); its status and body."""
     params = {"name": name, "arguments": {}, "_meta": _envelope({"elicitation": {}}), **(extra or {})}
-    message = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request(
-            "POST",
-            f"/ws/{slug}",
-            body=json.dumps(message),
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "MCP-Protocol-Version": MODERN,
-                "Mcp-Method": "tools/call",
-                "Mcp-Name": name,
-            },
-        )
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
+    status, _, body = request(port, slug, token, "tools/call", params, request_id)
+    return status, json.loads(body)
 
 
 def answer(result: dict[str, Any], content: dict[str, Any]) -> dict[str, Any]:
@@ -331,3 +345,178 @@ def test_a_held_call_waits_for_the_retry_only_until_its_timeout(stack: Stack) ->
     )
     assert "('timeout', 'the client did not answer elicitation/create in time')" in rows
     assert "('ok', '')" in rows
+
+
+# -- prompts/get and resources/read that ask for input (a modern upstream's prompt and resource template) ------
+INTRODUCE = "mo__introduce"  # the prompt, exposed as <server>__<prompt>
+LETTER = "aerostack://mo/letters://spring"  # the resource, in the gateway's URI scheme
+
+
+def _features(url: str, token: str, mode: str, server: str = "mo", **callbacks: Any) -> list[tuple[str, str]]:
+    """The text of ``<server>__introduce`` and of ``aerostack://<server>/letters://spring`` (or the JSON-RPC
+    error) through the SDK client."""
+    prompt_name, letter = f"{server}__introduce", f"aerostack://{server}/letters://spring"
+
+    async def main() -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        async with _client(url, token, mode, **callbacks) as client:
+            assert client.protocol_version == (MODERN if mode == MODERN else "2025-11-25")
+            try:
+                prompt = await client.get_prompt(prompt_name)
+                content = prompt.messages[0].content
+                out.append(("ok", content.text if isinstance(content, types.TextContent) else "?"))
+            except MCPError as exc:
+                out.append(("error", f"{exc.error.code}: {exc.error.message}"))
+            try:
+                read = await client.read_resource(letter)
+                (item,) = read.contents
+                assert item.uri == letter  # the contents name the URI the client knows
+                out.append(("ok", item.text if isinstance(item, types.TextResourceContents) else "?"))
+            except MCPError as exc:
+                out.append(("error", f"{exc.error.code}: {exc.error.message}"))
+        return out
+
+    return anyio.run(main)
+
+
+@pytest.mark.parametrize("mode", [MODERN, "legacy"])
+def test_a_modern_upstreams_prompt_and_resource_ask_the_client_and_get_its_answers(
+    stack: Stack, mode: str
+) -> None:
+    out = _features(stack.url, stack.tokens[0], mode, elicitation_callback=_elicit, sampling_callback=_sample)
+    assert out == [
+        ("ok", "Introduce Ada to the team."),  # elicited; the prompt's own requestState came back to it
+        ("ok", "A letter about spring: short (18)"),  # "Write about spring", sampled by the client
+    ]
+
+
+@pytest.mark.parametrize("mode", [MODERN, "legacy"])
+def test_without_the_capability_a_prompt_or_resource_that_asks_fails_at_once(stack: Stack, mode: str) -> None:
+    started = time.monotonic()
+    out = _features(stack.url, stack.tokens[1], mode, elicitation_callback=_elicit)  # no sampling
+    bare = _features(stack.url, stack.tokens[1], mode)  # no capabilities at all
+    assert time.monotonic() - started < 10  # the server's timeout is 20 s: nothing waited for it
+    assert out[0] == ("ok", "Introduce Ada to the team.")
+    code = "-32021" if mode == MODERN else "-32000"  # MissingRequiredClientCapability in 2026-07-28
+    assert out[1][0] == "error" and out[1][1].startswith(f"{code}: ") and "sampling" in out[1][1], out
+    assert bare[0][0] == "error" and bare[0][1].startswith(f"{code}: ") and "elicitation" in bare[0][1], bare
+
+
+def test_a_legacy_upstreams_prompt_and_resource_ask_a_modern_client_as_input_required(stack: Stack) -> None:
+    # The SDK server in its legacy era: ctx.elicit / create_message on the request's own reply stream.
+    out = _features(
+        stack.url, stack.tokens[2], MODERN, "py", elicitation_callback=_elicit, sampling_callback=_sample
+    )
+    assert out == [("ok", "Introduce Ada to the team."), ("ok", "A letter about spring: short (18)")]
+
+
+def test_without_the_capability_a_legacy_upstreams_request_on_a_prompt_fails_at_once(stack: Stack) -> None:
+    started = time.monotonic()
+    out = _features(stack.url, stack.tokens[1], MODERN, "py", elicitation_callback=_elicit)  # no sampling
+    assert time.monotonic() - started < 10  # the server's timeout is 20 s: nothing waited for it
+    assert out[0] == ("ok", "Introduce Ada to the team.")
+    assert out[1][0] == "error" and "did not declare the sampling capability" in out[1][1], out
+
+
+def test_a_held_prompts_request_state_is_bound_to_its_name(stack: Stack) -> None:
+    port, token = stack.gateway.port, stack.tokens[3]
+    status, first = modern(port, stack.slug, token, "prompts/get", {"name": "py__introduce"})
+    assert status == 200 and first["result"]["resultType"] == "input_required", first
+    ((key, asked),) = first["result"]["inputRequests"].items()
+    assert asked["method"] == "elicitation/create" and asked["params"]["message"] == "What is your name?"
+    state = first["result"]["requestState"]
+    for method, params in [
+        ("prompts/get", {"name": "py__greet", "arguments": {"name": "x"}, "requestState": state}),
+        ("tools/call", {"name": "py__ask_name", "arguments": {}, "requestState": state}),
+        ("prompts/get", {"name": "py__introduce", "requestState": state[:-4] + "AAAA"}),
+    ]:
+        status, body = modern(port, stack.slug, token, method, params)
+        assert status == 400 and body["error"]["code"] == -32602, body
+    answer = {"action": "accept", "content": {"name": "Grace"}}
+    retry = {"name": "py__introduce", "inputResponses": {key: answer}, "requestState": state}
+    status, done = modern(port, stack.slug, token, "prompts/get", retry, request_id=2)
+    assert status == 200 and done["id"] == 2, done
+    assert done["result"]["messages"][0]["content"]["text"] == "Introduce Grace to the team."
+    status, again = modern(port, stack.slug, token, "prompts/get", retry, request_id=3)  # the round is over
+    assert status == 400 and "round is over" in again["error"]["message"], again
+
+
+def modern(port: int, slug: str, token: str, method: str, params: dict[str, Any], request_id: int = 1) -> Any:
+    capabilities = {"elicitation": {}, "sampling": {}}
+    status, _, body = request(
+        port, slug, token, method, {**params, "_meta": _envelope(capabilities)}, request_id
+    )
+    return status, json.loads(body)
+
+
+def test_a_prompts_or_resources_request_state_is_bound_to_its_token_workspace_and_name(stack: Stack) -> None:
+    port, token = stack.gateway.port, stack.tokens[3]
+    status, first = modern(port, stack.slug, token, "prompts/get", {"name": INTRODUCE})
+    assert status == 200, first
+    prompt = first["result"]
+    assert prompt["resultType"] == "input_required" and "ttlMs" not in prompt
+    assert prompt["inputRequests"]["name"]["method"] == "elicitation/create"
+    state = prompt["requestState"]
+    assert "introduce" not in base64.urlsafe_b64decode(state + "==").decode(
+        "latin-1"
+    )  # the upstream's, sealed
+    status, read = modern(port, stack.slug, token, "resources/read", {"uri": LETTER})
+    assert status == 200 and read["result"]["resultType"] == "input_required", read
+    resource_state = read["result"]["requestState"]
+    status, tool = call(port, stack.slug, token, "mo__greet_me")
+    tool_state = tool["result"]["requestState"]
+    other_letter = "aerostack://mo/letters://autumn"
+    refusals = {
+        "forged": ("prompts/get", {"name": INTRODUCE, "requestState": "made-up"}),
+        "altered": ("prompts/get", {"name": INTRODUCE, "requestState": state[:-4] + "AAAA"}),
+        "a tool's": ("prompts/get", {"name": INTRODUCE, "requestState": tool_state}),
+        "a prompt's for a tool": ("tools/call", {"name": "mo__greet_me", "requestState": state}),
+        "a prompt's for a resource": ("resources/read", {"uri": LETTER, "requestState": state}),
+        "another resource": ("resources/read", {"uri": other_letter, "requestState": resource_state}),
+        "another prompt": ("prompts/get", {"name": "mo__greet", "requestState": state}),
+        "another token": ("prompts/get", {"name": INTRODUCE, "requestState": state}),
+        "bad responses": ("prompts/get", {"name": INTRODUCE, "requestState": state, "inputResponses": [1]}),
+    }
+    for why, (method, params) in refusals.items():
+        who = stack.tokens[0] if why == "another token" else token
+        status, body = modern(port, stack.slug, who, method, params)
+        assert status == 400, (why, body)
+        message = body["error"]["message"]
+        assert body["error"]["code"] == -32602 and ("requestState" in message or "inputResponses" in message)
+    status, body = modern(
+        port, stack.other, stack.foreign, "prompts/get", {"name": INTRODUCE, "requestState": state}
+    )
+    assert status == 400 and body["error"]["code"] == -32602, body
+    # None of that used anything up: the genuine retries get the upstream's results.
+    answer = {"action": "accept", "content": {"name": "Grace"}}
+    retry = {"name": INTRODUCE, "inputResponses": {"name": answer}, "requestState": state}
+    status, done = modern(port, stack.slug, token, "prompts/get", retry, request_id=2)
+    assert status == 200 and done["id"] == 2, done
+    assert done["result"]["resultType"] == "complete"
+    assert done["result"]["messages"][0]["content"]["text"] == "Introduce Grace to the team."
+    sampled = {"role": "assistant", "content": {"type": "text", "text": "dear"}, "model": "m"}
+    retry = {"uri": LETTER, "inputResponses": {"draft": sampled}, "requestState": resource_state}
+    status, done = modern(port, stack.slug, token, "resources/read", retry, request_id=3)
+    assert status == 200, done
+    assert done["result"]["contents"] == [
+        {"uri": LETTER, "mimeType": "text/plain", "text": "A letter about spring: dear"}
+    ]
+
+
+def test_a_legacy_client_that_takes_only_json_is_told_at_once_why_it_cannot_be_asked(stack: Stack) -> None:
+    port, token = stack.gateway.port, stack.tokens[3]
+    init = {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {"elicitation": {}},
+        "clientInfo": {"name": "raw", "version": "1"},
+    }
+    accept = "application/json, text/event-stream"
+    status, response, _ = request(port, stack.slug, token, "initialize", init, 0, accept=accept)
+    session = response.getheader("Mcp-Session-Id")
+    assert status == 200 and session
+    status, response, raw = request(
+        port, stack.slug, token, "prompts/get", {"name": INTRODUCE}, session=session
+    )
+    body = json.loads(raw)
+    assert status == 200 and body["error"]["code"] == -32000, body
+    assert "accepts only JSON replies" in body["error"]["message"]

@@ -4,6 +4,7 @@ token, workspace and tool it was issued for, expiring; anything else is a 400 + 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from typing import Any
@@ -127,3 +128,85 @@ def test_a_retry_whose_holding_node_is_gone_is_told_at_once(monkeypatch: pytest.
     assert body["result"]["isError"] is True
     assert "node holding this call is gone" in body["result"]["content"][0]["text"]
     assert published and published[0]["responses"] == {"aerostack-1": {"action": "cancel"}}
+
+
+PROMPT_STATE = inputreq.State(
+    kind="upstream", token=7, workspace=3, tool="mo__introduce", server=11, method="prompts/get"
+)
+RESOURCE_STATE = inputreq.State(
+    kind="upstream",
+    token=7,
+    workspace=3,
+    tool="aerostack://mo/letters://spring",
+    server=11,
+    method="resources/read",
+)
+
+
+def test_a_prompts_or_resources_state_opens_for_its_own_method_and_name() -> None:
+    assert opened(PROMPT_STATE.seal(), name="mo__introduce", method="prompts/get") == PROMPT_STATE
+    uri = "aerostack://mo/letters://spring"
+    assert opened(RESOURCE_STATE.seal(), name=uri, method="resources/read") == RESOURCE_STATE
+
+
+def test_a_state_of_another_method_is_refused_even_for_the_same_name() -> None:
+    # A prompt and a tool may share a name: neither one's state opens the other.
+    tool_state = inputreq.State(kind="upstream", token=7, workspace=3, tool="mo__introduce", server=11)
+    assert (
+        "issued for tools/call, not prompts/get"
+        in refused(tool_state.seal(), name="mo__introduce", method="prompts/get").message
+    )
+    assert (
+        "issued for prompts/get, not tools/call" in refused(PROMPT_STATE.seal(), name="mo__introduce").message
+    )
+    assert (
+        "issued for prompts/get, not resources/read"
+        in refused(PROMPT_STATE.seal(), name="mo__introduce", method="resources/read").message
+    )
+
+
+def test_a_state_of_another_prompt_or_resource_is_refused() -> None:
+    assert (
+        "another prompt, not mo__greet"
+        in refused(PROMPT_STATE.seal(), name="mo__greet", method="prompts/get").message
+    )
+    assert (
+        "another resource"
+        in refused(
+            RESOURCE_STATE.seal(), name="aerostack://mo/letters://autumn", method="resources/read"
+        ).message
+    )
+
+
+def test_a_tools_state_is_sealed_as_before_states_named_their_method() -> None:
+    # A node not yet upgraded (rolling deploy) would refuse a field it does not know.
+    assert "method" not in json.loads(crypto.unseal(STATE.seal(), inputreq.STATE_PURPOSE, 60) or "{}")
+    assert json.loads(crypto.unseal(PROMPT_STATE.seal(), inputreq.STATE_PURPOSE, 60) or "{}")["method"] == (
+        "prompts/get"
+    )
+
+
+def test_a_state_minted_before_states_named_their_method_is_a_tools() -> None:
+    payload = json.dumps(
+        {"kind": "upstream", "token": 7, "workspace": 3, "tool": "mo__greet_me", "server": 11}
+    )
+    old = crypto.seal(payload, inputreq.STATE_PURPOSE)
+    assert opened(old) == inputreq.State(
+        kind="upstream", token=7, workspace=3, tool="mo__greet_me", server=11
+    )
+    refused(old, method="prompts/get")
+
+
+def test_a_modern_clients_input_required_keeps_the_requests_and_seals_the_state() -> None:
+    result = {
+        "resultType": "input_required",
+        "inputRequests": {"name": {"method": "elicitation/create", "params": {"message": "Who?"}}},
+        "requestState": "the-upstream's-own",
+    }
+    state = dataclasses.replace(PROMPT_STATE, upstream_state="the-upstream's-own")
+    body = inputreq.ask_modern_client(4, {"elicitation": {"form": {}}}, state, result)
+    answer = body["result"]
+    assert answer["inputRequests"] == result["inputRequests"] and answer["resultType"] == "input_required"
+    assert opened(answer["requestState"], name="mo__introduce", method="prompts/get") == state
+    refused_body = inputreq.ask_modern_client(4, {}, state, result)
+    assert refused_body["error"]["code"] == -32021 and refused_body["id"] == 4

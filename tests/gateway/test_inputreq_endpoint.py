@@ -1,13 +1,14 @@
-"""A held call (a 2026-07-28 client, a legacy upstream asking it something: gateway/inputreq.py) through
-Django's test client and the real Python SDK server: bounded by the server's timeout, after which nothing of
-it is left (threads, bus subscriptions, the round's cache entry, the in-flight slot), and a late retry is told
-so at once."""
+"""A held call (a 2026-07-28 client, a legacy upstream asking it something in a tools/call or a prompts/get:
+gateway/inputreq.py) through Django's test client and the real Python SDK server: bounded by the server's
+timeout, after which nothing of it is left (threads, bus subscriptions, the round's cache entry, the in-flight
+slot), and a late retry is told so at once."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,40 +18,63 @@ from gateway import bus, crypto, inflight, inputreq
 from gateway.models import UsageEvent
 from gateway.services import server_create
 from tests.conftest import Team
+from tests.e2e.upstreams import start_python_upstream
 from tests.factories import make_token
 from tests.gateway.test_modern_endpoint import ModernClient
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the held call's own thread writes the usage row
 
 
+@pytest.fixture(scope="module")
+def asking_upstream() -> Iterator[Any]:
+    """The SDK server (legacy era) with a prompt that elicits on its reply stream (py_upstream.py --asking)."""
+    upstream = start_python_upstream("--asking")
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
+
+
 def _input_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("aerostack-input")]
 
 
-def _call(client: ModernClient, extra: dict[str, Any] | None = None) -> Any:
-    meta = client.envelope(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
-    return client.request(
-        "tools/call", {"name": "quick__ask_name", "arguments": {}, **(extra or {})}, meta=meta
-    )
+# What is held: a tools/call (the SDK server's ask_name tool), and a prompts/get (py_upstream.py --asking's
+# introduce prompt): each elicits on its reply stream.
+HELD = {
+    "tools/call": ("py_upstream", {"name": "quick__ask_name", "arguments": {}}),
+    "prompts/get": ("asking_upstream", {"name": "quick__introduce"}),
+}
 
 
-@pytest.mark.usefixtures("one_cache_prefix")  # the held call's thread uses the test's cache keys too
-def test_a_held_call_lets_everything_go_after_its_timeout(
-    team: Team, py_upstream: Any, settings: Any
-) -> None:
-    settings.GATEWAY_USAGE_ASYNC = False
+def _quick_server(team: Team, url: str) -> None:
+    """The server ``quick``: a 1 s timeout bounds how long a held call waits for its retry."""
     server_create(
         workspace=team.workspace,
         actor=team.alice.user,
         name="Quick",
         slug="quick",
-        url=py_upstream.url,
+        url=url,
         timeout_seconds=1,
     )
+
+
+def _call(client: ModernClient, method: str, extra: dict[str, Any] | None = None) -> Any:
+    meta = client.envelope(**{"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
+    return client.request(method, {**HELD[method][1], **(extra or {})}, meta=meta)
+
+
+@pytest.mark.parametrize("method", list(HELD))
+@pytest.mark.usefixtures("one_cache_prefix")  # the held call's thread uses the test's cache keys too
+def test_a_held_call_lets_everything_go_after_its_timeout(
+    team: Team, settings: Any, request: pytest.FixtureRequest, method: str
+) -> None:
+    settings.GATEWAY_USAGE_ASYNC = False
+    _quick_server(team, request.getfixturevalue(HELD[method][0]).url)
     client = ModernClient(make_token(team.bob).raw)
     subscribers = bus.subscribers()
     slots = dict(inflight._local)  # other tests of this process may have left slots of their own tokens
-    response = _call(client)
+    response = _call(client, method)
     assert response.status_code == 200, response.content
     result = response.json()["result"]
     assert result["resultType"] == "input_required"
@@ -67,10 +91,12 @@ def test_a_held_call_lets_everything_go_after_its_timeout(
     assert cache.get(round_key) is None
     row = UsageEvent.objects.get(server_slug="quick")
     assert (row.outcome, row.detail) == ("timeout", "the client did not answer elicitation/create in time")
+    assert row.method == method
     started = time.monotonic()
     (key,) = result["inputRequests"]
     late = _call(
         client,
+        method,
         {
             "inputResponses": {key: {"action": "accept", "content": {"name": "Late"}}},
             "requestState": result["requestState"],
@@ -80,3 +106,28 @@ def test_a_held_call_lets_everything_go_after_its_timeout(
     assert late.status_code == 400
     error = late.json()["error"]
     assert error["code"] == -32602 and "round is over" in error["message"]
+
+
+@pytest.mark.usefixtures("one_cache_prefix")
+def test_a_held_prompt_counts_in_the_tokens_in_flight_cap(
+    team: Team, settings: Any, asking_upstream: Any
+) -> None:
+    settings.GATEWAY_USAGE_ASYNC = False
+    settings.GATEWAY_MAX_INFLIGHT_PER_TOKEN = 1
+    _quick_server(team, asking_upstream.url)
+    client = ModernClient(make_token(team.bob).raw)
+    first = _call(client, "prompts/get")
+    assert first.json()["result"]["resultType"] == "input_required"  # held: it has the token's one slot
+    second = _call(client, "prompts/get")  # its upstream's question is refused at once, saying why
+    assert "Too many tool calls in flight for this token" in second.json()["error"]["message"]
+    _wait_for_input_threads()
+    again = _call(client, "prompts/get")  # the first gave its slot back when its round timed out
+    assert again.json()["result"]["resultType"] == "input_required", again.content
+    _wait_for_input_threads()  # its usage row is written before the test's database goes
+
+
+def _wait_for_input_threads() -> None:
+    deadline = time.monotonic() + 10
+    while _input_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _input_threads() == []

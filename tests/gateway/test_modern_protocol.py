@@ -306,10 +306,11 @@ def test_an_input_required_answer_to_tools_call_is_kept_for_the_gateway_to_answe
     }
 
 
-def test_an_input_required_answer_elsewhere_becomes_a_tool_error() -> None:
-    result = legacy_shaped(INPUT_REQUIRED)["result"]  # prompts/get, resources/read: not relayed there
+def test_an_input_required_answer_elsewhere_becomes_an_error_result() -> None:
+    # Only tools/call, prompts/get and resources/read may ask for input (protocol.INPUT_REQUIRED_METHODS).
+    result = legacy_shaped(INPUT_REQUIRED)["result"]
     assert result["isError"] is True and "elicitation/create" in result["content"][0]["text"]
-    assert "tools/call only" in result["content"][0]["text"]
+    assert "for tools/call, prompts/get and resources/read only" in result["content"][0]["text"]
 
 
 def test_a_modern_upstream_is_told_the_clients_own_capabilities() -> None:
