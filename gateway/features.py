@@ -371,13 +371,8 @@ class _Call:
         remaining = subscribers_change(target.server.id, target.upstream, session_id, None)
         if remaining:  # other sessions of this node still want its updates: the upstream keeps it
             return protocol.result_body(self.id, {})
-<<<<<<< HEAD
         _hold(target, False)
-        return self.forward(target, params)
-=======
-        _hold(target, 0)
         return self.forward_body(target, params)
->>>>>>> mrtr
 
     # -- the upstream --------------------------------------------------------------------------------------
     def forward_body(self, target: Target, params: dict[str, Any]) -> dict[str, Any]:
