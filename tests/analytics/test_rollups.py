@@ -8,6 +8,7 @@ import random
 import threading
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -248,3 +249,36 @@ def test_a_histogram_percentile_is_the_upper_edge_of_the_exact_ones_bucket() -> 
     assert histogram.add(hist, hist) == {key: 2 * count for key, count in hist.items()}
     with pytest.raises(ValueError):
         histogram.percentile(hist, 101)
+
+
+def test_of_failed_rows_at_the_same_moment_the_later_one_is_every_rollups_last_error() -> None:
+    """Rows are added up per tool first, then per rollup key: a tie of newest errors still goes to the row
+    that came later, as when every row was added to every key in turn (and a later batch wins a tie too)."""
+
+    def failed(tool: str, detail: str) -> SimpleNamespace:
+        values = dict.fromkeys(("member_id", "token_id", "server_id", "upstream_ms"))
+        return SimpleNamespace(
+            workspace_id=1,
+            server_slug="py",
+            tool=tool,
+            exposed_name=f"py__{tool}",
+            method="tools/call",
+            client_name="",
+            client_version="",
+            outcome="tool_error",
+            created_at=T0,
+            duration_ms=1.0,
+            detail=detail,
+            **values,
+        )
+
+    out = rollups.aggregate([failed("b", "first"), failed("a", "second"), failed("b", "third")])
+    by_granularity = defaultdict(list)
+    for key, agg in out.items():
+        by_granularity[key[1]].append((key[7], agg.last_error))  # the tool, the newest error
+    assert sorted(by_granularity["hour"]) == [("a", "second"), ("b", "third")]
+    assert by_granularity["h_tot"] == [("", "third")] and by_granularity["d_tot"] == [("", "third")]
+    rollups.aggregate([failed("a", "fourth")], into=out)
+    totals = [agg.last_error for key, agg in out.items() if key[1] in ("h_tot", "d_tot", "h_srv")]
+    assert totals == ["fourth"] * 3
+    assert [agg.calls for key, agg in out.items() if key[1] == "h_tot"] == [4]
