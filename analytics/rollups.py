@@ -1,5 +1,5 @@
 """Incremental rollups: a batch of usage rows is aggregated in Python and added to ``UsageRollup`` rows by
-one additive upsert per chunk, inside the transaction that inserts the raw rows.
+an additive upsert (one ``executemany``), inside the transaction that inserts the raw rows.
 
 Counts and sums are added by ``INSERT ... ON CONFLICT (key) DO UPDATE SET calls = calls + excluded.calls``;
 the sparse JSON histograms are merged key by key in the same statement: each of the increment's buckets
@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import lru_cache
+from functools import cache
 from operator import itemgetter
 from typing import Any
 
@@ -60,8 +60,6 @@ def project(rest: tuple[Any, ...], kept: tuple[int, ...]) -> tuple[Any, ...]:
     """A key's dimensions with only ``kept`` left (ids 0, strings "" for the others)."""
     return tuple(value if i in kept else _BLANK[i] for i, value in enumerate(rest))
 
-
-CHUNK = 200  # rows per statement: 24 parameters each, far below SQLite's limit
 
 RollupKey = tuple[Any, ...]  # in the order of UsageRollup.KEY_FIELDS
 
@@ -240,8 +238,9 @@ VALUE_FIELDS = (
 )
 
 
-@lru_cache(maxsize=64)
-def _upsert_sql(vendor: str, rows: int) -> str:
+@cache
+def _upsert_sql(vendor: str) -> str:
+    """The additive upsert of one rollup row (24 parameters: the key's 13, then ``VALUE_FIELDS``)."""
     table = UsageRollup._meta.db_table
     key_columns = list(UsageRollup.KEY_FIELDS)  # attnames, which are their column names
     columns = [*key_columns, *VALUE_FIELDS]
@@ -259,9 +258,8 @@ def _upsert_sql(vendor: str, rows: int) -> str:
         f"last_error_at = CASE WHEN {later} THEN excluded.last_error_at ELSE {table}.last_error_at END",
         f"last_error = CASE WHEN {later} THEN excluded.last_error ELSE {table}.last_error END",
     ]
-    values = ", ".join([f"({placeholders})"] * rows)
     return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "  # noqa: S608 - names from the model
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "  # noqa: S608 - names from the model
         f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {', '.join(updates)}"
     )
 
@@ -302,7 +300,7 @@ def add(increments: Mapping[RollupKey, Aggregate], *, using: str = "default") ->
             )
         )
     with connection.cursor() as cursor:
-        cursor.executemany(_upsert_sql(connection.vendor, 1), params)
+        cursor.executemany(_upsert_sql(connection.vendor), params)
 
 
 def add_rows(rows: Iterable[Any], *, using: str = "default") -> None:

@@ -1,9 +1,10 @@
 """The usage log: one row per tools/call and per refused request, written off the request path.
 
 Rows are queued in memory and written in batches by one background thread per process, so a gateway call
-never waits for an INSERT (about 0.8 ms on SQLite). Each batch is one short transaction: the raw rows, the
-hour and minute rollups they add to (``analytics.rollups``: aggregated in Python, added with one upsert per
-chunk) and the count of rows dropped since the last batch.
+never waits for an INSERT (about 0.8 ms on SQLite). Each batch is one short transaction: the raw rows (one
+``executemany`` of the stored values, no model instances), the rollups they add to (``analytics.rollups``:
+aggregated in Python, added by one ``executemany`` of an upsert) and the count of rows dropped since the last
+batch.
 
 The queue is bounded: under a flood, rows beyond it are dropped rather than growing memory without limit,
 and so is a batch the database refuses twice (the database is down). Dropped rows are never silently lost:
