@@ -8,7 +8,6 @@ import random
 import threading
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -251,26 +250,15 @@ def test_a_histogram_percentile_is_the_upper_edge_of_the_exact_ones_bucket() -> 
         histogram.percentile(hist, 101)
 
 
-def test_of_failed_rows_at_the_same_moment_the_later_one_is_every_rollups_last_error() -> None:
+@pytest.mark.django_db
+def test_of_failed_rows_at_the_same_moment_the_later_one_is_every_rollups_last_error(team: Team) -> None:
     """Rows are added up per tool first, then per rollup key: a tie of newest errors still goes to the row
     that came later, as when every row was added to every key in turn (and a later batch wins a tie too)."""
+    rng = random.Random(1)
 
-    def failed(tool: str, detail: str) -> SimpleNamespace:
-        values = dict.fromkeys(("member_id", "token_id", "server_id", "upstream_ms"))
-        return SimpleNamespace(
-            workspace_id=1,
-            server_slug="py",
-            tool=tool,
-            exposed_name=f"py__{tool}",
-            method="tools/call",
-            client_name="",
-            client_version="",
-            outcome="tool_error",
-            created_at=T0,
-            duration_ms=1.0,
-            detail=detail,
-            **values,
-        )
+    def failed(tool: str, detail: str) -> usage.Usage:
+        same = dict(member_id=None, server_slug="py", client_name="", outcome="tool_error", created_at=T0)
+        return _usage(team, rng, tool=tool, exposed_name=f"py__{tool}", detail=detail, **same)
 
     out = rollups.aggregate([failed("b", "first"), failed("a", "second"), failed("b", "third")])
     by_granularity = defaultdict(list)
