@@ -50,3 +50,19 @@ def datetime_adapter(connection: BaseDatabaseWrapper) -> Callable[[datetime | No
         return str(value.astimezone(zone).replace(tzinfo=None))
 
     return adapt_aware
+
+
+def batch_cursor(connection: BaseDatabaseWrapper) -> Any:
+    """A cursor for ``executemany`` of many rows of plain values (the usage writer's): on PostgreSQL one that
+    binds the values on the server (psycopg's C dumpers, and the statement's text converted once), where
+    Django's own cursors merge every value into the text in Python; elsewhere ``connection.cursor()``."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    from django.db.backends.postgresql import base as postgresql
+
+    connection.ensure_connection()
+    server_binding: Any = postgresql.ServerBindingCursor  # psycopg's Cursor with Django's mixin
+    cursor = server_binding(connection.connection)
+    # Wrapped as Django wraps its own: logged (and seen by CaptureQueriesContext) when queries are.
+    wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+    return wrap(cursor)

@@ -24,7 +24,7 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from aerostack.db import datetime_adapter
+from aerostack.db import batch_cursor, datetime_adapter
 from analytics import histogram
 from analytics.models import NONE_ID, DroppedUsage, UsageRollup
 
@@ -299,7 +299,7 @@ def add(increments: Mapping[RollupKey, Aggregate], *, using: str = "default") ->
                 agg.last_error,
             )
         )
-    with connection.cursor() as cursor:
+    with batch_cursor(connection) as cursor:
         cursor.executemany(_upsert_sql(connection.vendor), params)
 
 

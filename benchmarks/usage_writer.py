@@ -95,12 +95,10 @@ def _prepare(data_dir: Path) -> dict[str, int]:
         }
         marker.write_text(json.dumps(ids))
     UsageEvent.objects.filter(workspace_id=ids["workspace_id"]).delete()
-    try:
-        from analytics.models import UsageRollup
-    except ImportError:  # a tree from before the rollups
-        pass
-    else:
-        UsageRollup.objects.filter(workspace_id=ids["workspace_id"]).delete()
+    from django.apps import apps
+
+    if apps.is_installed("analytics"):  # not in a tree from before the rollups
+        apps.get_model("analytics", "UsageRollup").objects.filter(workspace_id=ids["workspace_id"]).delete()
     return ids
 
 

@@ -29,7 +29,7 @@ from typing import NamedTuple
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
 
-from aerostack.db import datetime_adapter, release_connection
+from aerostack.db import batch_cursor, datetime_adapter, release_connection
 from analytics import rollups
 from analytics.models import DroppedUsage
 from gateway.models import Server, UsageEvent
@@ -128,7 +128,7 @@ def _insert(rows: list[StoredUsage]) -> None:
     adapt = datetime_adapter(connection)
     at = _CREATED_AT
     params = [(*row[:at], adapt(row.created_at), *row[at + 1 :]) for row in rows]
-    with connection.cursor() as cursor:
+    with batch_cursor(connection) as cursor:
         cursor.executemany(_insert_sql(connection.vendor), params)
 
 

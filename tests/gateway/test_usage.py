@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from aerostack.db import datetime_adapter
@@ -159,3 +160,15 @@ def test_the_datetime_adapter_adapts_as_django_does() -> None:
         datetime(2026, 7, 1, 1, 30, tzinfo=timezone_offset(timedelta(hours=-5))),
     ):
         assert adapt(value) == connection.ops.adapt_datetimefield_value(value), value
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writers_statements_are_seen_like_any_other(team: Team) -> None:
+    """On PostgreSQL the writer binds its values on the server (aerostack.db.batch_cursor): its statements
+    are still wrapped as Django's own, logged when queries are logged."""
+    with CaptureQueriesContext(connection) as queries:
+        assert usage._Writer().write([_usage(team), _usage(team)]) == 2
+    sql = [query["sql"] for query in queries.captured_queries]
+    # executemany is logged once, as "<n> times: <statement>".
+    assert any(query.startswith('2 times: INSERT INTO "gateway_usageevent"') for query in sql), sql
+    assert any("times: INSERT INTO analytics_usagerollup" in query for query in sql), sql
