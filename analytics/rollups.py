@@ -274,8 +274,22 @@ def add(increments: Mapping[RollupKey, Aggregate], *, using: str = "default") ->
     if not increments:
         return
     connection = connections[using]
-    adapt = datetime_adapter(connection)
-    dumps = json.dumps
+    adapt_datetime = datetime_adapter(connection)
+    # A row's 13 keys mostly share their bucket starts, newest times and histograms: each is encoded once.
+    adapted: dict[datetime | None, Any] = {}
+    encoded: dict[tuple[tuple[str, int], ...], str] = {}
+
+    def adapt(value: datetime | None) -> Any:
+        if value not in adapted:
+            adapted[value] = adapt_datetime(value)
+        return adapted[value]
+
+    def dumps(hist: histogram.Histogram) -> str:
+        items = tuple(hist.items())
+        if items not in encoded:
+            encoded[items] = json.dumps(hist)
+        return encoded[items]
+
     params = []
     # Sorted by key (bucket starts are UTC datetimes: in time order, as their text would be).
     for key, agg in sorted(increments.items(), key=itemgetter(0)):
