@@ -1,11 +1,12 @@
 """Incremental rollups: a batch of usage rows is aggregated in Python and added to ``UsageRollup`` rows by
-one additive upsert per chunk, inside the transaction that inserts the raw rows.
+an additive upsert (one ``executemany``), inside the transaction that inserts the raw rows.
 
 Counts and sums are added by ``INSERT ... ON CONFLICT (key) DO UPDATE SET calls = calls + excluded.calls``;
-the sparse JSON histograms are merged key by key in the same statement (``jsonb_each_text`` on PostgreSQL,
-``json_each`` on SQLite). The conflicting row is locked for the update (PostgreSQL) or the whole database is
-(SQLite), so concurrent writers in any number of processes and nodes add up and never overwrite each
-other. Rows are sent sorted by key, so two writers lock shared keys in the same order.
+the sparse JSON histograms are merged key by key in the same statement: each of the increment's buckets
+(``jsonb_each_text`` on PostgreSQL, ``json_each`` on SQLite) added to the stored count and laid over the
+stored object (``||``, ``json_patch``). The conflicting row is locked for the update (PostgreSQL) or the
+whole database is (SQLite), so concurrent writers in any number of processes and nodes add up and never
+overwrite each other. Rows are sent sorted by key, so two writers lock shared keys in the same order.
 
 Dropped usage rows are counted the same way in ``DroppedUsage``.
 """
@@ -16,12 +17,14 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import lru_cache
+from functools import cache
+from operator import itemgetter
 from typing import Any
 
 from django.db import connections
 from django.utils import timezone
 
+from aerostack.db import batch_cursor, datetime_adapter
 from analytics import histogram
 from analytics.models import NONE_ID, DroppedUsage, UsageRollup
 
@@ -58,12 +61,10 @@ def project(rest: tuple[Any, ...], kept: tuple[int, ...]) -> tuple[Any, ...]:
     return tuple(value if i in kept else _BLANK[i] for i, value in enumerate(rest))
 
 
-CHUNK = 200  # rows per statement: 24 parameters each, far below SQLite's limit
-
 RollupKey = tuple[Any, ...]  # in the order of UsageRollup.KEY_FIELDS
 
 
-@dataclass
+@dataclass(slots=True)
 class Aggregate:
     calls: int = 0
     duration_sum: float = 0.0
@@ -75,6 +76,41 @@ class Aggregate:
     last_at: datetime | None = None
     last_error_at: datetime | None = None
     last_error: str = ""
+
+    def copy(self) -> Aggregate:
+        return Aggregate(
+            self.calls,
+            self.duration_sum,
+            self.upstream_calls,
+            self.upstream_sum,
+            dict(self.duration_hist),
+            dict(self.upstream_hist),
+            dict(self.gateway_hist),
+            self.last_at,
+            self.last_error_at,
+            self.last_error,
+        )
+
+    def merge(self, other: Aggregate) -> None:
+        """Add ``other``, the aggregate of rows that come after this one's (its newest error wins a tie)."""
+        self.calls += other.calls
+        self.duration_sum += other.duration_sum
+        self.upstream_calls += other.upstream_calls
+        self.upstream_sum += other.upstream_sum
+        for mine, theirs in (
+            (self.duration_hist, other.duration_hist),
+            (self.upstream_hist, other.upstream_hist),
+            (self.gateway_hist, other.gateway_hist),
+        ):
+            for key, count in theirs.items():
+                mine[key] = mine.get(key, 0) + count
+        if other.last_at is not None and (self.last_at is None or other.last_at > self.last_at):
+            self.last_at = other.last_at
+        if other.last_error_at is not None and (
+            self.last_error_at is None or other.last_error_at >= self.last_error_at
+        ):
+            self.last_error_at = other.last_error_at
+            self.last_error = other.last_error
 
 
 def bucket_start(at: datetime, granularity: str) -> datetime:
@@ -93,15 +129,25 @@ def aggregate(
 ) -> dict[RollupKey, Aggregate]:
     """The rollup increments of usage rows (``UsageEvent`` instances or anything with their attributes).
 
-    Rows without a workspace (a request naming no workspace) are not rolled up.
+    Rows without a workspace (a request naming no workspace) are not rolled up. The rows are first added up
+    per workspace, UTC minute and dimensions (one dictionary look-up per row); each of those groups is then
+    added to its keys of every granularity and projection (13 with the hour), so a batch of many calls of a
+    few tools costs about one small update per row, not 13.
     """
     out: dict[RollupKey, Aggregate] = {} if into is None else into
     granularities = tuple(str(granularity) for granularity in granularities)
     with_projections = UsageRollup.Granularity.HOUR in granularities
-    for row in rows:
-        if row.workspace_id is None:
+    groups: dict[tuple[Any, ...], Aggregate] = {}
+    error_order: dict[tuple[Any, ...], int] = {}  # a group's newest failed row's place among the rows
+    bucket_index = histogram.bucket_index
+    for number, row in enumerate(rows):
+        workspace_id = row.workspace_id
+        if workspace_id is None:
             continue
-        rest = (
+        created = row.created_at
+        group_key = (
+            workspace_id,
+            created.astimezone(UTC).replace(second=0, microsecond=0),
             row.member_id or NONE_ID,
             row.token_id or NONE_ID,
             row.server_id or NONE_ID,
@@ -113,64 +159,69 @@ def aggregate(
             row.client_version,
             row.outcome,
         )
+        agg = groups.get(group_key)
+        if agg is None:
+            agg = groups[group_key] = Aggregate()
+        duration, upstream = row.duration_ms, row.upstream_ms
+        agg.calls += 1
+        agg.duration_sum += duration
+        hist = agg.duration_hist
+        bin_key = str(bucket_index(duration))
+        hist[bin_key] = hist.get(bin_key, 0) + 1
+        if upstream is not None:
+            agg.upstream_calls += 1
+            agg.upstream_sum += upstream
+            hist = agg.upstream_hist
+            bin_key = str(bucket_index(upstream))
+            hist[bin_key] = hist.get(bin_key, 0) + 1
+            hist = agg.gateway_hist
+            bin_key = str(bucket_index(max(duration - upstream, 0.0)))
+            hist[bin_key] = hist.get(bin_key, 0) + 1
+        if agg.last_at is None or created > agg.last_at:
+            agg.last_at = created
+        if row.outcome != "ok" and (agg.last_error_at is None or created >= agg.last_error_at):
+            agg.last_error_at = created
+            agg.last_error = row.detail
+            error_order[group_key] = number
+    # Groups whose newest error comes later among the rows are added later: it wins a tie, as row by row.
+    ordered = sorted(groups.items(), key=lambda item: error_order.get(item[0], -1))
+    for (workspace_id, minute, *dims), agg in ordered:
+        rest = tuple(dims)
         keys = [
-            (row.workspace_id, granularity, bucket_start(row.created_at, granularity), *rest)
+            (workspace_id, granularity, bucket_start(minute, granularity), *rest)
             for granularity in granularities
         ]
         if with_projections:  # every hour row also counts in the hour projections and the day rollups
-            hour = bucket_start(row.created_at, UsageRollup.Granularity.HOUR)
+            hour = minute.replace(minute=0)
             day = hour.replace(hour=0)
+            keys += [(workspace_id, name, hour, *project(rest, kept)) for name, kept in PROJECTIONS.items()]
+            keys.append((workspace_id, UsageRollup.Granularity.DAY, day, *rest))
             keys += [
-                (row.workspace_id, name, hour, *project(rest, kept)) for name, kept in PROJECTIONS.items()
+                (workspace_id, name, day, *project(rest, kept)) for name, kept in DAY_PROJECTIONS.items()
             ]
-            keys.append((row.workspace_id, UsageRollup.Granularity.DAY, day, *rest))
-            keys += [
-                (row.workspace_id, name, day, *project(rest, kept)) for name, kept in DAY_PROJECTIONS.items()
-            ]
-        # What the row adds, worked out once for all of its keys.
-        duration, upstream, created, failed = (
-            row.duration_ms,
-            row.upstream_ms,
-            row.created_at,
-            row.outcome != "ok",
-        )
-        duration_key = str(histogram.bucket_index(duration))
-        if upstream is not None:
-            upstream_key = str(histogram.bucket_index(upstream))
-            gateway_key = str(histogram.bucket_index(max(duration - upstream, 0.0)))
         for key in keys:
-            agg = out.get(key)
-            if agg is None:
-                agg = out[key] = Aggregate()
-            agg.calls += 1
-            agg.duration_sum += duration
-            agg.duration_hist[duration_key] = agg.duration_hist.get(duration_key, 0) + 1
-            if upstream is not None:
-                agg.upstream_calls += 1
-                agg.upstream_sum += upstream
-                agg.upstream_hist[upstream_key] = agg.upstream_hist.get(upstream_key, 0) + 1
-                agg.gateway_hist[gateway_key] = agg.gateway_hist.get(gateway_key, 0) + 1
-            if agg.last_at is None or created > agg.last_at:
-                agg.last_at = created
-            if failed and (agg.last_error_at is None or created >= agg.last_error_at):
-                agg.last_error_at = created
-                agg.last_error = row.detail
+            found = out.get(key)
+            if found is None:
+                out[key] = agg.copy()
+            else:
+                found.merge(agg)
     return out
 
 
 def _merge_hist_sql(vendor: str, table: str, column: str) -> str:
+    """``column`` set to the stored histogram plus the increment: the increment's buckets, each added to the
+    stored count, laid over the stored object (only the increment's few keys are walked, not the stored ones;
+    the keys' order in the stored text may change, which no reader depends on)."""
     if vendor == "postgresql":
         return (
-            f"{column} = (SELECT COALESCE(jsonb_object_agg(k, s), '{{}}'::jsonb) FROM ("  # noqa: S608 - names from the model
-            f"SELECT k, SUM(v) AS s FROM ("
-            f"SELECT key AS k, value::bigint AS v FROM jsonb_each_text({table}.{column}) UNION ALL "
-            f"SELECT key, value::bigint FROM jsonb_each_text(EXCLUDED.{column})) AS u GROUP BY k) AS g)"
+            f"{column} = {table}.{column} || COALESCE((SELECT jsonb_object_agg(key, value::bigint"  # noqa: S608 - names from the model
+            f" + COALESCE(({table}.{column} ->> key)::bigint, 0)) FROM jsonb_each_text(EXCLUDED.{column})),"
+            f" '{{}}'::jsonb)"
         )
     return (
-        f"{column} = (SELECT json_group_object(k, s) FROM ("  # noqa: S608 - names from the model
-        f"SELECT key AS k, SUM(value) AS s FROM ("
-        f"SELECT key, value FROM json_each({table}.{column}) UNION ALL "
-        f"SELECT key, value FROM json_each(excluded.{column})) GROUP BY key))"
+        f"{column} = json_patch({table}.{column}, (SELECT json_group_object(key, value"  # noqa: S608 - names from the model
+        f" + COALESCE(json_extract({table}.{column}, '$.\"' || key || '\"'), 0))"
+        f" FROM json_each(excluded.{column})))"
     )
 
 
@@ -187,8 +238,9 @@ VALUE_FIELDS = (
 )
 
 
-@lru_cache(maxsize=64)
-def _upsert_sql(vendor: str, rows: int) -> str:
+@cache
+def _upsert_sql(vendor: str) -> str:
+    """The additive upsert of one rollup row (24 parameters: the key's 13, then ``VALUE_FIELDS``)."""
     table = UsageRollup._meta.db_table
     key_columns = list(UsageRollup.KEY_FIELDS)  # attnames, which are their column names
     columns = [*key_columns, *VALUE_FIELDS]
@@ -206,50 +258,68 @@ def _upsert_sql(vendor: str, rows: int) -> str:
         f"last_error_at = CASE WHEN {later} THEN excluded.last_error_at ELSE {table}.last_error_at END",
         f"last_error = CASE WHEN {later} THEN excluded.last_error ELSE {table}.last_error END",
     ]
-    values = ", ".join([f"({placeholders})"] * rows)
     return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "  # noqa: S608 - names from the model
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "  # noqa: S608 - names from the model
         f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {', '.join(updates)}"
     )
 
 
 def add(increments: Mapping[RollupKey, Aggregate], *, using: str = "default") -> None:
-    """Add the increments to the rollup rows (call inside the raw rows' transaction)."""
+    """Add the increments to the rollup rows (call inside the raw rows' transaction).
+
+    One single-row upsert sent with ``executemany``: its text is parsed once (a multi-row statement is too
+    long for psycopg's cache of converted queries and was parsed again on every batch), and the rows go in
+    key order.
+    """
     if not increments:
         return
     connection = connections[using]
-    ops = connection.ops
-    vendor = connection.vendor
-    ordered = sorted(increments.items(), key=lambda item: _sort_key(item[0]))
-    with connection.cursor() as cursor:
-        for start in range(0, len(ordered), CHUNK):
-            chunk = ordered[start : start + CHUNK]
-            params: list[Any] = []
-            for key, agg in chunk:
-                workspace_id, granularity, bucket, *rest = key
-                assert agg.last_at is not None
-                params += [workspace_id, granularity, ops.adapt_datetimefield_value(bucket), *rest]
-                params += [agg.calls, agg.duration_sum, agg.upstream_calls, agg.upstream_sum]
-                params += [
-                    json.dumps(agg.duration_hist),
-                    json.dumps(agg.upstream_hist),
-                    json.dumps(agg.gateway_hist),
-                ]
-                params += [
-                    ops.adapt_datetimefield_value(agg.last_at),
-                    ops.adapt_datetimefield_value(agg.last_error_at),
-                    agg.last_error,
-                ]
-            cursor.execute(_upsert_sql(vendor, len(chunk)), params)
+    adapt_datetime = datetime_adapter(connection)
+    # A row's 13 keys mostly share their bucket starts, newest times and histograms: each is encoded once.
+    adapted: dict[datetime | None, Any] = {}
+    encoded: dict[tuple[tuple[str, int], ...], str] = {}
+
+    def adapt(value: datetime | None) -> Any:
+        if value not in adapted:
+            adapted[value] = adapt_datetime(value)
+        return adapted[value]
+
+    def dumps(hist: histogram.Histogram) -> str:
+        items = tuple(hist.items())
+        if items not in encoded:
+            encoded[items] = json.dumps(hist)
+        return encoded[items]
+
+    params = []
+    # Sorted by key (bucket starts are UTC datetimes: in time order, as their text would be).
+    for key, agg in sorted(increments.items(), key=itemgetter(0)):
+        workspace_id, granularity, bucket, *rest = key
+        assert agg.last_at is not None
+        params.append(
+            (
+                workspace_id,
+                granularity,
+                adapt(bucket),
+                *rest,
+                agg.calls,
+                agg.duration_sum,
+                agg.upstream_calls,
+                agg.upstream_sum,
+                dumps(agg.duration_hist),
+                dumps(agg.upstream_hist),
+                dumps(agg.gateway_hist),
+                adapt(agg.last_at),
+                adapt(agg.last_error_at),
+                agg.last_error,
+            )
+        )
+    with batch_cursor(connection) as cursor:
+        cursor.executemany(_upsert_sql(connection.vendor), params)
 
 
 def add_rows(rows: Iterable[Any], *, using: str = "default") -> None:
     """Roll up usage rows (both granularities), as the usage writer does for each batch it inserts."""
     add(aggregate(rows), using=using)
-
-
-def _sort_key(key: RollupKey) -> tuple[Any, ...]:
-    return tuple(value.isoformat() if isinstance(value, datetime) else value for value in key)
 
 
 DroppedKey = tuple[int | None, date, str]  # workspace id, UTC day, reason

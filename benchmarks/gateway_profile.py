@@ -227,6 +227,22 @@ def _trace_opcodes(counts: Counter[str]) -> None:
     sys.settrace(new_frame)
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread of this process so far, by thread name."""
+    import threading
+
+    spent: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            clock = time.pthread_getcpuclockid(thread.ident)
+            spent[thread.name] = spent.get(thread.name, 0.0) + time.clock_gettime(clock)
+        except (OSError, ProcessLookupError):  # ended meanwhile
+            continue
+    return spent
+
+
 def run(args: argparse.Namespace) -> None:
     data_dir = Path(args.data_dir).resolve()
     setup_data = json.loads((data_dir / "bench.json").read_text())
@@ -267,10 +283,12 @@ def run(args: argparse.Namespace) -> None:
     opcodes: Counter[str] = Counter()
     if opcodes_path is not None:
         _trace_opcodes(opcodes)
+    threads_before = _thread_cpu()
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(args.calls):
         gateway.call()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    threads = _thread_cpu()
     if not args.write_usage:
         # Since 6792a47 the rows still queued are written at exit (gateway.usage's atexit flush): that would
         # put the measured calls' usage writes into a whole-process count (callgrind, strace) of one tree
@@ -292,6 +310,10 @@ def run(args: argparse.Namespace) -> None:
         f"{args.root}: {args.calls} calls, {wall / args.calls * 1e6:.1f} µs wall and"
         f" {cpu / args.calls * 1e6:.1f} µs CPU (this process, all threads) per call"
     )
+    for name, seconds in sorted(threads.items()):
+        spent = seconds - threads_before.get(name, 0.0)
+        if spent * 1e6 / args.calls >= 1:
+            print(f"  thread {name}: {spent / args.calls * 1e6:.1f} µs CPU per call")
     if counter is not None:
         for label, count in sorted(counter.counts.items()):
             print(f"  {label}: {count / args.calls:.2f} per call")

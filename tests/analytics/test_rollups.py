@@ -248,3 +248,25 @@ def test_a_histogram_percentile_is_the_upper_edge_of_the_exact_ones_bucket() -> 
     assert histogram.add(hist, hist) == {key: 2 * count for key, count in hist.items()}
     with pytest.raises(ValueError):
         histogram.percentile(hist, 101)
+
+
+@pytest.mark.django_db
+def test_of_failed_rows_at_the_same_moment_the_later_one_is_every_rollups_last_error(team: Team) -> None:
+    """Rows are added up per tool first, then per rollup key: a tie of newest errors still goes to the row
+    that came later, as when every row was added to every key in turn (and a later batch wins a tie too)."""
+    rng = random.Random(1)
+
+    def failed(tool: str, detail: str) -> usage.Usage:
+        same = dict(member_id=None, server_slug="py", client_name="", outcome="tool_error", created_at=T0)
+        return _usage(team, rng, tool=tool, exposed_name=f"py__{tool}", detail=detail, **same)
+
+    out = rollups.aggregate([failed("b", "first"), failed("a", "second"), failed("b", "third")])
+    by_granularity = defaultdict(list)
+    for key, agg in out.items():
+        by_granularity[key[1]].append((key[7], agg.last_error))  # the tool, the newest error
+    assert sorted(by_granularity["hour"]) == [("a", "second"), ("b", "third")]
+    assert by_granularity["h_tot"] == [("", "third")] and by_granularity["d_tot"] == [("", "third")]
+    rollups.aggregate([failed("a", "fourth")], into=out)
+    totals = [agg.last_error for key, agg in out.items() if key[1] in ("h_tot", "d_tot", "h_srv")]
+    assert totals == ["fourth"] * 3
+    assert [agg.calls for key, agg in out.items() if key[1] == "h_tot"] == [4]
