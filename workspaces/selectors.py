@@ -102,9 +102,9 @@ def member_rows(workspace: Workspace, now: datetime | None = None) -> list[Membe
 
     "Tool calls" are the member's calls as the Analytics tab counts them (``analytics.selectors``: refused
     requests are not calls), from the per-token day rollups, so the figure survives the raw rows' retention
-    and equals the tab's for the member over its longest range (400 days). "Last active" is the later of the newest
-    usage row (the rollups' ``last_at``) and the newest ``last_used_at`` of their tokens: the usage log
-    records tool calls and refusals, ``last_used_at`` every kind of request (at minute precision).
+    and equals the tab's for the member over its longest range (400 days). "Last active" is the later of the
+    newest usage row (the rollups' ``last_at``) and the newest ``last_used_at`` of their tokens: the usage
+    log records tool calls and refusals, ``last_used_at`` every kind of request (at minute precision).
     """
     from analytics.selectors import member_calls_subquery, member_last_row_subquery
     from tokens.models import Token
