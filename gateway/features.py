@@ -39,7 +39,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
-from gateway import catalog, protocol, sessions
+from gateway import catalog, protocol, sessions, uplisten
 from gateway.models import Server, UsageEvent
 from gateway.upstream import UpstreamError, session_for
 from tokens import scopes as token_scopes
@@ -283,6 +283,8 @@ class _Call:
         offers = self.listed.offers.get(target.server.slug)
         if subscribe and offers is not None and not offers.get("subscribe"):
             raise self._invalid(f"Server {target.server.slug} does not offer resource subscriptions")
+        if _listened(target):  # a 2026-07-28 upstream: its listen stream's filter (gateway/uplisten.py)
+            return self.subscribe_listened(target, session_id, subscribe=subscribe)
         params = {**self.params, "uri": target.upstream}
         if subscribe:
             body = self.forward(target, params)
@@ -295,6 +297,24 @@ class _Call:
             return protocol.result_body(self.id, {})
         _hold(target, False)
         return self.forward(target, params)
+
+    def subscribe_listened(self, target: Target, session_id: str, *, subscribe: bool) -> dict[str, Any]:
+        """``subscribe`` for a modern upstream, which has no resources/subscribe: the URI joins (or leaves,
+        with its last subscriber here) the filter of the upstream's listen stream; it holds when the
+        upstream's acknowledgment honors it, else the answer is that of a server without subscriptions."""
+        assert target.server.config is not None
+        listener = uplisten.of(session_for(target.server.config))
+        if not subscribe:
+            if not subscribers_change(target.server.id, target.upstream, session_id, None):
+                listener.unhold(target.upstream)
+            return protocol.result_body(self.id, {})
+        # A subscriber first: an update that comes right after the acknowledgment finds it.
+        subscribers_change(target.server.id, target.upstream, session_id, target.exposed)
+        if listener.hold(target.upstream):
+            self.record(Outcome.OK, target.server)
+            return protocol.result_body(self.id, {})
+        subscribers_change(target.server.id, target.upstream, session_id, None)
+        raise self._invalid(f"Server {target.server.slug} does not offer resource subscriptions")
 
     # -- the upstream --------------------------------------------------------------------------------------
     def forward(self, target: Target, params: dict[str, Any], *, tool: str = "") -> dict[str, Any]:
@@ -383,13 +403,26 @@ def _hold(target: Target, keep: bool) -> None:
     from gateway import standalone  # it imports the relay, which imports this module's neighbours
 
     upstream = session_for(target.server.config)
-    if upstream.era == "modern":  # 2026-07-28 upstreams have no standalone stream
+    if upstream.era == "modern":  # 2026-07-28 upstreams have no standalone stream: see subscribe_listened
         return
     reader = standalone.of(upstream)
     if keep:
         reader.hold(target.upstream, upstream.session_id)
     else:
         reader.unhold(target.upstream)
+
+
+def _listened(target: Target) -> bool:
+    """Whether the target's upstream speaks only 2026-07-28 (its subscriptions are a listen filter). One that
+    cannot be reached now counts as not: the forwarded request then fails as any request to it does."""
+    if target.server.config is None:
+        return False
+    upstream = session_for(target.server.config)
+    try:
+        upstream.ensure_initialized()
+    except UpstreamError:
+        return False
+    return upstream.era == "modern"
 
 
 def _subscribers_key(server_id: int, uri: str) -> str:

@@ -473,6 +473,8 @@ class UpstreamSession:
     log_level: str | None = None
     # Its standalone GET stream, made by gateway.standalone.of() on first use.
     standalone: Any = field(default=None, repr=False, compare=False)
+    # A modern upstream's subscriptions/listen stream, made by gateway.uplisten.of() on first use.
+    listener: Any = field(default=None, repr=False, compare=False)
     _prepared: tuple[tuple[str | None, bool, str | None], PreparedLines] | None = None
 
     def __post_init__(self) -> None:

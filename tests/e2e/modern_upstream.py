@@ -17,6 +17,10 @@ math.mul) plus ``where(region)``, whose ``region`` parameter is mirrored into ``
     greet_me() -> "hello <name>"            one elicitation (form) round
     summarize(text) -> "summary: <reply>"   one sampling/createMessage round
     visit() -> "<name> lives in <city>"     two rounds: the city question names the answer to the first
+and, heard on ``subscriptions/listen`` streams only (its list changes and resource updates):
+    announce_tool(name) -> "added <name>"   adds a tool and announces tools/list_changed
+    post(text) -> "posted <text>"           changes the resource notes://board and announces its update
+    listening() -> int                      how many listen streams are open here
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Annotated, Any
 
 import uvicorn
 from mcp import types
-from mcp.server.mcpserver import Elicit, Resolve, Sample
+from mcp.server.mcpserver import Context, Elicit, Resolve, Sample
 from pydantic import BaseModel, Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -119,6 +123,38 @@ def add_input_tools(server: Any) -> None:
         return f"{who.name} lives in {where.city}"
 
 
+def add_listen_tools(server: Any) -> None:
+    """What a 2026-07-28 client hears on its ``subscriptions/listen`` stream (the SDK's bus publishes there;
+    there is no other way in this era): a tool list that grows, a resource that changes, and how many listen
+    streams are open (the gateway's listener for this upstream is one)."""
+    board = {"text": "empty"}
+
+    @server.resource(
+        "notes://board", name="board", description="A note post() changes.", mime_type="text/plain"
+    )
+    def read_board() -> str:
+        return board["text"]
+
+    @server.tool(description="Write `text` on notes://board and announce notifications/resources/updated.")
+    async def post(text: str, ctx: Context) -> str:
+        board["text"] = text
+        await ctx.notify_resource_updated("notes://board")
+        return f"posted {text}"
+
+    @server.tool(description="Add a tool `name` (echoes its text) and announce tools/list_changed.")
+    async def announce_tool(name: str, ctx: Context) -> str:
+        def grown(text: str) -> str:
+            return text
+
+        server.add_tool(grown, name=name, description="Added at run time by announce_tool().")
+        await ctx.notify_tools_changed()
+        return f"added {name}"
+
+    @server.tool(description="How many subscriptions/listen streams are open on this server.")
+    def listening() -> int:
+        return len(server._subscriptions._listeners)  # the SDK's in-memory bus: one listener per stream
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         return f"ran in {region}"
 
     add_input_tools(server)
+    add_listen_tools(server)
     app = server.streamable_http_app(streamable_http_path=PATH, host=HOST)
     uvicorn.run(gate(app), host=HOST, port=args.port, log_level="warning")
 
