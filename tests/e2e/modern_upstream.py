@@ -1,7 +1,7 @@
 """A MODERN-ONLY MCP upstream (2026-07-28) for the Aerostack tests, built on the official Python SDK (mcp 2.3.0).
 
 Usage:
-    python tests/e2e/modern_upstream.py PORT
+    python tests/e2e/modern_upstream.py PORT [--refuse-listen]
 
 The SDK's server is always dual-era (it routes on ``MCP-Protocol-Version``), so this wraps its real
 streamable-HTTP app in a small ASGI gate that refuses everything of the legacy era the way 2026-07-28 tells a
@@ -69,6 +69,20 @@ def gate(app: Any) -> Any:
         await app(scope, receive, send)
 
     return gated
+
+
+def refusing_listen(app: Any) -> Any:
+    """``app``, except that ``subscriptions/listen`` is answered 404 + -32601 although discover offers it (a
+    proxy in front of the server that does not pass it on): ``--refuse-listen``."""
+
+    async def refusing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and dict(scope["headers"]).get(b"mcp-method") == b"subscriptions/listen":
+            body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32601, "message": "Method not found"}}
+            await _answer(send, 404, body)
+            return
+        await app(scope, receive, send)
+
+    return refusing
 
 
 async def _answer(send: Any, status: int, body: dict[str, Any] | None, extra: Any = ()) -> None:
@@ -160,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("port", type=int)
+    parser.add_argument("--refuse-listen", action="store_true", help="answer subscriptions/listen with 404")
     args = parser.parse_args(argv)
     server = build_server("aerostack-modern-upstream")
 
@@ -170,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     add_input_tools(server)
     add_listen_tools(server)
     app = server.streamable_http_app(streamable_http_path=PATH, host=HOST)
-    uvicorn.run(gate(app), host=HOST, port=args.port, log_level="warning")
+    served = refusing_listen(gate(app)) if args.refuse_listen else gate(app)
+    uvicorn.run(served, host=HOST, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":
