@@ -365,6 +365,7 @@ def _listener(server: Server) -> uplisten.Listener:
     return uplisten.of(session_for(catalog.server_config(Server.objects.get(pk=server.pk))))
 
 
+@pytest.mark.usefixtures("one_cache_prefix")  # the listener's reader thread reads the test's subscribers
 def test_it_subscribes_to_a_modern_upstreams_resource_on_its_listen_stream(
     team: Team, mo_server: Server
 ) -> None:
