@@ -138,6 +138,11 @@ class Listener:
                 self._idle_since = time.monotonic()
             self._refilter()
 
+    def close(self) -> None:
+        """The upstream session was closed (its server changed or went away): the reader ends its stream."""
+        with self._lock:
+            self._interrupt()
+
     def held(self) -> frozenset[str]:
         with self._lock:
             return frozenset(self._held)

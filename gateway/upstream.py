@@ -543,6 +543,8 @@ class UpstreamSession:
             pool, self._pool = self._pool, []
         for connection, _ in pool:
             connection.close()
+        if self.listener is not None:
+            self.listener.close()  # its reader stops now, not at its next read timeout
 
     # -- one HTTP exchange ---------------------------------------------------------------------------------
     def _prepared_lines(self, session_id: str | None, *, initialize: bool) -> PreparedLines:

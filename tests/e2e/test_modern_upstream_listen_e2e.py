@@ -281,6 +281,58 @@ def test_unsubscribing_ends_the_gateways_listen_stream_upstream_and_its_reader(s
         assert _threads(worker) <= before  # its reader thread ended too
 
 
+# -- the upstream restarts -------------------------------------------------------------------------------------
+def test_updates_resume_after_the_modern_upstream_restarts(stack: Stack) -> None:
+    """The upstream process goes away with the gateway's listen stream and comes back on its port knowing
+    nothing of it: the gateway keeps trying while it holds the subscription and listens again, and the client,
+    which did nothing, hears the upstream's updates again. (An upstream of this test's own: it restarts.)"""
+    holder = {"modern": start_modern_upstream()}
+    try:
+        with live_server(workers=1, threads=8, extra_env=ENV) as gateway:
+            out = gateway.manage("shell", "-c", SETUP.format(modern=holder["modern"].url))
+            data = json.loads(out.strip().splitlines()[-1])
+            url = f"{gateway.url}/ws/{data['slug']}"
+
+            async def main() -> tuple[int, int]:
+                updated: list[str] = []
+                arrived = anyio.Event()
+
+                async def on_message(message: Any) -> None:
+                    message = getattr(message, "root", message)
+                    if isinstance(message, types.ResourceUpdatedNotification):
+                        updated.append(str(message.params.uri))
+                        arrived.set()
+
+                async def post_until_heard() -> None:
+                    nonlocal arrived
+                    end = time.monotonic() + 30  # the reader retries every 5 s at most
+                    while not updated and time.monotonic() < end:
+                        await anyio.to_thread.run_sync(direct, holder["modern"], "post", {"text": "x"})
+                        with anyio.move_on_after(1):
+                            await arrived.wait()
+                    arrived = anyio.Event()
+
+                async with legacy_client(url, data["tokens"][0], on_message) as client:
+                    await client.subscribe_resource(BOARD)
+                    await post_until_heard()
+                    before = len(updated)
+                    port = holder["modern"].port
+                    holder["modern"].stop()
+                    holder["modern"] = await anyio.to_thread.run_sync(
+                        lambda: start_modern_upstream(port=port)
+                    )
+                    updated.clear()
+                    await post_until_heard()
+                    after = len(updated)
+                    await client.unsubscribe_resource(BOARD)
+                return before, after
+
+            before, after = anyio.run(main)
+    finally:
+        holder["modern"].stop()
+    assert before >= 1 and after >= 1
+
+
 # -- two nodes: PostgreSQL + Redis --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(modern: RunningUpstream) -> Iterator[tuple[LiveServer, LiveServer, str, list[str]]]:
