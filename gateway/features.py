@@ -307,6 +307,7 @@ class _Call:
         if not subscribe:
             if not subscribers_change(target.server.id, target.upstream, session_id, None):
                 listener.unhold(target.upstream)
+            self.record(Outcome.OK, target.server)
             return protocol.result_body(self.id, {})
         # A subscriber first: an update that comes right after the acknowledgment finds it.
         subscribers_change(target.server.id, target.upstream, session_id, target.exposed)
