@@ -382,7 +382,9 @@ class _Call:
 # stream open while it holds subscriptions (gateway/standalone.py), because that is where an upstream sends
 # ``notifications/resources/updated``. An update read on one node goes to the sessions that subscribed
 # through that node only: with the same URI subscribed through two nodes, the upstream tells each node once,
-# and each client hears it once.
+# and each client hears it once. A 2026-07-28 upstream has neither resources/subscribe nor a GET stream: the
+# URI joins the filter of the node's subscriptions/listen stream to it instead (``subscribe_listened``,
+# gateway/uplisten.py), with the same subscriber entries.
 
 _node: tuple[int, str] = (0, "")
 
