@@ -52,7 +52,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from aerostack.db import release_connection
-from gateway import catalog, inflight, inputreq, protocol, relay, sessions
+from gateway import catalog, inflight, inputreq, protocol, relay, sessions, uplisten
 from gateway.models import Server, UsageEvent
 from gateway.upstream import UpstreamError, UpstreamSession, session_for
 from tokens import scopes as token_scopes
@@ -361,18 +361,39 @@ class _Call:
         offers = self.listed.offers.get(target.server.slug)
         if subscribe and offers is not None and not offers.get("subscribe"):
             raise self._invalid(f"Server {target.server.slug} does not offer resource subscriptions")
+        if _listened(target):  # a 2026-07-28 upstream: its listen stream's filter (gateway/uplisten.py)
+            return self.subscribe_listened(target, session_id, subscribe=subscribe)
         params = {**self.params, "uri": target.upstream}
         if subscribe:
             body = self.forward_body(target, params)
             if "result" in body:
                 subscribers_change(target.server.id, target.upstream, session_id, target.exposed)
-                _hold(target, True)
+                _keep_stream(target, True)
             return body
         remaining = subscribers_change(target.server.id, target.upstream, session_id, None)
         if remaining:  # other sessions of this node still want its updates: the upstream keeps it
             return protocol.result_body(self.id, {})
-        _hold(target, False)
+        _keep_stream(target, False)
         return self.forward_body(target, params)
+
+    def subscribe_listened(self, target: Target, session_id: str, *, subscribe: bool) -> dict[str, Any]:
+        """``subscribe`` for a modern upstream, which has no resources/subscribe: the URI joins (or leaves,
+        with its last subscriber here) the filter of the upstream's listen stream; it holds when the
+        upstream's acknowledgment honors it, else the answer is that of a server without subscriptions."""
+        assert target.server.config is not None
+        listener = uplisten.of(session_for(target.server.config))
+        if not subscribe:
+            if not subscribers_change(target.server.id, target.upstream, session_id, None):
+                listener.unhold(target.upstream)
+            self.record(Outcome.OK, target.server)
+            return protocol.result_body(self.id, {})
+        # A subscriber first: an update that comes right after the acknowledgment finds it.
+        subscribers_change(target.server.id, target.upstream, session_id, target.exposed)
+        if listener.hold(target.upstream):
+            self.record(Outcome.OK, target.server)
+            return protocol.result_body(self.id, {})
+        subscribers_change(target.server.id, target.upstream, session_id, None)
+        raise self._invalid(f"Server {target.server.slug} does not offer resource subscriptions")
 
     # -- the upstream --------------------------------------------------------------------------------------
     def forward_body(self, target: Target, params: dict[str, Any]) -> dict[str, Any]:
@@ -655,7 +676,9 @@ def _once(message: dict[str, Any]) -> Iterator[dict[str, Any]]:
 # stream open while it holds subscriptions (gateway/standalone.py), because that is where an upstream sends
 # ``notifications/resources/updated``. An update read on one node goes to the sessions that subscribed
 # through that node only: with the same URI subscribed through two nodes, the upstream tells each node once,
-# and each client hears it once.
+# and each client hears it once. A 2026-07-28 upstream has neither resources/subscribe nor a GET stream: the
+# URI joins the filter of the node's subscriptions/listen stream to it instead (``subscribe_listened``,
+# gateway/uplisten.py), with the same subscriber entries.
 
 _node: tuple[int, str] = (0, "")
 
@@ -669,7 +692,7 @@ def node_id() -> str:
     return _node[1]
 
 
-def _hold(target: Target, keep: bool) -> None:
+def _keep_stream(target: Target, keep: bool) -> None:
     """Keep (a subscription was just made on the upstream's current session) or let go (no local
     subscriber left) the upstream session's GET stream for the URI."""
     if target.server.config is None:
@@ -677,13 +700,26 @@ def _hold(target: Target, keep: bool) -> None:
     from gateway import standalone  # it imports the relay, which imports this module's neighbours
 
     upstream = session_for(target.server.config)
-    if upstream.era == "modern":  # 2026-07-28 upstreams have no standalone stream
+    if upstream.era == "modern":  # 2026-07-28 upstreams have no standalone stream: see subscribe_listened
         return
     reader = standalone.of(upstream)
     if keep:
         reader.hold(target.upstream, upstream.session_id)
     else:
         reader.unhold(target.upstream)
+
+
+def _listened(target: Target) -> bool:
+    """Whether the target's upstream speaks only 2026-07-28 (its subscriptions are a listen filter). One that
+    cannot be reached now counts as not: the forwarded request then fails as any request to it does."""
+    if target.server.config is None:
+        return False
+    upstream = session_for(target.server.config)
+    try:
+        upstream.ensure_initialized()
+    except UpstreamError:
+        return False
+    return upstream.era == "modern"
 
 
 def _subscribers_key(server_id: int, uri: str) -> str:

@@ -473,6 +473,8 @@ class UpstreamSession:
     log_level: str | None = None
     # Its standalone GET stream, made by gateway.standalone.of() on first use.
     standalone: Any = field(default=None, repr=False, compare=False)
+    # A modern upstream's subscriptions/listen stream, made by gateway.uplisten.of() on first use.
+    listener: Any = field(default=None, repr=False, compare=False)
     _prepared: tuple[tuple[str | None, bool, str | None], PreparedLines] | None = None
 
     def __post_init__(self) -> None:
@@ -541,6 +543,8 @@ class UpstreamSession:
             pool, self._pool = self._pool, []
         for connection, _ in pool:
             connection.close()
+        if self.listener is not None:
+            self.listener.close()  # its reader stops now, not at its next read timeout
 
     # -- one HTTP exchange ---------------------------------------------------------------------------------
     def _prepared_lines(self, session_id: str | None, *, initialize: bool) -> PreparedLines:

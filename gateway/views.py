@@ -43,6 +43,7 @@ from gateway import (
     secret_urls,
     sessions,
     standalone,
+    uplisten,
     usage,
 )
 from gateway.models import UsageEvent
@@ -270,6 +271,7 @@ class _ToolCall:
     streaming: bool = False  # the client takes an SSE reply: upstream requests can be relayed on it
     s2c: relay.CallRelay | None = None  # for clients that declared sampling, elicitation or roots
     standalone: standalone.Standalone | None = None  # the upstream session's GET stream, entered by the call
+    listener: uplisten.Listener | None = None  # a modern upstream's listen stream, entered by the call
     # A 2026-07-28 client's call on a legacy upstream, read in a thread of its own so that it can be held open
     # while the client answers the upstream's requests by retrying (gateway/inputreq.py); and once held:
     feed: inputreq.Feed | None = None
@@ -419,6 +421,8 @@ class _ToolCall:
             cache.delete(self._inflight_key)
         if first and self.standalone is not None:
             self.standalone.leave(self.s2c)
+        if first and self.listener is not None:
+            self.listener.leave()
         if self.s2c is not None:
             self.s2c.close()
 
@@ -1032,9 +1036,13 @@ class GatewayView(APIView):
                         call.s2c.divert = call.feed.divert
             # The upstream's GET stream is read while calls run on it, so that a request it sends there is
             # relayed or refused at once, never left to time out (gateway/standalone.py).
+            call.upstream.ensure_initialized()  # its era decides which stream (a flag check once it is known)
             if call.upstream.era != "modern":  # 2026-07-28 has no standalone stream
                 call.standalone = call.upstream.standalone or standalone.of(call.upstream)
                 call.standalone.enter(call.s2c)
+            else:  # its listen stream, so that what the call changes is heard (gateway/uplisten.py)
+                call.listener = call.upstream.listener or uplisten.of(call.upstream)
+                call.listener.enter()
             if call.feed is not None:  # read in a thread of its own from here on (the POST leaves now)
                 messages = call.feed.start(messages)
 

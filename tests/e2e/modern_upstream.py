@@ -1,7 +1,7 @@
 """A MODERN-ONLY MCP upstream (2026-07-28) for the Aerostack tests, built on the official Python SDK (mcp 2.3.0).
 
 Usage:
-    python tests/e2e/modern_upstream.py PORT
+    python tests/e2e/modern_upstream.py PORT [--refuse-listen]
 
 The SDK's server is always dual-era (it routes on ``MCP-Protocol-Version``), so this wraps its real
 streamable-HTTP app in a small ASGI gate that refuses everything of the legacy era the way 2026-07-28 tells a
@@ -22,6 +22,10 @@ functions return an ``InputRequiredResult`` themselves and read the retry's ``ct
 ``ctx.request_state``, the lowest SDK layer that lets them):
     introduce (prompt) -> "Introduce <name> to the team."   one elicitation round, with a requestState
     letters://{topic} (resource template) -> "A letter about <topic>: <reply>"   one sampling round
+Also, heard on ``subscriptions/listen`` streams only (its list changes and resource updates):
+    announce_tool(name) -> "added <name>"   adds a tool and announces tools/list_changed
+    post(text) -> "posted <text>"           changes the resource notes://board and announces its update
+    listening() -> int                      how many listen streams are open here
 """
 
 from __future__ import annotations
@@ -70,6 +74,20 @@ def gate(app: Any) -> Any:
         await app(scope, receive, send)
 
     return gated
+
+
+def refusing_listen(app: Any) -> Any:
+    """``app``, except that ``subscriptions/listen`` is answered 404 + -32601 although discover offers it (a
+    proxy in front of the server that does not pass it on): ``--refuse-listen``."""
+
+    async def refusing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and dict(scope["headers"]).get(b"mcp-method") == b"subscriptions/listen":
+            body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32601, "message": "Method not found"}}
+            await _answer(send, 404, body)
+            return
+        await app(scope, receive, send)
+
+    return refusing
 
 
 async def _answer(send: Any, status: int, body: dict[str, Any] | None, extra: Any = ()) -> None:
@@ -158,11 +176,44 @@ def add_input_features(server: Any) -> None:
         return types.InputRequiredResult(input_requests={"draft": request})
 
 
+def add_listen_tools(server: Any) -> None:
+    """What a 2026-07-28 client hears on its ``subscriptions/listen`` stream (the SDK's bus publishes there;
+    there is no other way in this era): a tool list that grows, a resource that changes, and how many listen
+    streams are open (the gateway's listener for this upstream is one)."""
+    board = {"text": "empty"}
+
+    @server.resource(
+        "notes://board", name="board", description="A note post() changes.", mime_type="text/plain"
+    )
+    def read_board() -> str:
+        return board["text"]
+
+    @server.tool(description="Write `text` on notes://board and announce notifications/resources/updated.")
+    async def post(text: str, ctx: Context) -> str:
+        board["text"] = text
+        await ctx.notify_resource_updated("notes://board")
+        return f"posted {text}"
+
+    @server.tool(description="Add a tool `name` (echoes its text) and announce tools/list_changed.")
+    async def announce_tool(name: str, ctx: Context) -> str:
+        def grown(text: str) -> str:
+            return text
+
+        server.add_tool(grown, name=name, description="Added at run time by announce_tool().")
+        await ctx.notify_tools_changed()
+        return f"added {name}"
+
+    @server.tool(description="How many subscriptions/listen streams are open on this server.")
+    def listening() -> int:
+        return len(server._subscriptions._listeners)  # the SDK's in-memory bus: one listener per stream
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("port", type=int)
+    parser.add_argument("--refuse-listen", action="store_true", help="answer subscriptions/listen with 404")
     args = parser.parse_args(argv)
     server = build_server("aerostack-modern-upstream")
 
@@ -172,8 +223,10 @@ def main(argv: list[str] | None = None) -> None:
 
     add_input_tools(server)
     add_input_features(server)
+    add_listen_tools(server)
     app = server.streamable_http_app(streamable_http_path=PATH, host=HOST)
-    uvicorn.run(gate(app), host=HOST, port=args.port, log_level="warning")
+    served = refusing_listen(gate(app)) if args.refuse_listen else gate(app)
+    uvicorn.run(served, host=HOST, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

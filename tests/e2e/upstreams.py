@@ -315,13 +315,17 @@ def start_python_upstream(*extra_args: str, timeout: float = 20) -> RunningUpstr
 MODERN_UPSTREAM_SCRIPT = E2E_DIR / "modern_upstream.py"
 
 
-def start_modern_upstream(timeout: float = 20) -> RunningUpstream:
-    """Start modern_upstream.py: the SDK server gated to 2026-07-28 only (no initialize, no sessions)."""
+def start_modern_upstream(*extra_args: str, timeout: float = 20, port: int | None = None) -> RunningUpstream:
+    """Start modern_upstream.py: the SDK server gated to 2026-07-28 only (no initialize, no sessions); extra
+    args: --refuse-listen. ``port``: on that port (an upstream restarted where the gateway knows it)."""
 
     def argv_env(port: int) -> tuple[list[str], dict[str, str]]:
-        argv = [sys.executable, str(MODERN_UPSTREAM_SCRIPT), str(port)]
+        argv = [sys.executable, str(MODERN_UPSTREAM_SCRIPT), str(port), *extra_args]
         return argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1"}
 
+    if port is not None:
+        argv, env = argv_env(port)
+        return _spawn("modern-upstream", argv, env=env, cwd=E2E_DIR, port=port, timeout=timeout)
     return _start_with_retries("modern-upstream", argv_env, E2E_DIR, timeout)
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway import catalog, features, protocol
+from gateway import catalog, features, protocol, uplisten
 from gateway.models import Server, UsageEvent
 from gateway.services import server_create, server_set_enabled
+from gateway.upstream import session_for
 from tests.conftest import Team
 from tests.factories import make_token
 from tests.gateway.helpers import McpTestClient, messages_of
@@ -339,3 +340,75 @@ def test_an_update_goes_to_the_sessions_subscribed_through_this_node_only(
         assert features.resource_updated(ev_server.pk, {"uri": uri}) == 1
         assert theirs.get(timeout=5) is not None
         assert mine.get(timeout=0.5) is None
+
+
+# -- subscriptions of a 2026-07-28 upstream: its listen stream (gateway/uplisten.py) -------------------------
+@pytest.fixture
+def mo_server(team: Team, modern_upstream: Any) -> Server:
+    return server_create(
+        workspace=team.workspace, actor=team.alice.user, name="Modern", slug="mo", url=modern_upstream.url
+    )
+
+
+@pytest.fixture(scope="module")
+def listen_refusing_upstream() -> Any:
+    from tests.e2e.upstreams import start_modern_upstream
+
+    upstream = start_modern_upstream("--refuse-listen")
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+def _listener(server: Server) -> uplisten.Listener:
+    return uplisten.of(session_for(catalog.server_config(Server.objects.get(pk=server.pk))))
+
+
+@pytest.mark.usefixtures("one_cache_prefix")  # the listener's reader thread reads the test's subscribers
+def test_it_subscribes_to_a_modern_upstreams_resource_on_its_listen_stream(
+    team: Team, mo_server: Server
+) -> None:
+    """A modern-only upstream has no resources/subscribe: the URI joins the filter of the gateway's
+    subscriptions/listen stream to it, the subscription holds once the upstream's acknowledgment honors it,
+    and the upstream's update on that stream reaches the session."""
+    from gateway import bus
+
+    client = McpTestClient(make_token(team.bob).raw)
+    client.initialize()
+    uri = "aerostack://mo/notes://board"
+    assert result_of(client.request("resources/subscribe", {"uri": uri})) == {}
+    listener = _listener(mo_server)
+    assert listener.held() == {"notes://board"} and listener.reading
+    assert features.subscribers(mo_server.pk, "notes://board") == {client.session_id: uri}
+    with bus.listening(f"session:{client.session_id}") as inbox:
+        called = result_of(client.request("tools/call", {"name": "mo__post", "arguments": {"text": "hi"}}))
+        message = inbox.get(timeout=10)
+    assert called["content"][0]["text"] == "posted hi"
+    assert message == {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri}}
+    assert result_of(client.request("resources/unsubscribe", {"uri": uri})) == {}
+    assert listener.held() == frozenset()
+    assert features.subscribers(mo_server.pk, "notes://board") == {}
+
+
+def test_it_refuses_a_subscription_a_modern_upstream_does_not_listen_for(
+    team: Team, listen_refusing_upstream: Any
+) -> None:
+    """An upstream whose discover offers subscriptions but that refuses subscriptions/listen: the answer of a
+    server without subscriptions, no subscriber kept, no reader left."""
+    server = server_create(
+        workspace=team.workspace,
+        actor=team.alice.user,
+        name="Refuses",
+        slug="mr",
+        url=listen_refusing_upstream.url,
+    )
+    client = McpTestClient(make_token(team.bob).raw)
+    client.initialize()
+    uri = "aerostack://mr/notes://board"
+    error = error_of(client.request("resources/subscribe", {"uri": uri}))
+    assert error["code"] == protocol.INVALID_PARAMS
+    assert "does not offer resource subscriptions" in error["message"]
+    assert features.subscribers(server.pk, "notes://board") == {}
+    listener = _listener(server)
+    assert listener.held() == frozenset() and not listener.reading
