@@ -570,6 +570,12 @@ def _gunicorn(target: str, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "gunicorn", target, "--bind", f"127.0.0.1:{port}", "--workers", "1", *extra]
 
 
+def serves_asgi(root: Path) -> bool:
+    """Whether the checkout's ``make run`` serves the ASGI application (the event-loop model)."""
+    makefile = root / "Makefile"
+    return makefile.exists() and "aerostack.asgi:application" in makefile.read_text()
+
+
 @contextlib.contextmanager
 def floor_server(
     upstream_url: str, log_dir: str, root: Path = ROOT, *, baseline: bool = False
@@ -583,6 +589,8 @@ def floor_server(
     """
     port = free_port()
     log = Path(log_dir) / f"floor{'-baseline' if baseline else ''}.log"
+    if baseline and serves_asgi(root):  # a checkout of the event-loop model: the floor is served as ours
+        root, baseline = ROOT, False
     settings_module = "benchmarks.floor_site"
     extra: dict[str, str] = {}
     if baseline:
@@ -613,7 +621,8 @@ def proxy_server(upstream_url: str, log_dir: str) -> Iterator[str]:
 @contextlib.contextmanager
 def checkout_server(root: Path, log_dir: str, extra_env: dict[str, str]) -> Iterator[tuple[LiveServer, int]]:
     """Aerostack from another checkout (e.g. main before this change), as ITS ``make run`` served it
-    (``aerostack.wsgi:application``, 8 threads, its gunicorn.conf.py), with its own SQLite data folder.
+    (``aerostack.asgi:application``, or before the event-loop model ``aerostack.wsgi:application`` with 8
+    threads; its gunicorn.conf.py), with its own SQLite data folder.
     Yields the server (whose ``manage()`` runs that checkout's manage.py) and the gunicorn master's pid."""
     data_dir = Path(log_dir) / f"checkout-{free_port()}"
     data_dir.mkdir()
@@ -641,7 +650,12 @@ def checkout_server(root: Path, log_dir: str, extra_env: dict[str, str]) -> Iter
 
     manage("migrate", "--noinput")
     server.manage = manage  # type: ignore[method-assign]
-    argv = _gunicorn("aerostack.wsgi:application", server.port, "--threads", "8", "--access-logfile", "-")
+    # What that checkout's `make run` serves: the ASGI application (its gunicorn.conf.py names the worker
+    # class) since the event-loop model, the WSGI one with 8 threads before it (6792a47).
+    if serves_asgi(root):
+        argv = _gunicorn("aerostack.asgi:application", server.port, "--access-logfile", "-")
+    else:
+        argv = _gunicorn("aerostack.wsgi:application", server.port, "--threads", "8", "--access-logfile", "-")
     with server_process(argv, root, env, server.log, server.port) as pid:
         yield server, pid
 
