@@ -28,8 +28,10 @@ is asked the input requests on the request's SSE stream (``Streamed``: the respo
 and gets the final result. A client without the capability an input request needs is refused at once
 (-32021 in 2026-07-28, a JSON-RPC error naming the capability for a legacy client). A legacy upstream's
 request on the reply stream of these methods is asked of a modern client as ``input_required`` while the
-upstream request is held (``inputreq.Held``, as for ``tools/call``); for a legacy client it is refused (no
-relay on these streams), and so is one on the upstream's GET stream (only a ``tools/call`` claims those).
+upstream request is held (``inputreq.Held``, as for ``tools/call``), and relayed to a legacy client on the
+request's reply, which becomes an SSE stream then (``relay.CallRelay``, as for ``tools/call``); a request
+on the upstream's GET stream is refused (only a ``tools/call`` claims those). A request that asks takes an
+in-flight slot while it waits for the client (the token's and workspace's caps); others take none.
 
 Subscriptions: the client sessions subscribed to an upstream URI are kept in the shared cache (any node
 serves any session); ``resource_updated`` publishes an upstream's ``notifications/resources/updated`` to each
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import logging
 import os
 import secrets
@@ -433,7 +436,15 @@ class _Call:
             if upstream.era != "modern":
                 return self._hold(target, upstream, params, tool, finish, asker)
         try:
-            response = _response(upstream.stream(self.method, params, capabilities=capabilities))
+            if asker is not None and not asker.modern:
+                # A legacy upstream's requests on the reply stream go to the legacy client on its (then SSE)
+                # reply, as for tools/call; a modern upstream's input_required is answered below.
+                relayed = self._relay_legacy(target, upstream, params, tool, finish, asker)
+                if isinstance(relayed, Streamed):
+                    return relayed
+                response = relayed
+            else:
+                response = _response(upstream.stream(self.method, params, capabilities=capabilities))
         except UpstreamError as exc:
             return self._failed(entry, tool, exc)
         result = response.get("result")
@@ -530,25 +541,114 @@ class _Call:
             failure=functools.partial(inputreq.failure_body, self.method),
         )
 
-        def stream() -> Iterator[dict[str, Any]]:
-            try:
-                for incoming in messages:
-                    if isinstance(incoming, relay.Relayed):
-                        yield dict(incoming)
-                    elif "method" not in incoming:
-                        yield self._finished(entry, tool, incoming, finish)
-                        return
-                    # the upstream's notifications (log, progress) are not relayed for these methods
-                yield self._failure(entry, "answered without a result")
-            except UpstreamError as exc:
-                yield self._failed(entry, tool, exc)
-
         def close() -> None:
             messages.close()  # type: ignore[attr-defined]
             asking.close()
 
         release_connection()  # the client may take minutes to answer: no database connection waits with it
-        return Streamed(self.id, stream(), close)
+        return Streamed(self.id, self._relaying(entry, tool, finish, messages, asking), close)
+
+    def _relaying(
+        self,
+        entry: catalog.ServerEntry,
+        tool: str,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None,
+        messages: Iterator[dict[str, Any]],
+        asking: relay.CallRelay,
+    ) -> Iterator[dict[str, Any]]:
+        """A legacy client's SSE reply: the requests it is asked (a modern upstream's input requests, made
+        by the gateway, or a legacy upstream's own, relayed under relay ids), then the client's response."""
+        try:
+            for incoming in messages:
+                if isinstance(incoming, relay.Relayed):
+                    yield dict(incoming)
+                elif "method" not in incoming:
+                    yield self._finished(entry, tool, incoming, finish)
+                    return
+                elif "id" in incoming:  # a legacy upstream's request: relayed, or refused at once
+                    request = asking.request(incoming)
+                    if request is not None:
+                        yield request
+                elif incoming["method"] == "notifications/cancelled":  # it gave up one of its requests
+                    cancelled = asking.cancelled(incoming.get("params"))
+                    if cancelled is not None:
+                        yield cancelled
+                # the upstream's other notifications (log, progress) are not relayed for these methods
+            yield self._failed(entry, tool, UpstreamError("protocol", "answered without a result"))
+        except UpstreamError as exc:
+            yield self._failed(entry, tool, exc)
+
+    def _relay_legacy(
+        self,
+        target: Target,
+        upstream: UpstreamSession,
+        params: dict[str, Any],
+        tool: str,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None,
+        asker: Asker,
+    ) -> dict[str, Any] | Streamed:
+        """A legacy client's request: the upstream's response message when it answers without asking (a
+        modern upstream's ``input_required`` included), or a ``Streamed`` reply from a legacy upstream's
+        first request on the reply stream that can reach the client (``relay.CallRelay``: ids and progress
+        tokens mapped, the answer back from any node), as a ``tools/call``'s reply becomes one. One the
+        client cannot answer (no capability, no SSE) is refused at once upstream (``relay.refusal``). Only a
+        request that asks takes an in-flight slot (the token's and workspace's caps, as a held one does),
+        until its stream ends. Raises ``UpstreamError``."""
+        messages = upstream.stream(
+            self.method, params, capabilities=asker.session.client_capabilities, server_requests=True
+        )
+        asking = relay.CallRelay(
+            upstream, asker.session, streaming=asker.streaming, started=self.started_monotonic
+        )
+        lease: inflight.Lease | None = None
+        streamed = False
+        first: dict[str, Any] | None = None
+        response: dict[str, Any] = {}
+        try:
+            for incoming in messages:
+                if "method" not in incoming:
+                    response = incoming
+                    break
+                if "id" not in incoming:
+                    continue  # the upstream's notifications (log, progress) are not relayed for these methods
+                method, request_params = str(incoming["method"]), incoming.get("params")
+                capabilities = asker.session.client_capabilities
+                if (
+                    lease is None
+                    and relay.refusal(capabilities, method, request_params, asker.streaming) is None
+                ):
+                    slot = inflight.acquire(
+                        workspace_id=self.token.workspace_id,
+                        token_id=self.token.pk,
+                        timeout_seconds=upstream.config.timeout,
+                    )
+                    if isinstance(slot, inflight.Refusal):
+                        upstream.refuse(incoming, upstream.session_id, slot.message)
+                        continue
+                    lease = slot
+                first = asking.request(incoming)
+                if first is not None:
+                    break
+                # refused at once: the upstream answers without it
+            if first is None:
+                return response
+            streamed = True
+        finally:
+            if not streamed:
+                messages.close()  # type: ignore[attr-defined]
+                asking.close()
+                if lease is not None:
+                    lease.release()
+
+        def close() -> None:
+            messages.close()  # type: ignore[attr-defined]
+            asking.close()
+            if lease is not None:
+                lease.release()
+
+        release_connection()  # the client may take minutes to answer: no database connection waits with it
+        rest = self._relaying(target.server, tool, finish, messages, asking)
+        return Streamed(self.id, itertools.chain([first], rest), close)
 
     def _hold(
         self,

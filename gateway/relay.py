@@ -17,6 +17,9 @@ cancellation of its request reaches the client under the relay id. A waiter wait
 own timeout (the server's ``timeout_seconds``) and answers the upstream with an error then; when the call
 ends first it stops (and answers an unanswered request with an error, so the upstream never hangs).
 
+A ``prompts/get`` or ``resources/read`` of a legacy client on a legacy upstream relays the requests on its
+reply stream the same way (gateway/features.py, ``_Call._relay_legacy``), with a ``CallRelay`` of its own.
+
 Which call a request belongs to: the one on whose POST reply stream it came (the TypeScript SDK sends
 ``extra.sendRequest`` there, the Python SDK ``ctx.elicit``; MCP's ``relatedRequestId``). A request on the
 upstream's standalone GET stream carries no such link: see gateway/standalone.py.
@@ -190,7 +193,7 @@ class _Pending:
         while True:
             if self.over.is_set():
                 if self.answer_when_over:
-                    self._refuse(f"The tools/call that {self.method} belonged to has ended")
+                    self._refuse(f"The request that {self.method} belonged to has ended")
                 return
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:

@@ -418,6 +418,34 @@ def test_without_the_capability_a_legacy_upstreams_request_on_a_prompt_fails_at_
     assert out[1][0] == "error" and "did not declare the sampling capability" in out[1][1], out
 
 
+def test_a_legacy_upstreams_prompt_and_resource_ask_a_legacy_client_on_the_reply_stream(stack: Stack) -> None:
+    # Both legacy: the upstream's elicitation and sampling are relayed on the reply (then SSE), as for a tool.
+    out = _features(
+        stack.url, stack.tokens[2], "legacy", "py", elicitation_callback=_elicit, sampling_callback=_sample
+    )
+    assert out == [("ok", "Introduce Ada to the team."), ("ok", "A letter about spring: short (18)")]
+    rows = stack.gateway.manage(
+        "shell",
+        "-c",
+        "from gateway.models import UsageEvent\n"
+        "print(sorted({(e.method, e.outcome, e.tool) for e in UsageEvent.objects.filter(server_slug='py',"
+        " method__in=['prompts/get', 'resources/read'])}))",
+    )
+    assert "('prompts/get', 'ok', 'introduce')" in rows, rows  # one row per request, as for a tools/call
+
+
+def test_without_the_capability_a_legacy_upstreams_request_to_a_legacy_client_fails_at_once(
+    stack: Stack,
+) -> None:
+    started = time.monotonic()
+    out = _features(stack.url, stack.tokens[1], "legacy", "py", elicitation_callback=_elicit)  # no sampling
+    bare = _features(stack.url, stack.tokens[1], "legacy", "py")  # no capabilities at all
+    assert time.monotonic() - started < 10  # the server's timeout is 20 s: nothing waited for it
+    assert out[0] == ("ok", "Introduce Ada to the team.")
+    assert out[1][0] == "error" and "did not declare the sampling capability" in out[1][1], out
+    assert bare[0][0] == "error" and "did not declare the elicitation capability" in bare[0][1], bare
+
+
 def test_a_held_prompts_request_state_is_bound_to_its_name(stack: Stack) -> None:
     port, token = stack.gateway.port, stack.tokens[3]
     status, first = modern(port, stack.slug, token, "prompts/get", {"name": "py__introduce"})

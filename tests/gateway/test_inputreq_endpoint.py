@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
-from gateway import bus, crypto, inflight, inputreq
+from gateway import bus, crypto, inflight, inputreq, protocol, relay
 from gateway.models import UsageEvent
 from gateway.services import server_create
 from tests.conftest import Team
 from tests.e2e.upstreams import start_python_upstream
 from tests.factories import make_token
+from tests.gateway.helpers import McpTestClient, messages_of
 from tests.gateway.test_modern_endpoint import ModernClient
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the held call's own thread writes the usage row
@@ -131,3 +132,53 @@ def _wait_for_input_threads() -> None:
     while _input_threads() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _input_threads() == []
+
+
+@pytest.mark.usefixtures("one_cache_prefix")
+def test_a_legacy_clients_prompt_that_asks_streams_and_counts_in_the_in_flight_cap_until_it_ends(
+    team: Team, settings: Any, asking_upstream: Any
+) -> None:
+    """A legacy client, a legacy upstream (py_upstream.py --asking's introduce): the upstream's elicitation
+    is relayed on the reply, which becomes SSE; while it asks it holds the token's one in-flight slot, and
+    gives it back when the stream ends."""
+    settings.GATEWAY_USAGE_ASYNC = False
+    settings.GATEWAY_MAX_INFLIGHT_PER_TOKEN = 1
+    server_create(
+        workspace=team.workspace, actor=team.alice.user, name="Py", slug="py", url=asking_upstream.url
+    )
+    client = McpTestClient(make_token(team.bob).raw)
+    init = client.request(
+        "initialize",
+        {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"elicitation": {}},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    )
+    client.session_id = init["Mcp-Session-Id"]
+    slots = dict(inflight._local)
+    first = client.request("prompts/get", {"name": "py__introduce"})
+    assert first.streaming and first["Content-Type"] == "text/event-stream"
+    chunks = iter(first.streaming_content)
+    parser = protocol.SSEParser()
+    events = parser.feed(next(chunks))
+    asked = json.loads(events[0].data)
+    assert asked["method"] == "elicitation/create" and asked["id"].startswith(relay.PREFIX), asked
+    assert asked["params"]["message"] == "What is your name?"
+    # Asking, it has the token's one slot: another prompt's upstream question is refused at once, saying why.
+    (second,) = messages_of(client.request("prompts/get", {"name": "py__introduce"}))
+    assert "Too many tool calls in flight for this token" in second["error"]["message"], second
+    answered = client.post(
+        {"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"name": "Ada"}}}
+    )
+    assert answered.status_code == 202
+    for chunk in chunks:
+        events.extend(parser.feed(chunk))
+    first.close()
+    final = json.loads(events[-1].data)
+    assert (
+        final["id"] == 2 and final["result"]["messages"][0]["content"]["text"] == "Introduce Ada to the team."
+    )
+    assert inflight._local == slots  # the slot is given back when the stream ends
+    rows = list(UsageEvent.objects.filter(method="prompts/get").order_by("pk").values_list("outcome", "tool"))
+    assert rows == [("upstream_error", "introduce"), ("ok", "introduce")], rows  # one row per request
