@@ -109,6 +109,10 @@ class Standalone:
             self._reader = threading.Thread(target=self._run, name="aerostack-upstream-get", daemon=True)
             self._reader.start()
 
+    def held(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._held)
+
     def unhold(self, uri: str) -> None:
         with self._lock:
             if uri in self._held:

@@ -1333,25 +1333,87 @@ def _error_text(response: dict[str, Any]) -> str:
 # -- the per-process registry of sessions -------------------------------------------------------------------
 _registry: dict[int, UpstreamSession] = {}
 _registry_lock = threading.Lock()
+# Subscriptions of sessions ``forget`` ended, by server id: (when, upstream URIs), for the server's next
+# session; a server that gets none within CARRY_SECONDS (it was deleted) leaves them to be dropped.
+_left_behind: dict[int, tuple[float, list[str]]] = {}
+CARRY_SECONDS = 600.0
 
 
 def session_for(config: UpstreamConfig) -> UpstreamSession:
-    """The shared session for ``config``; a changed config (new stamp) replaces the old session."""
+    """The shared session for ``config``; a changed config (new stamp) replaces the old session, and the
+    resource subscriptions held on the old one (or on one ``forget`` ended) are carried over to the new
+    one."""
     with _registry_lock:
-        session = _registry.get(config.server_id)
-        if session is not None and session.config == config:
-            return session
-        if session is not None:
-            session.close()
+        old = _registry.get(config.server_id)
+        if old is not None and old.config == config:
+            return old
         session = _registry[config.server_id] = UpstreamSession(config)
-        return session
+        left = _left_behind.pop(config.server_id, None)
+    held = set(left[1]) if left is not None and time.monotonic() - left[0] < CARRY_SECONDS else set()
+    if old is not None:
+        old.close()
+        held |= set(_held_uris(old))
+    if held:
+        threading.Thread(
+            target=_carry_subscriptions,
+            args=(session, sorted(held)),
+            name="aerostack-resubscribe",
+            daemon=True,
+        ).start()
+    return session
 
 
 def forget(server_id: int) -> None:
+    """End the server's pooled session (its settings changed, or it was deleted). The subscriptions held on
+    it wait, ``CARRY_SECONDS`` at most, for the server's next session to take them over."""
     with _registry_lock:
         session = _registry.pop(server_id, None)
     if session is not None:
         session.close()
+        held = _held_uris(session)
+        now = time.monotonic()
+        with _registry_lock:
+            for stale in [key for key, (when, _) in _left_behind.items() if now - when >= CARRY_SECONDS]:
+                del _left_behind[stale]
+            if held:
+                _left_behind[server_id] = (now, held)
+
+
+def _held_uris(session: UpstreamSession) -> list[str]:
+    """The upstream URIs clients subscribed to through this node on ``session`` (its GET stream or listen)."""
+    uris: set[str] = set()
+    for keeper in (session.standalone, session.listener):
+        if keeper is not None:
+            uris |= keeper.held()
+    return sorted(uris)
+
+
+def _carry_subscriptions(session: UpstreamSession, uris: list[str]) -> None:
+    """Subscribe ``uris`` on the session that replaced another (the server's config changed: its URL,
+    credential or timeout): the old upstream session ended with its subscriptions, and its subscribed clients
+    would otherwise hear no more updates. In a thread of its own: the request that made the new session does
+    not wait for it. A legacy upstream's GET stream subscribes them when it opens (gateway/standalone.py); a
+    2026-07-28 upstream's listen filter takes them (gateway/uplisten.py)."""
+    from gateway import standalone, uplisten  # they import this module
+
+    try:
+        session.ensure_initialized()
+    except UpstreamError as exc:
+        logger.warning(
+            "could not carry %d resource subscriptions of %s over: %s", len(uris), session.config.slug, exc
+        )
+        return
+    if session.era == "modern":
+        listener = uplisten.of(session)
+        for uri in uris:
+            listener.hold(uri)
+    else:
+        reader = standalone.of(session)
+        for uri in uris:
+            reader.hold(uri, None)  # subscribed on no session yet: the reader subscribes it on this one
+    logger.info(
+        "carried %d resource subscriptions of %s over to its new session", len(uris), session.config.slug
+    )
 
 
 def probe(config: UpstreamConfig) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:

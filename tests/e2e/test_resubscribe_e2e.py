@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+import requests
 from mcp import types
 
 from tests.conftest import need
@@ -29,9 +30,13 @@ from gateway.services import server_create
 from tokens.services import token_create
 owner = User.objects.create_user(username="owner@example.com", password="x-long-password-1")
 ws = workspace_create(name="Restarts", owner=owner)
-server_create(workspace=ws, actor=owner, name="Everything", slug="ev", url="{everything}", timeout_seconds=20)
+from api.services import api_key_create
+server = server_create(
+    workspace=ws, actor=owner, name="Everything", slug="ev", url="{everything}", timeout_seconds=20
+)
 token = token_create(workspace=ws, holder=ws.members.get(), name="t", expires_in=None, created_by=owner).raw
-print(json.dumps({{"slug": ws.slug, "token": token}}))
+key = api_key_create(user=owner, name="tests", expires_in=None).raw
+print(json.dumps({{"slug": ws.slug, "token": token, "key": key, "server": server.pk}}))
 """
 URI = "aerostack://ev/demo://resource/static/document/architecture.md"
 
@@ -42,6 +47,7 @@ class Stack:
     everything: RunningUpstream
     url: str
     token: str
+    setup: dict[str, Any]
 
 
 @pytest.fixture
@@ -53,7 +59,9 @@ def stack() -> Iterator[Stack]:
         with live_server(workers=1, threads=8, extra_env={"ALLOW_PRIVATE_UPSTREAMS": "true"}) as gateway:
             out = gateway.manage("shell", "-c", SETUP.format(everything=holder["everything"].url))
             data = json.loads(out.strip().splitlines()[-1])
-            stack = Stack(gateway, holder["everything"], f"{gateway.url}/ws/{data['slug']}", data["token"])
+            stack = Stack(
+                gateway, holder["everything"], f"{gateway.url}/ws/{data['slug']}", data["token"], data
+            )
             yield stack
             holder["everything"] = stack.everything
     finally:
@@ -109,3 +117,61 @@ def test_updates_resume_after_the_upstream_restarts_and_forgets_the_subscription
         )
         raise
     assert before >= 1 and after >= 1
+
+
+def _change_timeout(stack: Stack) -> None:
+    """The owner edits the server through the REST API: served by the gateway's own process, whose catalog
+    (the embedded cache is per process) learns of the change at once."""
+    setup = stack.setup
+    response = requests.patch(
+        f"{stack.gateway.url}/api/v1/workspaces/{setup['slug']}/servers/{setup['server']}",
+        json={"timeout_seconds": 25},
+        headers={"Authorization": f"Bearer {setup['key']}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_updates_go_on_after_the_servers_configuration_changes(stack: Stack) -> None:
+    """An owner edits the server (here its timeout): the gateway replaces the pooled upstream session, whose
+    end ends its upstream subscriptions, and carries the held URIs over to the new session; the subscribed
+    client, which did nothing, goes on receiving updates (it only switches the upstream's updates on again,
+    which server-everything keeps per session)."""
+
+    async def main() -> int:
+        updated: list[str] = []
+        arrived = anyio.Event()
+
+        async def on_message(message: Any) -> None:
+            message = getattr(message, "root", message)
+            if isinstance(message, types.ResourceUpdatedNotification):
+                updated.append(str(message.params.uri))
+                arrived.set()
+
+        async with sdk_client(
+            stack.url, stack.token, message_handler=on_message, read_timeout=90.0
+        ) as client:
+            await client.subscribe_resource(URI)
+            await client.call_tool("ev__toggle-subscriber-updates", {})  # on
+            with anyio.fail_after(30):
+                await arrived.wait()
+            await anyio.to_thread.run_sync(lambda: _change_timeout(stack))
+            # The next request builds the new upstream session (the catalog's config changed).
+            await client.call_tool("ev__toggle-subscriber-updates", {})  # on, for the new upstream session
+            # The old session's GET stream may still hand over the one update it was reading when it was
+            # closed; the updates after that come from the new session's subscription only.
+            updated.clear()
+            with anyio.fail_after(40):  # server-everything: one at once, then one per 5 s
+                while len(updated) < 3:
+                    arrived = anyio.Event()
+                    await arrived.wait()
+            await client.call_tool("ev__toggle-subscriber-updates", {})  # off
+            await client.unsubscribe_resource(URI)
+        return len(updated)
+
+    try:
+        after = anyio.run(main)
+    except BaseException:
+        print(stack.gateway.log_text()[-6000:])
+        raise
+    assert after >= 1
