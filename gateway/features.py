@@ -617,13 +617,8 @@ class _Call:
                     lease is None
                     and relay.refusal(capabilities, method, request_params, asker.streaming) is None
                 ):
-                    slot = inflight.acquire(
-                        workspace_id=self.token.workspace_id,
-                        token_id=self.token.pk,
-                        timeout_seconds=upstream.config.timeout,
-                    )
-                    if isinstance(slot, inflight.Refusal):
-                        upstream.refuse(incoming, upstream.session_id, slot.message)
+                    slot = self._slot(upstream, incoming)
+                    if slot is None:
                         continue
                     lease = slot
                 first = asking.request(incoming)
@@ -649,6 +644,20 @@ class _Call:
         release_connection()  # the client may take minutes to answer: no database connection waits with it
         rest = self._relaying(target.server, tool, finish, messages, asking)
         return Streamed(self.id, itertools.chain([first], rest), close)
+
+    def _slot(self, upstream: UpstreamSession, incoming: dict[str, Any]) -> inflight.Lease | None:
+        """An in-flight slot for a request that waits on the client (counted in the token's and the
+        workspace's caps as a held or relayed tools/call is), or None when a cap is full: the upstream's
+        ``incoming`` request is then refused with the cap's message."""
+        slot = inflight.acquire(
+            workspace_id=self.token.workspace_id,
+            token_id=self.token.pk,
+            timeout_seconds=upstream.config.timeout,
+        )
+        if isinstance(slot, inflight.Refusal):
+            upstream.refuse(incoming, upstream.session_id, slot.message)
+            return None
+        return slot
 
     def _hold(
         self,
@@ -678,13 +687,8 @@ class _Call:
                 if held is None:
                     # Held, it keeps two threads until the client retries: counted in the token's and the
                     # workspace's in-flight caps as a held tools/call is (a request that asks nothing is not).
-                    slot = inflight.acquire(
-                        workspace_id=self.token.workspace_id,
-                        token_id=self.token.pk,
-                        timeout_seconds=upstream.config.timeout,
-                    )
-                    if isinstance(slot, inflight.Refusal):
-                        upstream.refuse(incoming, upstream.session_id, slot.message)
+                    slot = self._slot(upstream, incoming)
+                    if slot is None:
                         continue
                     lease = slot
                     feed = inputreq.Feed(self.started_monotonic + upstream.config.timeout + 1.0)
