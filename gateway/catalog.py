@@ -112,6 +112,24 @@ def invalidate(
     live.lists_changed(workspace_id, lists, current, servers=servers)
 
 
+def upstream_list_changed(server_id: int, name: str, workspaces: Iterable[int] = ()) -> None:
+    """An upstream announced a new list ``name`` on its own stream (gateway/standalone.py's GET stream,
+    gateway/uplisten.py's listen stream): every node rebuilds it for ``workspaces``, or, when none is known,
+    for the server's own workspace (from the database). Called from those readers' threads, which keep no
+    database connection (nor a pooled one): this thread's is closed after."""
+    from django.db import connection
+
+    try:
+        found = set(workspaces) or set(
+            Server.objects.filter(pk=server_id).values_list("workspace_id", flat=True)
+        )
+        for workspace_id in found:
+            invalidate(workspace_id, lists=[name], servers=[server_id])
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()
+
+
 def server_config(server: Server) -> UpstreamConfig:
     headers: tuple[tuple[str, str], ...] = ()
     if server.credential_encrypted:

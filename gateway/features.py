@@ -916,6 +916,16 @@ def listener_unsubscribe(*, token: Token, subscriber: str, target: Target, recor
     _Call(message, {"uri": target.exposed}, token, None, record).subscribe(subscriber, subscribe=False)
 
 
+def upstream_resource_updated(server_id: int, params: object, unhold: Callable[[str], None]) -> None:
+    """An upstream's ``notifications/resources/updated`` read on its own stream (gateway/standalone.py's GET
+    stream, gateway/uplisten.py's listen stream): relayed to the sessions subscribed through this node; a
+    URI none of them wants any more (their sessions ended) is let go of (``unhold``)."""
+    if not isinstance(params, dict) or not isinstance(params.get("uri"), str):
+        return
+    if not resource_updated(server_id, params):  # no live subscriber of this node was left to tell
+        unhold(params["uri"])
+
+
 def resource_updated(server_id: int, params: dict[str, Any]) -> int:
     """Relay an upstream's ``notifications/resources/updated`` to every client session subscribed to its URI
     through this node (on whatever node the session's GET stream is served), with the URI each of them

@@ -310,37 +310,19 @@ class Standalone:
                 bus.publish(f"session:{call.session.id}", note)
 
     def _resource_updated(self, params: object) -> None:
-        """Relay the update to the sessions subscribed through this node; a URI none of them wants any more
-        (their sessions ended) stops holding the stream."""
         from gateway import features
 
-        if not isinstance(params, dict) or not isinstance(params.get("uri"), str):
-            return
-        server_id = self.upstream.config.server_id
         try:
-            features.resource_updated(server_id, params)
-            if not features.subscribers(server_id, params["uri"], here=True):
-                self.unhold(params["uri"])
+            features.upstream_resource_updated(self.upstream.config.server_id, params, self.unhold)
         except Exception:
             slug = self.upstream.config.slug
             logger.warning("could not relay a resource update of %s", slug, exc_info=True)
 
     def _list_changed(self, calls: list[CallRelay], name: str) -> None:
-        """The upstream announced a new list on its GET stream: every node rebuilds the workspace's."""
-        from django.db import connection
-
-        from gateway.models import Server
-
+        """The upstream announced a new list on its GET stream: every node rebuilds the workspace's (that of
+        the calls in flight, else the server's)."""
         workspaces = {call.session.workspace_id for call in calls}
-        try:
-            if not workspaces:  # no call in flight: the server's workspace, from the database (rare)
-                found = Server.objects.filter(pk=self.upstream.config.server_id)
-                workspaces = set(found.values_list("workspace_id", flat=True))
-            for workspace_id in workspaces:
-                catalog.invalidate(workspace_id, lists=[name], servers=[self.upstream.config.server_id])
-        finally:
-            if not connection.in_atomic_block:
-                connection.close()  # this thread keeps no database connection (nor a pooled one)
+        catalog.upstream_list_changed(self.upstream.config.server_id, name, workspaces)
 
 
 def _snippet(response: http.client.HTTPResponse) -> str:

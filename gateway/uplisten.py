@@ -392,46 +392,27 @@ class Listener:
             self._resource_updated(message.get("params"))
 
     def _resource_updated(self, params: object) -> None:
-        """Relay the update to the subscribers of this node; a URI none of them wants any more is dropped."""
         from gateway import features
 
-        if not isinstance(params, dict) or not isinstance(params.get("uri"), str):
-            return
-        meta = params.get("_meta")
-        relayed = dict(params)
-        if isinstance(meta, dict):  # the subscription id is this stream's, not the client's
-            meta = {key: value for key, value in meta.items() if key != SUBSCRIPTION_ID}
+        if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
+            # The subscription id is this stream's, not the client's.
+            meta = {key: value for key, value in params["_meta"].items() if key != SUBSCRIPTION_ID}
+            params = {key: value for key, value in params.items() if key != "_meta"}
             if meta:
-                relayed["_meta"] = meta
-            else:
-                del relayed["_meta"]
-        server_id = self.upstream.config.server_id
+                params["_meta"] = meta
         try:
-            features.resource_updated(server_id, relayed)
-            if not features.subscribers(server_id, relayed["uri"], here=True):
-                self.unhold(relayed["uri"])
+            features.upstream_resource_updated(self.upstream.config.server_id, params, self.unhold)
         except Exception:
             logger.warning(
                 "could not relay a resource update of %s", self.upstream.config.slug, exc_info=True
             )
 
     def _list_changed(self, name: str) -> None:
-        """The upstream announced a new list: every node rebuilds its workspace's (a server row belongs to one
-        workspace)."""
-        from django.db import connection
-
-        from gateway.models import Server
-
-        server_id = self.upstream.config.server_id
+        """The upstream announced a new list: every node rebuilds its workspace's."""
         try:
-            found = Server.objects.filter(pk=server_id).values_list("workspace_id", flat=True)
-            for workspace_id in set(found):
-                catalog.invalidate(workspace_id, lists=[name], servers=[server_id])
+            catalog.upstream_list_changed(self.upstream.config.server_id, name)
         except Exception:
             logger.warning("could not announce a list change of %s", self.upstream.config.slug, exc_info=True)
-        finally:
-            if not connection.in_atomic_block:
-                connection.close()  # this thread keeps no database connection (nor a pooled one)
 
 
 def _decoded(data: str) -> dict[str, Any] | None:
